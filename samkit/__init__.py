@@ -1,0 +1,3 @@
+"""samkit: sharpness-aware minimization for PyTorch."""
+
+__version__ = "0.1.0"
