@@ -1,0 +1,5 @@
+"""Errors samkit raises for user mistakes: the message says what was wrong and what to do."""
+
+
+class SamkitError(ValueError):
+    """A user-facing error (bad argument, missing data, corrupt file); the CLI prints it without a traceback."""
