@@ -2,4 +2,7 @@
 
 
 class SamkitError(ValueError):
-    """A user-facing error (bad argument, missing data, corrupt file); the CLI prints it without a traceback."""
+    """A user-facing error (bad argument, missing data, corrupt file).
+
+    The CLI prints its message without a traceback.
+    """

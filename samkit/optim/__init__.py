@@ -1,1 +1,7 @@
-"""samkit.optim."""
+"""The SAM family as composable PyTorch optimizers: rules x sharding x execution."""
+
+from samkit.optim.batchnorm import frozen_running_stats
+from samkit.optim.sam import SAM, FriendlySAM, NonFiniteError
+from samkit.optim.sharding import Sharding
+
+__all__ = ["SAM", "FriendlySAM", "NonFiniteError", "Sharding", "frozen_running_stats"]

@@ -1,0 +1,99 @@
+"""BatchNorm running statistics under SAM.
+
+Running statistics must be updated by the unperturbed (ascent) pass only, once per step:
+
+* the descent pass at ``w + e`` runs in train mode (it uses its own batch statistics, as the
+  forward pass the gradient is taken of) but its running-statistics update is undone;
+* with several shards each shard's ascent pass updates the statistics from the same starting
+  point, and the results are merged by their shard weights. For the linear EMA update that
+  BatchNorm uses, ``sum_s w_s [(1 - mu) r + mu stat_s] = (1 - mu) r + mu sum_s w_s stat_s``: one
+  update with the shard-weighted mean of the per-shard batch statistics. ``num_batches_tracked``
+  advances by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _NormBase
+
+
+def running_stat_buffers(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+    """(float running statistics, integer counters) of every norm layer that tracks them."""
+    floats: list[Tensor] = []
+    counters: list[Tensor] = []
+    for m in model.modules():
+        if isinstance(m, _NormBase) and m.track_running_stats and m.running_mean is not None:
+            floats.extend(b for b in (m.running_mean, m.running_var) if b is not None)
+            if m.num_batches_tracked is not None:
+                counters.append(m.num_batches_tracked)
+    return floats, counters
+
+
+class RunningStats:
+    """Snapshot / restore / merge of a model's running statistics, all with fused list ops."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.floats, self.counters = running_stat_buffers(model)
+        self._saved: list[Tensor] | None = None
+        self._merged: list[Tensor] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.floats or self.counters)
+
+    @property
+    def _all(self) -> list[Tensor]:
+        return self.floats + self.counters
+
+    def save(self) -> None:
+        """Remember the current values (the start of the step)."""
+        self._saved = [b.clone() for b in self._all]
+
+    def restore(self) -> None:
+        """Put the remembered values back, bit-exactly."""
+        assert self._saved is not None
+        if self._all:
+            torch._foreach_copy_(self._all, self._saved)
+
+    def accumulate(self, weight: float, first: bool) -> None:
+        """Add ``weight *`` the current float statistics to the merge; the first shard's counters win."""
+        if first:
+            self._merged = [b.clone() for b in self._all]
+            if self.floats and weight != 1.0:
+                torch._foreach_mul_(self._merged[: len(self.floats)], weight)
+        else:
+            assert self._merged is not None
+            if self.floats:
+                torch._foreach_add_(self._merged[: len(self.floats)], self.floats, alpha=weight)
+
+    def write_merged(self) -> None:
+        """Install the merged statistics (the snapshot is kept until :meth:`clear`)."""
+        assert self._merged is not None
+        if self._all:
+            torch._foreach_copy_(self._all, self._merged)
+        self._merged = None
+
+    def clear(self) -> None:
+        self._saved = None
+        self._merged = None
+
+
+@contextmanager
+def frozen_running_stats(model: nn.Module) -> Iterator[None]:
+    """Run forwards in train mode without changing running statistics (the descent pass of SAM).
+
+    For users of ``first_step`` / ``second_step``: wrap the second forward/backward in it.
+    """
+    stats = RunningStats(model)
+    if not stats:
+        yield
+        return
+    stats.save()
+    try:
+        yield
+    finally:
+        stats.restore()
+        stats.clear()

@@ -1,0 +1,525 @@
+r"""The SAM family as ``torch.optim.Optimizer`` front ends.
+
+One step of every member is the same pipeline (see ``docs/optimizers.md``)::
+
+    for each shard s of the batch (weights w_s = n_s / n):
+        g_s = grad L_s(w)                       ascent gradient (unperturbed; updates BatchNorm stats)
+        e_s = rule(g_s, w, state)                perturbation of radius rho
+        h_s = grad L_s(w + e_s)                  descent gradient
+        w  <- copy of w                          exact restore (no subtraction)
+    grad = sum_s w_s h_s  ->  base optimizer step (SGD, AdamW, ...)
+
+:class:`SAM` makes ``e`` with :func:`~samkit.optim.rules.sam_direction` (and ASAM's metric when
+``adaptive=True``); :class:`FriendlySAM` only swaps in the Friendly-SAM direction and its EMA. The
+sharding (``shards=k`` / ``shard_size=m``) and the execution are independent of the rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from samkit.errors import SamkitError
+from samkit.optim import rules
+from samkit.optim.batchnorm import RunningStats
+from samkit.optim.sharding import Sharding, shard_batch
+
+log = logging.getLogger("samkit")
+
+LossFn = Callable[[nn.Module, Any], Tensor]
+_EXECUTIONS = ("auto", "loop", "vectorized")
+_NONFINITE = ("raise", "skip", "unchecked")
+
+
+class NonFiniteError(SamkitError, FloatingPointError):
+    """A loss or gradient was NaN/inf; the weights and optimizer state were left unchanged."""
+
+
+def _check_nonneg(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise SamkitError(f"{name} must be a non-negative number, got {value!r}")
+
+
+class SAM(Optimizer):
+    r"""Sharpness-Aware Minimization (Foret et al., 2021), ASAM and m-sharpness in one optimizer.
+
+    .. math::
+        e = \rho\,\frac{T^2 g}{\lVert T g \rVert}, \quad
+        w \leftarrow \operatorname{base\_step}\Big(w,\ \sum_s \tfrac{n_s}{n}
+        \nabla L_s(w + e_s)\Big)
+
+    with :math:`T = 1` (SAM) or :math:`T = |w| + \eta` (ASAM, ``adaptive=True``), and one
+    perturbation :math:`e_s` per shard (m-sharpness; ``shards=1`` is SAM).
+
+    Args:
+        params: parameters or parameter groups (a group may set its own ``rho``, ``adaptive``,
+            ``eta`` and any base-optimizer setting).
+        base_optimizer: a ``torch.optim.Optimizer`` class (built on the same ``param_groups`` with
+            ``**base_kwargs``) — e.g. ``torch.optim.SGD``.
+        rho: perturbation radius, ``>= 0``.
+        adaptive: ASAM's scale-invariant perturbation.
+        eta: ASAM's offset in ``T = |w| + eta``.
+        shards: number of shards that each get their own perturbation (mSAM).
+        shard_size: examples per shard instead (the "m" of m-sharpness; ``1`` is 1-SAM).
+        execution: ``"loop"`` (one shard after another), ``"vectorized"`` (all shards at once with
+            ``torch.func``) or ``"auto"``; see :attr:`execution_used`.
+        nonfinite: what a NaN/inf loss or gradient does without a ``GradScaler``: ``"raise"``
+            (:class:`NonFiniteError`), ``"skip"`` (count it in ``skipped_steps``) — both restore the
+            weights and leave the base optimizer untouched, at one host sync per step — or
+            ``"unchecked"`` (no check, no sync: for ``torch.compile`` / CUDA graphs).
+
+    Example::
+
+        opt = samkit.SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
+        for x, y in loader:
+            loss = opt.train_step(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), (x, y))
+    """
+
+    passes_per_step = 2
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[Optimizer],
+        *,
+        rho: float = 0.05,
+        adaptive: bool = False,
+        eta: float = 0.0,
+        shards: int | None = 1,
+        shard_size: int | None = None,
+        execution: str = "auto",
+        nonfinite: str = "raise",
+        **base_kwargs: Any,
+    ) -> None:
+        _check_nonneg("rho", rho)
+        _check_nonneg("eta", eta)
+        if not (isinstance(base_optimizer, type) and issubclass(base_optimizer, Optimizer)):
+            raise SamkitError(
+                "base_optimizer must be an optimizer class such as torch.optim.SGD (samkit builds it "
+                f"on the same param_groups with **base_kwargs), got {base_optimizer!r}"
+            )
+        if execution not in _EXECUTIONS:
+            raise SamkitError(f"execution must be one of {_EXECUTIONS}, got {execution!r}")
+        if nonfinite not in _NONFINITE:
+            raise SamkitError(f"nonfinite must be one of {_NONFINITE}, got {nonfinite!r}")
+        self.sharding = Sharding.from_args(shards, shard_size)
+        self.execution = execution
+        self.nonfinite = nonfinite
+        defaults = dict(rho=rho, adaptive=bool(adaptive), eta=eta, **self._rule_defaults())
+        super().__init__(params, {**defaults, **base_kwargs})
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self.param_groups = self.base_optimizer.param_groups
+        self.defaults.update(self.base_optimizer.defaults)
+        for group in self.param_groups:
+            self._validate_group(group)
+        self.steps = 0
+        self.skipped_steps = 0
+        self.execution_used: str | None = None
+        self._backup: list[Tensor] | None = None
+        self._pending: tuple[list[list[Tensor]], list[list[Tensor]] | None, Tensor] | None = None
+
+    # ---- rule hooks: the only things a rule changes ---------------------------------------------
+    def _rule_defaults(self) -> dict[str, Any]:
+        return {}
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        _check_nonneg("rho", group["rho"])
+        _check_nonneg("eta", group["eta"])
+
+    def _directions(
+        self, params: list[list[Tensor]], grads: list[list[Tensor]]
+    ) -> list[list[Tensor]]:
+        """Per-group perturbation directions from per-group ascent gradients of ``params``."""
+        return grads
+
+    @property
+    def _needs_full_grad(self) -> bool:
+        """Whether the rule keeps state fed by the full-batch ascent gradient."""
+        return False
+
+    def _observe(self, params: list[list[Tensor]], full_grads: list[list[Tensor]]) -> None:
+        """Update the rule's state with the full-batch ascent gradient, after a taken step."""
+
+    # ---- plumbing ------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not hasattr(self, "base_optimizer"):  # during Optimizer.__init__
+            super().add_param_group(param_group)
+            return
+        for key in ("rho", "adaptive", "eta", *self._rule_defaults()):
+            param_group.setdefault(key, self.defaults[key])
+        self.base_optimizer.add_param_group(param_group)
+        self._validate_group(self.param_groups[-1])
+
+    def _groups(self, with_grad: bool) -> list[list[Tensor]]:
+        if with_grad:
+            return [[p for p in g["params"] if p.grad is not None] for g in self.param_groups]
+        return [[p for p in g["params"] if p.requires_grad] for g in self.param_groups]
+
+    def _perturb(
+        self, params: list[list[Tensor]], grads: list[list[Tensor]]
+    ) -> tuple[list[Tensor], Tensor]:
+        """Flat perturbation for ``params`` from ascent ``grads`` (per group) and the ascent norm."""
+        g = self.param_groups
+        e, norm = rules.perturbation(
+            self._directions(params, grads),
+            params,
+            [x["rho"] for x in g],
+            [x["adaptive"] for x in g],
+            [x["eta"] for x in g],
+        )
+        return [t for group in e for t in group], norm
+
+    def _save(self, flat: list[Tensor]) -> None:
+        """Copy the weights into a reused buffer (restored later by copy, so bit-exactly)."""
+        b = self._backup
+        if b is None or len(b) != len(flat) or any(
+            x.shape != p.shape or x.dtype != p.dtype or x.device != p.device
+            for x, p in zip(b, flat, strict=True)
+        ):
+            self._backup = [p.detach().clone() for p in flat]
+        else:
+            torch._foreach_copy_(b, [p.detach() for p in flat])
+
+    def _restore(self, flat: list[Tensor]) -> None:
+        assert self._backup is not None
+        with torch.no_grad():
+            torch._foreach_copy_(flat, self._backup)
+
+    def _finite(self, ascent_norm: Tensor, params: list[Tensor]) -> bool | None:
+        """One host sync: are the ascent norm and every descent gradient finite? (None: unchecked)."""
+        if self.nonfinite == "unchecked":
+            return None
+        grads = [p.grad for p in params if p.grad is not None]
+        total = ascent_norm + rules.global_norm(grads) if grads else ascent_norm
+        return bool(torch.isfinite(total))
+
+    def _finish(
+        self,
+        ok: bool | None,
+        params: list[list[Tensor]],
+        full_grads: list[list[Tensor]] | None,
+        scaler: torch.amp.GradScaler | None,
+    ) -> None:
+        """Base step (or skip) after the weights are restored and the descent grads are in ``.grad``."""
+        flat = [p for group in params for p in group]
+        if scaler is not None:
+            if ok is False:
+                # Make the scaler see the non-finite value (it may be only in the ascent pass), so
+                # that it skips the step and backs off its scale exactly as it always does.
+                bad = next(p for p in flat if p.grad is not None)
+                bad.grad.view(-1)[0] = float("inf")
+            scaler.step(self.base_optimizer)
+            scaler.update()
+        elif ok is not False:
+            self.base_optimizer.step()
+        # LR schedulers built on this optimizer check this flag to warn about call order.
+        self._opt_called = True
+        if ok is False:
+            self.skipped_steps += 1
+            self.zero_grad(set_to_none=True)
+            if scaler is None and self.nonfinite == "raise":
+                raise NonFiniteError(
+                    f"non-finite loss or gradient at step {self.steps}: the weights were restored "
+                    "and the step was not taken. Check the data and the learning rate, use a "
+                    "GradScaler with mixed precision, or pass nonfinite='skip' to skip such steps"
+                )
+            if scaler is None:
+                warnings.warn(
+                    f"samkit: skipped a step with a non-finite loss or gradient "
+                    f"({self.skipped_steps} so far)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return
+        if full_grads is not None:
+            self._observe(params, full_grads)
+        self.steps += 1
+
+    # ---- familiar two-call surface (shards=1) ---------------------------------------------------
+    def _require_single_shard(self, what: str) -> None:
+        if not self.sharding.is_single:
+            raise SamkitError(
+                f"{what} works on the gradient of one whole batch; with {self.sharding} use "
+                "train_step(model, loss_fn, batch), which splits the batch into shards"
+            )
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Move to ``w + e(w)`` using the gradients already in ``.grad`` (from your first backward)."""
+        self._require_single_shard("first_step()")
+        if self._pending is not None:
+            raise SamkitError("first_step() called twice: call second_step() to restore the weights")
+        params = self._groups(with_grad=True)
+        flat = [p for group in params for p in group]
+        if not flat:
+            raise SamkitError(
+                "first_step() found no gradients: compute the loss on the unperturbed weights and "
+                "call loss.backward() before first_step() (or use train_step)"
+            )
+        grads = [[p.grad for p in group] for group in params]
+        full = [[g.clone() for g in group] for group in grads] if self._needs_full_grad else None
+        e, norm = self._perturb(params, grads)
+        self._save(flat)
+        torch._foreach_add_(flat, e)
+        self._pending = (params, full, norm)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restore ``w`` exactly and step the base optimizer with the gradient taken at ``w + e``."""
+        if self._pending is None:
+            raise SamkitError("second_step() called without first_step(): nothing to restore")
+        params, full, norm = self._pending
+        self._pending = None
+        flat = [p for group in params for p in group]
+        self._restore(flat)
+        self._finish(self._finite(norm, flat), params, full, None)
+        if zero_grad:
+            self.zero_grad()
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """``first_step``; ``closure()`` (a forward and ``backward()`` at ``w + e``); ``second_step``.
+
+        As in the popular SAM code, you run the first forward/backward yourself before ``step``.
+        Returns what the closure returns (the perturbed loss).
+        """
+        if closure is None:
+            raise SamkitError(
+                "SAM.step() needs a closure that recomputes the loss and calls loss.backward() at "
+                "the perturbed weights: opt.step(closure). Or call first_step()/second_step() "
+                "yourself, or let opt.train_step(model, loss_fn, batch) do the whole update"
+            )
+        self.first_step(zero_grad=True)
+        try:
+            with torch.enable_grad():
+                loss = closure()
+        except BaseException:
+            assert self._pending is not None
+            self._restore([p for group in self._pending[0] for p in group])
+            self._pending = None
+            raise
+        self.second_step()
+        return loss
+
+    # ---- the whole update ----------------------------------------------------------------------
+    def train_step(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        batch: Any,
+        *,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> Tensor:
+        """One full SAM-family update on ``batch``; returns the unperturbed mean loss (detached).
+
+        ``loss_fn(model, batch)`` returns the mean loss of ``batch``. The batch is split into the
+        configured shards; each shard's ascent pass (unperturbed) updates BatchNorm statistics, merged
+        once per step; the descent passes do not. With a ``GradScaler`` the ascent gradient is
+        unscaled before its norm, and a non-finite value anywhere makes the scaler skip the step and
+        back off (``scaler.step`` and ``scaler.update`` are called here). Under autocast, wrap this
+        call (or the body of ``loss_fn``) in ``torch.autocast``.
+        """
+        if self._pending is not None:
+            raise SamkitError("train_step() called between first_step() and second_step()")
+        params = self._groups(with_grad=False)
+        flat = [p for group in params for p in group]
+        if not flat:
+            raise SamkitError("the optimizer holds no parameter that requires grad")
+        shards, weights = shard_batch(batch, self.sharding)
+        self.execution_used = "loop"
+        stats = RunningStats(model) if model.training else None
+        self.zero_grad(set_to_none=True)
+        self._save(flat)
+        full = [[torch.zeros_like(p) for p in g] for g in params] if self._needs_full_grad else None
+        total: Tensor | None = None
+        norm_sum: Tensor | None = None
+        if stats:
+            stats.save()
+        try:
+            for i, (shard, w) in enumerate(zip(shards, weights, strict=True)):
+                loss, grads = self._ascent(model, loss_fn, shard, flat, scaler)
+                total = loss * w if total is None else total + loss * w
+                if stats:
+                    stats.accumulate(w, first=i == 0)
+                    stats.restore()
+                by_group = _regroup(grads, params)
+                if full is not None:
+                    for acc, g in zip(full, by_group, strict=True):
+                        torch._foreach_add_(acc, g, alpha=w)
+                e, norm = self._perturb(params, by_group)
+                norm_sum = norm if norm_sum is None else norm_sum + norm
+                with torch.no_grad():
+                    torch._foreach_add_(flat, e)
+                del grads, by_group, e
+                descent = loss_fn(model, shard)
+                descent = descent * w if w != 1.0 else descent
+                (scaler.scale(descent) if scaler is not None else descent).backward()
+                if stats:
+                    stats.restore()
+                self._restore(flat)
+        except BaseException:
+            self._restore(flat)
+            if stats:
+                stats.restore()
+                stats.clear()
+            self.zero_grad(set_to_none=True)
+            raise
+        assert total is not None and norm_sum is not None
+        ok = self._finite(norm_sum + total.float() * 0, flat)
+        if ok is None and scaler is not None:
+            ok = bool(torch.isfinite(norm_sum))
+        if stats:
+            # A non-finite step leaves the running statistics as they were, like the weights.
+            if ok is False:
+                stats.restore()
+            else:
+                stats.write_merged()
+            stats.clear()
+        self._finish(ok, params, full, scaler)
+        return total
+
+    def _ascent(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        shard: Any,
+        flat: list[Tensor],
+        scaler: torch.amp.GradScaler | None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Unperturbed loss and its gradient for one shard (unscaled, without touching ``.grad``)."""
+        loss = loss_fn(model, shard)
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise SamkitError(
+                "loss_fn(model, batch) must return the mean loss as a 0-d tensor, got "
+                f"{type(loss).__name__}{'' if not isinstance(loss, Tensor) else tuple(loss.shape)}"
+            )
+        if not loss.requires_grad:
+            raise SamkitError(
+                "the loss does not depend on any parameter that requires grad: compute it from "
+                "model(...) inside loss_fn, not under torch.no_grad()"
+            )
+        target = scaler.scale(loss) if scaler is not None else loss
+        grads = list(torch.autograd.grad(target, flat, allow_unused=True, materialize_grads=True))
+        if scaler is not None:
+            torch._foreach_div_(grads, scaler._scale)  # the scale tensor: no host sync
+        return loss.detach(), grads
+
+    # ---- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Rule state (e.g. the F-SAM EMA), the base optimizer's state and the step counters."""
+        if self._pending is not None:
+            raise SamkitError(
+                "state_dict() between first_step() and second_step() would save perturbed weights' "
+                "optimizer state: call second_step() first"
+            )
+        sd = super().state_dict()
+        sd["base"] = self.base_optimizer.state_dict()
+        sd["samkit"] = {"steps": self.steps, "skipped_steps": self.skipped_steps}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        try:
+            base = state_dict.pop("base")
+            counters = state_dict.pop("samkit")
+        except KeyError as exc:
+            raise SamkitError(
+                f"not a samkit optimizer state_dict (missing {exc}); was it saved from "
+                "the base optimizer instead of the samkit optimizer?"
+            ) from None
+        self.base_optimizer.load_state_dict(base)
+        super().load_state_dict(state_dict)
+        # Optimizer.load_state_dict builds new group dicts: share them with the base again.
+        self.base_optimizer.param_groups = self.param_groups
+        self.steps = int(counters["steps"])
+        self.skipped_steps = int(counters["skipped_steps"])
+
+
+def _regroup(flat: list[Tensor], params: list[list[Tensor]]) -> list[list[Tensor]]:
+    out, i = [], 0
+    for group in params:
+        out.append(flat[i : i + len(group)])
+        i += len(group)
+    return out
+
+
+class FriendlySAM(SAM):
+    r"""Friendly-SAM (Li et al., "Friendly Sharpness-Aware Minimization", CVPR 2024).
+
+    Perturbs along the minibatch gradient minus an EMA of the full-batch gradient:
+
+    .. math::
+        d = g - \sigma m, \qquad e = \rho\,\frac{T^2 d}{\lVert T d \rVert}, \qquad
+        m \leftarrow \lambda m + (1 - \lambda)\, g_\text{full}
+
+    in the order of the authors' released optimizer: ``m`` starts at the first gradient (so the
+    first step is plain SAM) and is updated after it is used. With several shards each shard
+    perturbs along ``g_s - sigma * m`` and ``m`` tracks the full-batch gradient ``sum_s w_s g_s``.
+    ``sigma=0`` is SAM. All other arguments are :class:`SAM`'s.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[Optimizer],
+        *,
+        rho: float = 0.05,
+        sigma: float = 1.0,
+        lmbda: float = 0.9,
+        **kwargs: Any,
+    ) -> None:
+        self._fsam = {"sigma": sigma, "lmbda": lmbda}
+        super().__init__(params, base_optimizer, rho=rho, **kwargs)
+
+    def _rule_defaults(self) -> dict[str, Any]:
+        return dict(self._fsam)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        super()._validate_group(group)
+        if isinstance(group["sigma"], bool) or not isinstance(group["sigma"], (int, float)):
+            raise SamkitError(f"sigma must be a number, got {group['sigma']!r}")
+        lmbda = group["lmbda"]
+        if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not 0 <= lmbda < 1:
+            raise SamkitError(
+                f"lmbda must be in [0, 1) (the EMA decay of the full-gradient estimate), got {lmbda!r}"
+            )
+
+    @property
+    def _needs_full_grad(self) -> bool:
+        return True
+
+    def _ema(self, params: list[Tensor]) -> list[Tensor | None]:
+        return [self.state[p].get("ema") for p in params]
+
+    def _directions(
+        self, params: list[list[Tensor]], grads: list[list[Tensor]]
+    ) -> list[list[Tensor]]:
+        out = []
+        for group, w, g in zip(self.param_groups, params, grads, strict=True):
+            ema = self._ema(w)
+            if all(m is not None for m in ema):
+                out.append(rules.friendly_direction(g, ema, group["sigma"]))  # type: ignore[arg-type]
+            elif all(m is None for m in ema):
+                out.append(g)  # the EMA has seen no gradient yet: plain SAM
+            else:  # a parameter that got its first gradient late: per tensor
+                out.append([x if m is None else x - group["sigma"] * m for x, m in zip(g, ema, strict=True)])
+        return out
+
+    def _observe(self, params: list[list[Tensor]], full_grads: list[list[Tensor]]) -> None:
+        for group, w, g in zip(self.param_groups, params, full_grads, strict=True):
+            ema = self._ema(w)
+            if all(m is not None for m in ema):
+                rules.friendly_update(ema, g, group["lmbda"])  # type: ignore[arg-type]
+                continue
+            for p, m, x in zip(w, ema, g, strict=True):
+                if m is None:
+                    self.state[p]["ema"] = x.detach().clone()
+                else:
+                    m.lerp_(x, 1.0 - group["lmbda"])

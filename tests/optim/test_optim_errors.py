@@ -1,0 +1,118 @@
+"""Bad input gets an error that says what to do; a non-finite step leaves nothing behind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from optim_helpers import assert_states, ce, make_batch, make_cnn, state_of
+
+from samkit import SAM, FriendlySAM, NonFiniteError, SamkitError
+
+
+def params():
+    return make_cnn().parameters()
+
+
+@pytest.mark.parametrize(
+    "cls,kw,match",
+    [
+        (SAM, {"rho": -0.1}, "rho must be a non-negative"),
+        (SAM, {"eta": -1.0}, "eta must be a non-negative"),
+        (SAM, {"shards": 0}, "shards must be a positive integer"),
+        (SAM, {"shards": 2.5}, "shards must be a positive integer"),
+        (SAM, {"shard_size": 0}, "shard_size must be a positive integer"),
+        (SAM, {"shards": 2, "shard_size": 4}, "either shards=2 or shard_size=4, not both"),
+        (FriendlySAM, {"lmbda": 1.0}, r"lmbda must be in \[0, 1\)"),
+        (FriendlySAM, {"lmbda": -0.1}, r"lmbda must be in \[0, 1\)"),
+        (SAM, {"execution": "gpu"}, "execution must be one of"),
+        (SAM, {"nonfinite": "ignore"}, "nonfinite must be one of"),
+    ],
+)
+def test_bad_arguments(cls, kw, match):
+    with pytest.raises(SamkitError, match=match):
+        cls(params(), torch.optim.SGD, lr=0.1, **kw)
+
+
+def test_group_with_negative_rho():
+    model = make_cnn()
+    with pytest.raises(SamkitError, match="rho must be a non-negative"):
+        SAM([{"params": model.head.parameters(), "rho": -1}], torch.optim.SGD, lr=0.1)
+
+
+def test_base_optimizer_must_be_a_class():
+    model = make_cnn()
+    base = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(SamkitError, match="optimizer class such as torch.optim.SGD"):
+        SAM(model.parameters(), base)
+
+
+def test_batch_smaller_than_shards():
+    model = make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=4)
+    with pytest.raises(SamkitError, match="the batch has 3 examples but shards=4"):
+        opt.train_step(model, ce, make_batch(3))
+
+
+def test_batch_tensors_must_share_leading_dim():
+    model = make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    x, y = make_batch(4)
+    with pytest.raises(SamkitError, match="share the leading batch dimension"):
+        opt.train_step(model, ce, (x, y[:3]))
+
+
+def test_step_without_closure():
+    opt = SAM(params(), torch.optim.SGD, lr=0.1)
+    with pytest.raises(SamkitError, match="needs a closure"):
+        opt.step()
+
+
+def test_first_step_without_gradients():
+    opt = SAM(params(), torch.optim.SGD, lr=0.1)
+    with pytest.raises(SamkitError, match="call loss.backward\\(\\) before first_step"):
+        opt.first_step()
+
+
+def test_second_step_without_first_step():
+    opt = SAM(params(), torch.optim.SGD, lr=0.1)
+    with pytest.raises(SamkitError, match="without first_step"):
+        opt.second_step()
+
+
+def test_first_step_with_shards_points_to_train_step():
+    opt = SAM(params(), torch.optim.SGD, lr=0.1, shards=2)
+    with pytest.raises(SamkitError, match="use train_step"):
+        opt.first_step()
+
+
+def test_loss_without_grad():
+    model = make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+
+    def no_grad_loss(m, b):
+        with torch.no_grad():
+            return ce(m, b)
+
+    with pytest.raises(SamkitError, match="does not depend on any parameter"):
+        opt.train_step(model, no_grad_loss, make_batch())
+
+
+@pytest.mark.parametrize("cls", [SAM, FriendlySAM])
+@pytest.mark.parametrize("shards", [1, 2])
+def test_nan_input_leaves_weights_and_state_unchanged(cls, shards):
+    model = make_cnn()
+    opt = cls(model.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9, shards=shards)
+    opt.train_step(model, ce, make_batch(seed=0))  # momentum and EMA exist now
+    before = state_of(model)
+    momenta = [opt.base_optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+    x, y = make_batch(seed=1)
+    x[-1, 0, 0, 0] = float("nan")  # only in the last shard
+    with pytest.raises(NonFiniteError, match="weights were restored"):
+        opt.train_step(model, ce, (x, y))
+    assert_states(state_of(model), before)  # weights and BatchNorm statistics
+    assert all(p.grad is None for p in model.parameters())
+    assert opt.state_dict()["samkit"] == {"steps": 1, "skipped_steps": 1}
+    for p, m in zip(model.parameters(), momenta):
+        assert torch.equal(opt.base_optimizer.state[p]["momentum_buffer"], m)
+        if cls is FriendlySAM:
+            assert torch.isfinite(opt.state[p]["ema"]).all()
