@@ -21,15 +21,20 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 
 
-def running_stat_buffers(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
-    """(float running statistics, integer counters) of every norm layer that tracks them."""
-    floats: list[Tensor] = []
-    counters: list[Tensor] = []
-    for m in model.modules():
+def running_stat_buffers(
+    model: nn.Module,
+) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]]]:
+    """Named (float running statistics, integer counters) of every norm layer that tracks them."""
+    floats: list[tuple[str, Tensor]] = []
+    counters: list[tuple[str, Tensor]] = []
+    for name, m in model.named_modules():
         if isinstance(m, _NormBase) and m.track_running_stats and m.running_mean is not None:
-            floats.extend(b for b in (m.running_mean, m.running_var) if b is not None)
+            prefix = f"{name}." if name else ""
+            for key in ("running_mean", "running_var"):
+                if getattr(m, key) is not None:
+                    floats.append((prefix + key, getattr(m, key)))
             if m.num_batches_tracked is not None:
-                counters.append(m.num_batches_tracked)
+                counters.append((prefix + "num_batches_tracked", m.num_batches_tracked))
     return floats, counters
 
 
@@ -37,7 +42,10 @@ class RunningStats:
     """Snapshot / restore / merge of a model's running statistics, all with fused list ops."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.floats, self.counters = running_stat_buffers(model)
+        floats, counters = running_stat_buffers(model)
+        self.floats = [t for _, t in floats]
+        self.counters = [t for _, t in counters]
+        self.names = [n for n, _ in floats + counters]  # the model's buffer names, floats first
         self._saved: list[Tensor] | None = None
         self._merged: list[Tensor] | None = None
 
@@ -45,23 +53,25 @@ class RunningStats:
         return bool(self.floats or self.counters)
 
     @property
-    def _all(self) -> list[Tensor]:
+    def tensors(self) -> list[Tensor]:
+        """The live buffers, in the order of :attr:`names`."""
         return self.floats + self.counters
+
 
     def save(self) -> None:
         """Remember the current values (the start of the step)."""
-        self._saved = [b.clone() for b in self._all]
+        self._saved = [b.clone() for b in self.tensors]
 
     def restore(self) -> None:
         """Put the remembered values back, bit-exactly."""
         assert self._saved is not None
-        if self._all:
-            torch._foreach_copy_(self._all, self._saved)
+        if self.tensors:
+            torch._foreach_copy_(self.tensors, self._saved)
 
     def accumulate(self, weight: float, first: bool) -> None:
         """Add ``weight *`` the current float statistics to the merge; the first shard's counters win."""
         if first:
-            self._merged = [b.clone() for b in self._all]
+            self._merged = [b.clone() for b in self.tensors]
             if self.floats and weight != 1.0:
                 torch._foreach_mul_(self._merged[: len(self.floats)], weight)
         else:
@@ -69,11 +79,15 @@ class RunningStats:
             if self.floats:
                 torch._foreach_add_(self._merged[: len(self.floats)], self.floats, alpha=weight)
 
+    def set_merged(self, merged: list[Tensor]) -> None:
+        """Take merged values computed elsewhere (the vectorized path), in the order of :attr:`names`."""
+        self._merged = merged
+
     def write_merged(self) -> None:
         """Install the merged statistics (the snapshot is kept until :meth:`clear`)."""
         assert self._merged is not None
-        if self._all:
-            torch._foreach_copy_(self._all, self._merged)
+        if self.tensors:
+            torch._foreach_copy_(self.tensors, self._merged)
         self._merged = None
 
     def clear(self) -> None:

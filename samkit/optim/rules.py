@@ -77,19 +77,34 @@ def friendly_update(ema: list[Tensor] | None, full_grads: list[Tensor], lmbda: f
     return ema
 
 
+def shard_norms(tensors: Sequence[Tensor]) -> Tensor:
+    r"""Per-shard global norms ``[k]`` of tensors that all carry a leading shard dimension ``k``.
+
+    One fused ``_foreach_norm`` over the per-shard slices (views, no copy).
+    """
+    k = tensors[0].shape[0]
+    norms = torch._foreach_norm([s for t in tensors for s in t.unbind(0)])
+    dtype = torch.promote_types(norms[0].dtype, torch.float32)
+    return torch.linalg.vector_norm(torch.stack(norms).to(dtype).view(len(tensors), k), dim=0)
+
+
 def perturbation(
     directions: Sequence[Sequence[Tensor]],
     params: Sequence[Sequence[Tensor]],
     rhos: Sequence[float],
     adaptive: Sequence[bool],
     etas: Sequence[float],
+    *,
+    stacked: bool = False,
 ) -> tuple[list[list[Tensor]], Tensor]:
     r"""The perturbation :math:`e = \rho\, T^2 d / (\lVert T d \rVert + \epsilon)` per parameter group.
 
     ``directions`` and ``params`` are lists of per-group tensor lists; ``rhos``, ``adaptive`` and
-    ``etas`` hold one value per group. The norm is global across groups. Returns the perturbation
-    (new tensors, per group) and the global norm :math:`\lVert T d \rVert` as a 0-d tensor (it is
-    non-finite exactly when some direction entry is).
+    ``etas`` hold one value per group. The norm is global across groups. With ``stacked=True`` every
+    direction has a leading shard dimension and each shard is normalised on its own (the vectorized
+    m-sharpness path); ``params`` stay unstacked. Returns the perturbation (new tensors, per group)
+    and the norm :math:`\lVert T d \rVert` (0-d, or ``[k]`` when stacked; non-finite exactly when
+    some direction entry is).
     """
     scaled: list[list[Tensor]] = []  # T d per group
     metric: list[list[Tensor] | None] = []  # T per group (None when T = 1)
@@ -98,20 +113,26 @@ def perturbation(
             t = torch._foreach_abs([p.detach() for p in w])
             if eta:
                 torch._foreach_add_(t, eta)
+            if stacked:
+                t = [x.unsqueeze(0) for x in t]
             scaled.append(torch._foreach_mul(t, list(d)))
             metric.append(t)
         else:
             scaled.append(list(d))
             metric.append(None)
-    norm = global_norm([x for group in scaled for x in group])
+    flat = [x for group in scaled for x in group]
+    norm = shard_norms(flat) if stacked else global_norm(flat)
     inv = 1.0 / (norm + EPS)
     out: list[list[Tensor]] = []
     for td, t, rho in zip(scaled, metric, rhos, strict=True):
+        factor: Tensor | list[Tensor] = (
+            [inv.view(-1, *([1] * (x.dim() - 1))) for x in td] if stacked else inv
+        )
         if t is None:
-            e = torch._foreach_mul(td, inv)
+            e = torch._foreach_mul(td, factor)
         else:
             e = torch._foreach_mul(td, t)  # T (T d) = T^2 d
-            torch._foreach_mul_(e, inv)
+            torch._foreach_mul_(e, factor)
         torch._foreach_mul_(e, rho)
         out.append(e)
     return out, norm

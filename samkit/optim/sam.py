@@ -28,7 +28,8 @@ from torch.optim import Optimizer
 from samkit.errors import SamkitError
 from samkit.optim import rules
 from samkit.optim.batchnorm import RunningStats
-from samkit.optim.sharding import Sharding, shard_batch
+from samkit.optim.sharding import Sharding, batch_size, shard_batch, split_groups
+from samkit.optim.vectorized import vectorized_passes
 
 log = logging.getLogger("samkit")
 
@@ -121,6 +122,7 @@ class SAM(Optimizer):
         self.steps = 0
         self.skipped_steps = 0
         self.execution_used: str | None = None
+        self._vectorized_error: str | None = None
         self._backup: list[Tensor] | None = None
         self._pending: tuple[list[list[Tensor]], list[list[Tensor]] | None, Tensor] | None = None
 
@@ -162,9 +164,12 @@ class SAM(Optimizer):
         return [[p for p in g["params"] if p.requires_grad] for g in self.param_groups]
 
     def _perturb(
-        self, params: list[list[Tensor]], grads: list[list[Tensor]]
+        self, params: list[list[Tensor]], grads: list[list[Tensor]], stacked: bool = False
     ) -> tuple[list[Tensor], Tensor]:
-        """Flat perturbation for ``params`` from ascent ``grads`` (per group) and the ascent norm."""
+        """Flat perturbation for ``params`` from ascent ``grads`` (per group) and the ascent norm.
+
+        ``stacked``: grads carry a leading shard dimension; one perturbation (and norm) per shard.
+        """
         g = self.param_groups
         e, norm = rules.perturbation(
             self._directions(params, grads),
@@ -172,6 +177,7 @@ class SAM(Optimizer):
             [x["rho"] for x in g],
             [x["adaptive"] for x in g],
             [x["eta"] for x in g],
+            stacked=stacked,
         )
         return [t for group in e for t in group], norm
 
@@ -332,16 +338,74 @@ class SAM(Optimizer):
         flat = [p for group in params for p in group]
         if not flat:
             raise SamkitError("the optimizer holds no parameter that requires grad")
-        shards, weights = shard_batch(batch, self.sharding)
-        self.execution_used = "loop"
+        execution = self._choose_execution(model)
         stats = RunningStats(model) if model.training else None
         self.zero_grad(set_to_none=True)
+        if stats:
+            stats.save()
+        total = norm_sum = full = None
+        if execution == "vectorized":
+            sizes = self.sharding.sizes(batch_size(batch))
+            try:
+                total, norm_sum, full = vectorized_passes(
+                    self, model, loss_fn, batch, sizes, params, scaler, stats
+                )
+            except Exception as exc:  # an op without a vmap rule, ...: the loop always works
+                self.zero_grad(set_to_none=True)
+                if self.execution == "vectorized":
+                    if stats:
+                        stats.clear()
+                    raise
+                self._vectorized_error = f"{type(exc).__name__}: {exc}"
+                log.warning("samkit: vectorized execution failed (%s); using the loop from now on",
+                            self._vectorized_error)
+                execution = "loop"
+        if execution == "loop":
+            total, norm_sum, full = self._loop_passes(model, loss_fn, batch, params, scaler, stats)
+        self.execution_used = execution
+        assert total is not None and norm_sum is not None
+        ok = self._finite(norm_sum + total.float() * 0, flat)
+        if ok is None and scaler is not None:
+            ok = bool(torch.isfinite(norm_sum))
+        if stats:
+            # A non-finite step leaves the running statistics as they were, like the weights.
+            if ok is False:
+                stats.restore()
+            else:
+                stats.write_merged()
+            stats.clear()
+        self._finish(ok, params, full, scaler)
+        return total
+
+    def _choose_execution(self, model: nn.Module) -> str:
+        """``loop`` or ``vectorized`` for this step (``auto``: vectorized for k > 1 shards on CUDA)."""
+        if self.sharding.is_single or self.execution == "loop" or self._vectorized_error:
+            choice = "loop"
+        elif self.execution == "vectorized":
+            choice = "vectorized"
+        else:
+            device = next(iter(self.param_groups[0]["params"])).device
+            choice = "vectorized" if device.type == "cuda" else "loop"
+        if choice != self.execution_used:
+            log.debug("samkit: %s execution for %s (asked: %s)", choice, self.sharding, self.execution)
+        return choice
+
+    def _loop_passes(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        batch: Any,
+        params: list[list[Tensor]],
+        scaler: torch.amp.GradScaler | None,
+        stats: RunningStats | None,
+    ) -> tuple[Tensor, Tensor, list[list[Tensor]] | None]:
+        """One shard after another: ascent, perturb, descent (into ``.grad``), exact restore."""
+        flat = [p for group in params for p in group]
+        shards, weights = shard_batch(batch, self.sharding)
         self._save(flat)
         full = [[torch.zeros_like(p) for p in g] for g in params] if self._needs_full_grad else None
         total: Tensor | None = None
         norm_sum: Tensor | None = None
-        if stats:
-            stats.save()
         try:
             for i, (shard, w) in enumerate(zip(shards, weights, strict=True)):
                 loss, grads = self._ascent(model, loss_fn, shard, flat, scaler)
@@ -349,7 +413,7 @@ class SAM(Optimizer):
                 if stats:
                     stats.accumulate(w, first=i == 0)
                     stats.restore()
-                by_group = _regroup(grads, params)
+                by_group = split_groups(grads, [len(g) for g in params])
                 if full is not None:
                     for acc, g in zip(full, by_group, strict=True):
                         torch._foreach_add_(acc, g, alpha=w)
@@ -372,18 +436,7 @@ class SAM(Optimizer):
             self.zero_grad(set_to_none=True)
             raise
         assert total is not None and norm_sum is not None
-        ok = self._finite(norm_sum + total.float() * 0, flat)
-        if ok is None and scaler is not None:
-            ok = bool(torch.isfinite(norm_sum))
-        if stats:
-            # A non-finite step leaves the running statistics as they were, like the weights.
-            if ok is False:
-                stats.restore()
-            else:
-                stats.write_merged()
-            stats.clear()
-        self._finish(ok, params, full, scaler)
-        return total
+        return total, norm_sum, full
 
     def _ascent(
         self,
@@ -440,14 +493,6 @@ class SAM(Optimizer):
         self.base_optimizer.param_groups = self.param_groups
         self.steps = int(counters["steps"])
         self.skipped_steps = int(counters["skipped_steps"])
-
-
-def _regroup(flat: list[Tensor], params: list[list[Tensor]]) -> list[list[Tensor]]:
-    out, i = [], 0
-    for group in params:
-        out.append(flat[i : i + len(group)])
-        i += len(group)
-    return out
 
 
 class FriendlySAM(SAM):

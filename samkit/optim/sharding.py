@@ -104,3 +104,12 @@ def shard_batch(batch: Any, sharding: Sharding) -> tuple[list[Any], list[float]]
     if len(sizes) == 1:
         return [batch], [1.0]
     return split_batch(batch, sizes), [s / n for s in sizes]
+
+
+def split_groups(flat: list[Any], lengths: list[int]) -> list[list[Any]]:
+    """Cut a flat list back into consecutive groups of the given lengths (per parameter group)."""
+    out, i = [], 0
+    for k in lengths:
+        out.append(flat[i : i + k])
+        i += k
+    return out
