@@ -6,7 +6,15 @@ Optimizers: :class:`SAM` (SAM, ASAM via ``adaptive=True``, m-sharpness via ``sha
 """
 
 from samkit.errors import SamkitError
-from samkit.optim import SAM, FriendlySAM, NonFiniteError, frozen_running_stats
+from samkit.optim import SAM, FriendlySAM, NonFiniteError, compile_step, frozen_running_stats
 
 __version__ = "0.1.0"
-__all__ = ["SAM", "FriendlySAM", "NonFiniteError", "SamkitError", "frozen_running_stats", "__version__"]
+__all__ = [
+    "SAM",
+    "FriendlySAM",
+    "NonFiniteError",
+    "SamkitError",
+    "compile_step",
+    "frozen_running_stats",
+    "__version__",
+]

@@ -1,7 +1,8 @@
 """The SAM family as composable PyTorch optimizers: rules x sharding x execution."""
 
 from samkit.optim.batchnorm import frozen_running_stats
+from samkit.optim.compile import compile_step
 from samkit.optim.sam import SAM, FriendlySAM, NonFiniteError
 from samkit.optim.sharding import Sharding
 
-__all__ = ["SAM", "FriendlySAM", "NonFiniteError", "Sharding", "frozen_running_stats"]
+__all__ = ["compile_step", "SAM", "FriendlySAM", "NonFiniteError", "Sharding", "frozen_running_stats"]

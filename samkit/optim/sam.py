@@ -123,6 +123,7 @@ class SAM(Optimizer):
         self.skipped_steps = 0
         self.execution_used: str | None = None
         self._vectorized_error: str | None = None
+        self._perturbation = rules.perturbation  # compile_step swaps in a compiled version
         self._backup: list[Tensor] | None = None
         self._pending: tuple[list[list[Tensor]], list[list[Tensor]] | None, Tensor] | None = None
 
@@ -171,7 +172,7 @@ class SAM(Optimizer):
         ``stacked``: grads carry a leading shard dimension; one perturbation (and norm) per shard.
         """
         g = self.param_groups
-        e, norm = rules.perturbation(
+        e, norm = self._perturbation(
             self._directions(params, grads),
             params,
             [x["rho"] for x in g],
