@@ -1,0 +1,281 @@
+"""Step time of SGD vs the SAM family (samkit and, when installed, pytorch-optimizer), one run.
+
+Every number that matters is a ratio between rows of the same run on the same machine: time per
+step relative to plain SGD, and relative to the fastest external SAM. Also reports peak memory
+(CUDA: ``max_memory_allocated`` over the row's own baseline; CPU: growth of the peak resident set size,
+only indicative because the CPU allocator caches and reuses memory across rows).
+
+    python benchmarks/step_time.py --model cnn-small --batch 128 --device cpu
+    python benchmarks/step_time.py --model resnet18 --batch 128 --device cuda --compile \
+        --precision bf16 --out benchmarks/results/step_time_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import samkit  # noqa: E402
+
+
+class SmallCNN(nn.Module):
+    """A CIFAR-shaped CNN small enough for a 2-core CPU (conv-BN-ReLU x3, pooling, linear)."""
+
+    def __init__(self, classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        layers, c = [], 3
+        for w in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+                       nn.MaxPool2d(2)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def build_model(name: str) -> nn.Module:
+    if name == "cnn-small":
+        return SmallCNN()
+    from samkit.models import build_model as registry
+
+    return registry({"resnet18-cifar": "resnet18", "wrn-16-8": "wrn16_8"}.get(name, name),
+                    num_classes=10, input_shape=(3, 32, 32))
+
+
+def loss_fn(model: nn.Module, batch) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+def methods(args) -> dict[str, Callable[[nn.Module], Callable]]:
+    """name -> factory(model, loss_fn) -> step(batch)."""
+    kw = dict(lr=0.05, momentum=0.9, weight_decay=5e-4)
+    sgd = torch.optim.SGD
+
+    def plain(model, loss_fn):
+        opt = sgd(model.parameters(), **kw)
+
+        def step(batch):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            loss.backward()
+            opt.step()
+            return loss
+
+        return step
+
+    def ours(cls=samkit.SAM, **extra):
+        def make(model, loss_fn):
+            opt = cls(model.parameters(), sgd, rho=0.05, nonfinite="unchecked", **kw, **extra)
+            return lambda batch: opt.train_step(model, loss_fn, batch)
+
+        return make
+
+    table: dict[str, Callable] = {
+        "sgd": plain,
+        "sam": ours(),
+        "asam": ours(adaptive=True),
+        "fsam": ours(samkit.FriendlySAM, sigma=1.0, lmbda=0.9),
+    }
+    for k in args.shards:
+        for ex in ("loop", "vectorized"):
+            table[f"msam-{k}-{ex}"] = ours(shards=k, execution=ex)
+    try:
+        import pytorch_optimizer as po
+    except ImportError:
+        po = None
+    if po is not None:
+        def external(cls, **extra):
+            def make(model, loss_fn):
+                opt = cls(model.parameters(), sgd, rho=0.05, **kw, **extra)
+
+                def step(batch):
+                    loss = loss_fn(model, batch)
+                    loss.backward()
+                    opt.first_step(zero_grad=True)
+                    loss_fn(model, batch).backward()
+                    opt.second_step(zero_grad=True)
+                    return loss
+
+                return step
+
+            return make
+
+        table["ext-sam (pytorch-optimizer)"] = external(po.SAM)
+        table["ext-fsam (pytorch-optimizer)"] = external(po.FriendlySAM, sigma=1.0, lmbda=0.9)
+    return table
+
+
+def allocated_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    return rss_mib("VmRSS")
+
+
+def rss_mib(key: str) -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:  # Linux: writing 5 resets the peak resident set size (VmHWM) of this process
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return rss_mib("VmHWM")
+
+
+class Row:
+    """One method: its own model, optimizer and batch; timed one step at a time."""
+
+    def __init__(self, name, factory, args, device, compiled: bool) -> None:
+        self.name, self.device, self.times = name, device, []
+        torch.manual_seed(0)
+        base = allocated_mib(device)
+        peak_reset(device)
+        model = build_model(args.model).to(device)
+        if args.channels_last and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        x = torch.randn(args.batch, 3, 32, 32, device=device)
+        y = torch.randint(0, 10, (args.batch,), device=device)
+        self.batch = (x, y)
+        self.loss = torch.compile(loss_fn) if compiled else loss_fn
+        self.step_fn = factory(model, self.loss)
+        self.dtype = torch.bfloat16 if args.precision == "bf16" else None
+        for _ in range(args.warmup):
+            self.step(record=False)
+        self.peak_mib = peak_mib(device) - base  # model, optimizer state, activations of this row
+
+    def step(self, record: bool = True) -> None:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            self.step_fn(self.batch)
+        if cuda:
+            torch.cuda.synchronize()
+        if record:
+            self.times.append(time.perf_counter() - t0)
+
+
+def machine(device: torch.device) -> dict:
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "samkit": samkit.__version__,
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    try:
+        import pytorch_optimizer
+
+        info["pytorch_optimizer"] = getattr(pytorch_optimizer, "__version__", "installed")
+    except ImportError:
+        info["pytorch_optimizer"] = None
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="cnn-small",
+                   help="cnn-small | resnet18-cifar | wrn-16-8 | any samkit model")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--shards", type=int, nargs="+", default=[2, 4, 8])
+    p.add_argument("--steps", type=int, default=20,
+                   help="rounds; each round times one step of every row (median reported)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="also time compiled SGD / SAM / mSAM rows")
+    p.add_argument("--only", nargs="*", help="only rows whose name starts with one of these")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--out", type=Path, help="write JSON results here")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+
+    table = methods(args)
+    rows = [(name, f, False) for name, f in table.items()]
+    if args.compile:
+        rows += [(f"{name} [compiled]", table[name], True)
+                 for name in ("sgd", "sam", f"msam-{max(args.shards)}-vectorized") if name in table]
+    if args.only:
+        rows = [r for r in rows if any(r[0].startswith(o) for o in args.only)]
+    built = []
+    for name, factory, compiled in rows:
+        built.append(Row(name, factory, args, device, compiled))
+        print(f"  built {name} (peak {built[-1].peak_mib:.0f} MiB)", file=sys.stderr, flush=True)
+    # Rounds over all rows, so that background load and clock changes hit every row alike.
+    for _ in range(args.steps):
+        for row in built:
+            row.step()
+    results = [{"method": r.name, "median_ms": statistics.median(r.times) * 1e3,
+                "peak_mib": r.peak_mib, "times_ms": [t * 1e3 for t in r.times]} for r in built]
+
+    by = {r["method"]: r for r in results}
+    sgd = by.get("sgd", {}).get("median_ms")
+    ext = [r["median_ms"] for r in results if r["method"].startswith("ext-sam")]
+    ext_best = min(ext) if ext else None
+    sam = by.get("sam", {}).get("median_ms")
+    for r in results:
+        r["x_sgd"] = r["median_ms"] / sgd if sgd else None
+        r["x_ext_sam"] = r["median_ms"] / ext_best if ext_best else None
+        r["x_sam"] = r["median_ms"] / sam if sam else None
+
+    title = (f"step time: {args.model}, batch {args.batch}, {args.precision}, {device} "
+             f"({machine(device).get('gpu', machine(device)['cpu'])}, {torch.get_num_threads()} threads)")
+    print(title)
+    print(f"| {'method':34s} | median ms | x SGD | x SAM | x ext SAM | peak MiB |")
+    print(f"|{'-' * 36}|-----------|-------|-------|-----------|----------|")
+
+    def f(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+
+    for r in results:
+        print(f"| {r['method']:34s} | {r['median_ms']:9.2f} | {f(r['x_sgd'], '5.2f')} | "
+              f"{f(r['x_sam'], '5.2f')} | {f(r['x_ext_sam'], '9.2f')} | {f(r['peak_mib'], '8.0f')} |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                   "machine": machine(device), "results": results}
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
