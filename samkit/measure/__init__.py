@@ -16,15 +16,36 @@ from samkit.measure.hessian import (
     plot_density,
 )
 from samkit.measure.hvp import HessianOperator, hessian_vector_product
+from samkit.measure.landscape import (
+    Landscape1D,
+    Landscape2D,
+    direction_between,
+    landscape_1d,
+    landscape_2d,
+    plot_landscape_1d,
+    plot_landscape_2d,
+    random_direction,
+)
+from samkit.measure.sharpness import SharpnessResult, sharpness
 
 __all__ = [
     "DensityResult",
     "EigenResult",
     "HessianOperator",
+    "Landscape1D",
+    "Landscape2D",
+    "SharpnessResult",
     "TraceResult",
     "hessian_density",
     "hessian_eigenvalues",
     "hessian_trace",
     "hessian_vector_product",
+    "direction_between",
+    "landscape_1d",
+    "landscape_2d",
     "plot_density",
+    "plot_landscape_1d",
+    "plot_landscape_2d",
+    "random_direction",
+    "sharpness",
 ]
