@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from torch.optim import Optimizer
 from samkit.errors import SamkitError
 from samkit.optim import rules
 from samkit.optim.batchnorm import RunningStats
+from samkit.optim.distributed import PerturbationGroups, all_reduce_mean_, ddp_of, no_sync
 from samkit.optim.sharding import Sharding, batch_size, shard_batch, split_groups
 from samkit.optim.vectorized import vectorized_passes
 
@@ -74,6 +76,9 @@ class SAM(Optimizer):
             (:class:`NonFiniteError`), ``"skip"`` (count it in ``skipped_steps``) — both restore the
             weights and leave the base optimizer untouched, at one host sync per step — or
             ``"unchecked"`` (no check, no sync: for ``torch.compile`` / CUDA graphs).
+        sync_perturbation_group_size: under DDP, average the ascent gradient over groups of this
+            many consecutive ranks before perturbing (1: each rank perturbs with its own gradient,
+            i.e. one shard per rank; the world size: plain SAM on the global batch).
 
     Example::
 
@@ -96,6 +101,7 @@ class SAM(Optimizer):
         shard_size: int | None = None,
         execution: str = "auto",
         nonfinite: str = "raise",
+        sync_perturbation_group_size: int = 1,
         **base_kwargs: Any,
     ) -> None:
         _check_nonneg("rho", rho)
@@ -110,6 +116,7 @@ class SAM(Optimizer):
         if nonfinite not in _NONFINITE:
             raise SamkitError(f"nonfinite must be one of {_NONFINITE}, got {nonfinite!r}")
         self.sharding = Sharding.from_args(shards, shard_size)
+        self.perturbation_groups = PerturbationGroups(sync_perturbation_group_size)
         self.execution = execution
         self.nonfinite = nonfinite
         defaults = dict(rho=rho, adaptive=bool(adaptive), eta=eta, **self._rule_defaults())
@@ -374,13 +381,20 @@ class SAM(Optimizer):
                 stats.restore()
             else:
                 stats.write_merged()
+                if ddp_of(model) is not None:
+                    all_reduce_mean_(stats.floats, weight=float(batch_size(batch)))
             stats.clear()
         self._finish(ok, params, full, scaler)
         return total
 
     def _choose_execution(self, model: nn.Module) -> str:
         """``loop`` or ``vectorized`` for this step (``auto``: vectorized for k > 1 shards on CUDA)."""
-        if self.sharding.is_single or self.execution == "loop" or self._vectorized_error:
+        if (
+            self.sharding.is_single
+            or self.execution == "loop"
+            or self._vectorized_error
+            or ddp_of(model) is not None  # under DDP the loop runs one rank's shards
+        ):
             choice = "loop"
         elif self.execution == "vectorized":
             choice = "vectorized"
@@ -407,9 +421,13 @@ class SAM(Optimizer):
         full = [[torch.zeros_like(p) for p in g] for g in params] if self._needs_full_grad else None
         total: Tensor | None = None
         norm_sum: Tensor | None = None
+        ddp = ddp_of(model) is not None
         try:
             for i, (shard, w) in enumerate(zip(shards, weights, strict=True)):
-                loss, grads = self._ascent(model, loss_fn, shard, flat, scaler)
+                with no_sync(model):  # each rank perturbs with its own gradient
+                    loss, grads = self._ascent(model, loss_fn, shard, flat, scaler)
+                if ddp:
+                    self.perturbation_groups.average_(grads)
                 total = loss * w if total is None else total + loss * w
                 if stats:
                     stats.accumulate(w, first=i == 0)
@@ -423,9 +441,11 @@ class SAM(Optimizer):
                 with torch.no_grad():
                     torch._foreach_add_(flat, e)
                 del grads, by_group, e
-                descent = loss_fn(model, shard)
-                descent = descent * w if w != 1.0 else descent
-                (scaler.scale(descent) if scaler is not None else descent).backward()
+                # DDP all-reduces once: in the backward of the last shard, over the accumulated grads.
+                with no_sync(model) if i < len(shards) - 1 else nullcontext():
+                    descent = loss_fn(model, shard)
+                    descent = descent * w if w != 1.0 else descent
+                    (scaler.scale(descent) if scaler is not None else descent).backward()
                 if stats:
                     stats.restore()
                 self._restore(flat)
@@ -437,6 +457,8 @@ class SAM(Optimizer):
             self.zero_grad(set_to_none=True)
             raise
         assert total is not None and norm_sum is not None
+        if ddp and full is not None:  # the rule's state tracks the global gradient on every rank
+            all_reduce_mean_([t for g in full for t in g])
         return total, norm_sum, full
 
     def _ascent(

@@ -1,0 +1,114 @@
+"""DDP on 2 CPU processes (gloo) equals single-process m-sharpness on the concatenated batch."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from optim_helpers import assert_states, ce, make_batch, make_cnn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from samkit import SAM, FriendlySAM
+
+WORLD, N, STEPS = 2, 8, 3
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(36, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
+
+
+def make_mlp():
+    torch.manual_seed(0)
+    return MLP().double()
+
+
+SCENARIOS = {
+    # name: (model, optimizer class, per-rank kwargs, single-process kwargs)
+    "sam_bn": (make_cnn, SAM, {}, {"shards": 2}),
+    "sam_mlp": (make_mlp, SAM, {}, {"shards": 2}),
+    "local_shards": (make_cnn, SAM, {"shards": 2}, {"shards": 4}),
+    "group_of_2": (make_mlp, SAM, {"sync_perturbation_group_size": 2}, {}),
+    "fsam_bn": (make_cnn, FriendlySAM, {"sigma": 0.8, "lmbda": 0.6}, {"shards": 2, "sigma": 0.8,
+                                                                       "lmbda": 0.6}),
+}
+KW = dict(lr=0.1, momentum=0.9, rho=0.1)
+
+
+def _worker(rank: int, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank,
+                            world_size=WORLD)
+    try:
+        for name, (make, cls, kw, _) in SCENARIOS.items():
+            model = DDP(make())
+            opt = cls(model.parameters(), torch.optim.SGD, **KW, **kw)
+            for s in range(STEPS):
+                x, y = make_batch(N, seed=s)
+                part = slice(rank * N // WORLD, (rank + 1) * N // WORLD)
+                opt.train_step(model, ce, (x[part], y[part]))
+                if s == STEPS - 2 and rank == 0:  # a checkpoint, written by one rank
+                    torch.save({"model": model.module.state_dict(), "opt": opt.state_dict()},
+                               f"{out}/{name}_ckpt.pt")
+            ema = [opt.state[p]["ema"] for p in model.parameters()] if cls is FriendlySAM else []
+            torch.save({"model": model.module.state_dict(), "ema": ema}, f"{out}/{name}_{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ddp"))
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    mp.spawn(_worker, args=(out,), nprocs=WORLD, join=True)
+    return out
+
+
+def single_process(name, steps=STEPS, start=None):
+    make, cls, _, kw = SCENARIOS[name]
+    model = make()
+    opt = cls(model.parameters(), torch.optim.SGD, **KW, **kw)
+    if start is not None:
+        model.load_state_dict(start["model"])
+        opt.load_state_dict(start["opt"])
+    for s in range(STEPS - steps, STEPS):
+        opt.train_step(model, ce, make_batch(N, seed=s))
+    return model, opt
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_ddp_equals_single_process_msam(ddp_results, name):
+    model, opt = single_process(name)
+    ranks = [torch.load(f"{ddp_results}/{name}_{r}.pt") for r in range(WORLD)]
+    assert_states(ranks[0]["model"], ranks[1]["model"])  # replicas agree bit for bit
+    expected = {k: v for k, v in model.state_dict().items()}
+    assert_states(ranks[0]["model"], expected, atol=1e-10)  # weights and BatchNorm statistics
+    if SCENARIOS[name][1] is FriendlySAM:
+        for e0, e1, p in zip(ranks[0]["ema"], ranks[1]["ema"], model.parameters()):
+            assert torch.equal(e0, e1)  # the EMA is identical on both ranks
+            torch.testing.assert_close(e0, opt.state[p]["ema"], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["sam_bn", "fsam_bn"])
+def test_ddp_checkpoint_resumes_on_one_process(ddp_results, name):
+    """The checkpoint of a 2-rank run continues in a 1-process run (shards=2) to the same weights."""
+    ckpt = torch.load(f"{ddp_results}/{name}_ckpt.pt")
+    model, _ = single_process(name, steps=1, start=ckpt)
+    final = torch.load(f"{ddp_results}/{name}_0.pt")["model"]
+    assert_states(model.state_dict(), final, atol=1e-10)
+
+
+def test_group_size_must_divide_world(tmp_path):
+    from samkit import SamkitError
+    from samkit.optim.distributed import PerturbationGroups
+
+    with pytest.raises(SamkitError, match="positive integer"):
+        PerturbationGroups(0)
