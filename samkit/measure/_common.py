@@ -195,33 +195,39 @@ def _same(a: Tensor, b: Tensor) -> bool:
 def preserved_state(model: nn.Module, mode: str | None = None):
     """Run a block and then put the model back bit for bit, also when the block raises.
 
-    Saved and restored: every submodule's ``training`` flag, every buffer (object and value:
-    BatchNorm running statistics and ``num_batches_tracked`` change in train-mode forwards),
-    every parameter (object, value, ``requires_grad``) and every ``.grad`` (None stays None, a
-    tensor stays the same object with the same values). Values are written back only where they
-    differ, so version counters of untouched tensors do not move and graphs the caller holds stay
-    usable. ``mode`` ("eval"/"train") is applied on entry.
+    Saved and restored: every submodule's ``training`` flag, every buffer, every parameter
+    (object, value, ``requires_grad``) and every ``.grad`` (None stays None, a tensor stays the
+    same object with the same values). Buffers are swapped for copies during the block, so
+    train-mode forwards (BatchNorm running statistics, ``num_batches_tracked``) update the copies
+    and the caller's tensors are never written: their version counters do not move and graphs the
+    caller holds stay usable. Parameters and grads are written back only where they differ.
+    ``mode`` ("eval"/"train") is applied on entry.
     """
     modes = [(m, m.training) for m in model.modules()]
-    slots = []  # (module, dict name, key, object, saved value)
+    buffers = []  # (module, key, original object)
+    slots = []  # (module, key, parameter, saved value)
     for m in model.modules():
-        for key, t in m._buffers.items():
+        for key, t in list(m._buffers.items()):
             if t is not None:
-                slots.append((m, "_buffers", key, t, t.detach().clone()))
+                buffers.append((m, key, t))
         for key, p in m._parameters.items():
             if p is not None:
-                slots.append((m, "_parameters", key, p, p.detach().clone()))
+                slots.append((m, key, p, p.detach().clone()))
     params = [p for p in model.parameters()]
     flags = [p.requires_grad for p in params]
     grads = [(p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
     try:
+        for m, key, t in buffers:
+            m._buffers[key] = t.detach().clone()
         if mode is not None:
             model.train(mode == "train")
         yield
     finally:
         with torch.no_grad():
-            for m, where, key, obj, saved in slots:
-                getattr(m, where)[key] = obj
+            for m, key, obj in buffers:
+                m._buffers[key] = obj
+            for m, key, obj, saved in slots:
+                m._parameters[key] = obj
                 if not _same(obj, saved):
                     obj.copy_(saved)
             for p, flag, (g, g_saved) in zip(params, flags, grads):
