@@ -1,0 +1,140 @@
+"""``samkit sharpness`` and ``samkit landscape``: measure a trained run folder.
+
+``samkit/cli.py`` calls :func:`add_parsers` with its subparsers. The run is loaded through
+``samkit.train.load_run`` (imported inside the handlers: ``samkit.measure`` does not depend on
+``samkit.train``), which returns an object with ``.model``, ``.loss_fn``, ``.error_fn`` and
+``.batches(split, batch_size, max_examples)``. Results are written as JSON (and PNG) into the run
+folder unless ``--out`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from samkit.errors import SamkitError
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``sharpness`` and ``landscape`` subcommands."""
+    p = subparsers.add_parser(
+        "sharpness",
+        help="worst-case or average m-sharpness of a trained run",
+        description="Measure m-sharpness (Andriushchenko & Flammarion 2022) of a run's final "
+        "weights: the loss (and error) increase under a perturbation of radius rho, one "
+        "perturbation per group of --shard-size examples. Writes sharpness.json to the run.",
+    )
+    _common(p)
+    p.add_argument("--rho", type=float, default=0.05, help="perturbation radius (default 0.05)")
+    p.add_argument("--kind", choices=("worst", "average"), default="worst",
+                   help="worst case (gradient ascent) or average case (Gaussian/uniform noise)")
+    p.add_argument("--norm", choices=("l2", "linf"), default="l2", help="norm of the ball (default l2)")
+    p.add_argument("--shard-size", type=int, default=None,
+                   help="examples per perturbation, the m of m-sharpness (default: one per batch)")
+    p.add_argument("--adaptive", action="store_true", help="ASAM-style ball scaled by |w|")
+    p.add_argument("--steps", type=int, default=20, help="ascent steps for --kind worst (default 20)")
+    p.add_argument("--step-size", type=float, default=None, help="ascent step length (default: rho)")
+    p.add_argument("--num-samples", type=int, default=10,
+                   help="noise draws per group for --kind average (default 10)")
+    p.set_defaults(func=_sharpness)
+
+    p = subparsers.add_parser(
+        "landscape",
+        help="1-D or 2-D loss landscape of a trained run",
+        description="Loss (and error) of a run's final weights along filter-normalized random "
+        "directions (Li et al. 2018). Writes landscape_<dim>d.json and .png to the run.",
+    )
+    _common(p)
+    p.add_argument("--dim", type=int, choices=(1, 2), default=1, help="1-D curve or 2-D surface")
+    p.add_argument("--steps", type=int, default=21, help="points per axis (default 21)")
+    p.add_argument("--span", type=float, nargs=2, default=(-1.0, 1.0), metavar=("LOW", "HIGH"),
+                   help="range of the direction coefficient (default -1 1)")
+    p.add_argument("--plot", choices=("contour", "surface"), default="contour",
+                   help="2-D plot style (default contour)")
+    p.set_defaults(func=_landscape)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run folder written by `samkit train`")
+    p.add_argument("--split", choices=("train", "test"), default="train",
+                   help="data split to measure on (default train)")
+    p.add_argument("--num-examples", type=int, default=1024,
+                   help="examples used, from the start of the split (default 1024)")
+    p.add_argument("--batch-size", type=int, default=256, help="examples per batch (default 256)")
+    p.add_argument("--mode", choices=("eval", "train"), default="eval",
+                   help="model mode while measuring (default eval)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="cpu", help="device to load the run on (default cpu)")
+    p.add_argument("--out", default=None,
+                   help="output JSON path (default: in the run folder); a PNG is written next to it")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    try:
+        from samkit.train import load_run
+    except ImportError as err:
+        raise SamkitError(
+            "samkit.train.load_run is not available in this installation; cannot load --run."
+        ) from err
+    if not Path(args.run).is_dir():
+        raise SamkitError(f"--run {args.run}: no such run folder.")
+    if args.num_examples is not None and args.num_examples < 1:
+        raise SamkitError(f"--num-examples must be >= 1; got {args.num_examples}.")
+    run = load_run(args.run, device=args.device)
+    batches = run.batches(split=args.split, batch_size=args.batch_size, max_examples=args.num_examples)
+    return run, batches
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)  # atomic: readers never see half a file
+
+
+def _sharpness(args: argparse.Namespace) -> int:
+    from samkit.measure.sharpness import sharpness
+
+    run, batches = _load(args)
+    res = sharpness(
+        run.model, run.loss_fn, batches, rho=args.rho, kind=args.kind, norm=args.norm,
+        shard_size=args.shard_size, adaptive=args.adaptive, steps=args.steps,
+        step_size=args.step_size, num_samples=args.num_samples, seed=args.seed,
+        error_fn=getattr(run, "error_fn", None), mode=args.mode, progress=not args.no_progress,
+    )
+    out = Path(args.out) if args.out else Path(args.run) / "sharpness.json"
+    payload = res.to_dict()
+    payload.update(split=args.split, run=str(args.run))
+    _write_json(out, payload)
+    err = "" if res.error_increase is None else f", error +{res.error_increase:.4f}"
+    print(
+        f"{res.kind}-case sharpness (rho={res.rho}, m={res.shard_size}): loss +{res.loss_increase:.5g}"
+        f" ± {res.loss_increase_stderr:.2g}{err} over {res.num_groups} groups -> {out}"
+    )
+    return 0
+
+
+def _landscape(args: argparse.Namespace) -> int:
+    from samkit.measure.landscape import landscape_1d, landscape_2d, plot_landscape_1d, plot_landscape_2d
+
+    run, batches = _load(args)
+    kw = dict(steps=args.steps, span=tuple(args.span), seed=args.seed, mode=args.mode,
+              error_fn=getattr(run, "error_fn", None), progress=not args.no_progress)
+    out = Path(args.out) if args.out else Path(args.run) / f"landscape_{args.dim}d.json"
+    if args.dim == 1:
+        res = landscape_1d(run.model, run.loss_fn, batches, **kw)
+        png = plot_landscape_1d(res, out.with_suffix(".png"))
+    else:
+        res = landscape_2d(run.model, run.loss_fn, batches, **kw)
+        png = plot_landscape_2d(res, out.with_suffix(".png"), kind=args.plot)
+    payload = res.to_dict()
+    payload.update(split=args.split, run=str(args.run))
+    _write_json(out, payload)
+    print(f"landscape {args.dim}-D on {args.split}: min loss {float(res.loss.min()):.5g} -> {out}, {png}")
+    return 0
