@@ -101,7 +101,9 @@ def as_batches(data: Any, device: torch.device) -> list[tuple[Any, int]]:
     for batch in items:
         n = batch_size(batch)
         if n == 0:
-            raise SamkitError("data contains an empty batch (0 examples): drop it or fix the loader.")
+            raise SamkitError(
+                "data contains an empty batch (0 examples): drop it or fix the loader."
+            )
         out.append((to_device(batch, device), n))
     return out
 
@@ -152,7 +154,7 @@ def select_params(model: nn.Module, params: ParamSpec) -> tuple[list[str], list[
         if unknown or missing:
             raise SamkitError(
                 f"params names something the model does not have: {sorted(unknown) or ''}"
-                f"{' and %d tensor(s) that are not model parameters' % len(missing) if missing else ''}"
+                f"{f' and {len(missing)} non-parameter tensor(s)' if missing else ''}"
                 ". Use names from model.named_parameters()."
             )
         by_name = dict(named)
@@ -230,7 +232,7 @@ def preserved_state(model: nn.Module, mode: str | None = None):
                 m._parameters[key] = obj
                 if not _same(obj, saved):
                     obj.copy_(saved)
-            for p, flag, (g, g_saved) in zip(params, flags, grads):
+            for p, flag, (g, g_saved) in zip(params, flags, grads, strict=False):
                 p.requires_grad_(flag)
                 p.grad = g
                 if g is not None and not _same(g, g_saved):
@@ -261,7 +263,9 @@ class LossModule(nn.Module):
 
 def loss_at(lm: LossModule, names: list[str], tensors: Sequence[Tensor], batch: Any) -> Tensor:
     """Loss of ``batch`` with the named parameters replaced by ``tensors`` (model untouched)."""
-    return torch.func.functional_call(lm, {"model." + n: t for n, t in zip(names, tensors)}, (batch,))
+    return torch.func.functional_call(
+        lm, {"model." + n: t for n, t in zip(names, tensors, strict=False)}, (batch,)
+    )
 
 
 def progress_bar(iterable: Iterable[Any], progress: bool, total: int | None = None, desc: str = ""):

@@ -30,16 +30,34 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(p)
     p.add_argument("--rho", type=float, default=0.05, help="perturbation radius (default 0.05)")
-    p.add_argument("--kind", choices=("worst", "average"), default="worst",
-                   help="worst case (gradient ascent) or average case (Gaussian/uniform noise)")
-    p.add_argument("--norm", choices=("l2", "linf"), default="l2", help="norm of the ball (default l2)")
-    p.add_argument("--shard-size", type=int, default=None,
-                   help="examples per perturbation, the m of m-sharpness (default: one per batch)")
+    p.add_argument(
+        "--kind",
+        choices=("worst", "average"),
+        default="worst",
+        help="worst case (gradient ascent) or average case (Gaussian/uniform noise)",
+    )
+    p.add_argument(
+        "--norm", choices=("l2", "linf"), default="l2", help="norm of the ball (default l2)"
+    )
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help="examples per perturbation, the m of m-sharpness (default: one per batch)",
+    )
     p.add_argument("--adaptive", action="store_true", help="ASAM-style ball scaled by |w|")
-    p.add_argument("--steps", type=int, default=20, help="ascent steps for --kind worst (default 20)")
-    p.add_argument("--step-size", type=float, default=None, help="ascent step length (default: rho)")
-    p.add_argument("--num-samples", type=int, default=10,
-                   help="noise draws per group for --kind average (default 10)")
+    p.add_argument(
+        "--steps", type=int, default=20, help="ascent steps for --kind worst (default 20)"
+    )
+    p.add_argument(
+        "--step-size", type=float, default=None, help="ascent step length (default: rho)"
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=10,
+        help="noise draws per group for --kind average (default 10)",
+    )
     p.set_defaults(func=_sharpness)
 
     p = subparsers.add_parser(
@@ -51,26 +69,51 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--dim", type=int, choices=(1, 2), default=1, help="1-D curve or 2-D surface")
     p.add_argument("--steps", type=int, default=21, help="points per axis (default 21)")
-    p.add_argument("--span", type=float, nargs=2, default=(-1.0, 1.0), metavar=("LOW", "HIGH"),
-                   help="range of the direction coefficient (default -1 1)")
-    p.add_argument("--plot", choices=("contour", "surface"), default="contour",
-                   help="2-D plot style (default contour)")
+    p.add_argument(
+        "--span",
+        type=float,
+        nargs=2,
+        default=(-1.0, 1.0),
+        metavar=("LOW", "HIGH"),
+        help="range of the direction coefficient (default -1 1)",
+    )
+    p.add_argument(
+        "--plot",
+        choices=("contour", "surface"),
+        default="contour",
+        help="2-D plot style (default contour)",
+    )
     p.set_defaults(func=_landscape)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run folder written by `samkit train`")
-    p.add_argument("--split", choices=("train", "test"), default="train",
-                   help="data split to measure on (default train)")
-    p.add_argument("--num-examples", type=int, default=1024,
-                   help="examples used, from the start of the split (default 1024)")
+    p.add_argument(
+        "--split",
+        choices=("train", "test"),
+        default="train",
+        help="data split to measure on (default train)",
+    )
+    p.add_argument(
+        "--num-examples",
+        type=int,
+        default=1024,
+        help="examples used, from the start of the split (default 1024)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="examples per batch (default 256)")
-    p.add_argument("--mode", choices=("eval", "train"), default="eval",
-                   help="model mode while measuring (default eval)")
+    p.add_argument(
+        "--mode",
+        choices=("eval", "train"),
+        default="eval",
+        help="model mode while measuring (default eval)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="device to load the run on (default cpu)")
-    p.add_argument("--out", default=None,
-                   help="output JSON path (default: in the run folder); a PNG is written next to it")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output JSON path (default: in the run folder); a PNG is written next to it",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -86,7 +129,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     if args.num_examples is not None and args.num_examples < 1:
         raise SamkitError(f"--num-examples must be >= 1; got {args.num_examples}.")
     run = load_run(args.run, device=args.device)
-    batches = run.batches(split=args.split, batch_size=args.batch_size, max_examples=args.num_examples)
+    batches = run.batches(
+        split=args.split, batch_size=args.batch_size, max_examples=args.num_examples
+    )
     return run, batches
 
 
@@ -103,10 +148,21 @@ def _sharpness(args: argparse.Namespace) -> int:
 
     run, batches = _load(args)
     res = sharpness(
-        run.model, run.loss_fn, batches, rho=args.rho, kind=args.kind, norm=args.norm,
-        shard_size=args.shard_size, adaptive=args.adaptive, steps=args.steps,
-        step_size=args.step_size, num_samples=args.num_samples, seed=args.seed,
-        error_fn=getattr(run, "error_fn", None), mode=args.mode, progress=not args.no_progress,
+        run.model,
+        run.loss_fn,
+        batches,
+        rho=args.rho,
+        kind=args.kind,
+        norm=args.norm,
+        shard_size=args.shard_size,
+        adaptive=args.adaptive,
+        steps=args.steps,
+        step_size=args.step_size,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        error_fn=getattr(run, "error_fn", None),
+        mode=args.mode,
+        progress=not args.no_progress,
     )
     out = Path(args.out) if args.out else Path(args.run) / "sharpness.json"
     payload = res.to_dict()
@@ -114,18 +170,30 @@ def _sharpness(args: argparse.Namespace) -> int:
     _write_json(out, payload)
     err = "" if res.error_increase is None else f", error +{res.error_increase:.4f}"
     print(
-        f"{res.kind}-case sharpness (rho={res.rho}, m={res.shard_size}): loss +{res.loss_increase:.5g}"
+        f"{res.kind}-case sharpness (rho={res.rho}, m={res.shard_size}): "
+        f"loss +{res.loss_increase:.5g}"
         f" ± {res.loss_increase_stderr:.2g}{err} over {res.num_groups} groups -> {out}"
     )
     return 0
 
 
 def _landscape(args: argparse.Namespace) -> int:
-    from samkit.measure.landscape import landscape_1d, landscape_2d, plot_landscape_1d, plot_landscape_2d
+    from samkit.measure.landscape import (
+        landscape_1d,
+        landscape_2d,
+        plot_landscape_1d,
+        plot_landscape_2d,
+    )
 
     run, batches = _load(args)
-    kw = dict(steps=args.steps, span=tuple(args.span), seed=args.seed, mode=args.mode,
-              error_fn=getattr(run, "error_fn", None), progress=not args.no_progress)
+    kw = dict(
+        steps=args.steps,
+        span=tuple(args.span),
+        seed=args.seed,
+        mode=args.mode,
+        error_fn=getattr(run, "error_fn", None),
+        progress=not args.no_progress,
+    )
     out = Path(args.out) if args.out else Path(args.run) / f"landscape_{args.dim}d.json"
     if args.dim == 1:
         res = landscape_1d(run.model, run.loss_fn, batches, **kw)
@@ -136,5 +204,8 @@ def _landscape(args: argparse.Namespace) -> int:
     payload = res.to_dict()
     payload.update(split=args.split, run=str(args.run))
     _write_json(out, payload)
-    print(f"landscape {args.dim}-D on {args.split}: min loss {float(res.loss.min()):.5g} -> {out}, {png}")
+    print(
+        f"landscape {args.dim}-D on {args.split}: min loss {float(res.loss.min()):.5g} "
+        f"-> {out}, {png}"
+    )
     return 0

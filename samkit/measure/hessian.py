@@ -110,7 +110,9 @@ class DensityResult:
 
     def mean(self) -> float:
         """Mean eigenvalue under the quadrature, :math:`\\approx \\mathrm{tr}(H)/d`."""
-        return float(np.mean([np.dot(w, t) for w, t in zip(self.weights, self.nodes)]))
+        return float(
+            np.mean([np.dot(w, t) for w, t in zip(self.weights, self.nodes, strict=False)])
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -281,7 +283,7 @@ def hessian_eigenvalues(
         finally:
             bar.close()
         residuals = []
-        for lam, vec in zip(values, vectors):
+        for lam, vec in zip(values, vectors, strict=False):
             r = op.matvec_flat(vec) - lam * vec
             residuals.append(float(r.norm()))
         matvecs = op.num_matvecs
@@ -311,7 +313,12 @@ def _lanczos_top(op, k, which, tol, max_iter, gen, dtype, bar):
 
     q0 = _random_unit(op, gen, dtype)
     alpha, beta, basis = _lanczos(
-        op.matvec_flat, q0, max_iter, restart=lambda: _random_unit(op, gen, dtype), stop=stop, bar=bar
+        op.matvec_flat,
+        q0,
+        max_iter,
+        restart=lambda: _random_unit(op, gen, dtype),
+        stop=stop,
+        bar=bar,
     )
     theta, s = _tridiag_eig(alpha, beta)
     idx = _select(theta, k, which)
@@ -364,7 +371,7 @@ def _power(op, k, tol, max_iter, gen, dtype, shift, bar):
 # ---------------------------------------------------------------------------------------- trace
 def _rademacher(op: HessianOperator, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
     z = torch.randint(0, 2, (op.dim,), generator=gen, dtype=torch.int8)
-    return (z.to(op.device, dtype) * 2 - 1)
+    return z.to(op.device, dtype) * 2 - 1
 
 
 def hessian_trace(
@@ -429,7 +436,9 @@ def hessian_trace(
     if len(arr) > 1:
         stderr = float(arr.std(ddof=1) / math.sqrt(len(arr)))
     else:  # Hutch++ whose sketch spans the whole space is exact; otherwise one sample has no spread
-        stderr = 0.0 if method == "hutch++" and min(num_samples // 3, op.dim) == op.dim else math.nan
+        stderr = (
+            0.0 if method == "hutch++" and min(num_samples // 3, op.dim) == op.dim else math.nan
+        )
     return TraceResult(
         estimate=exact + mean,
         stderr=stderr,
@@ -501,12 +510,18 @@ def hessian_density(
     grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, num_points)
     density = np.zeros_like(grid)
     norm = 1.0 / (sigma * math.sqrt(2 * math.pi) * num_runs)
-    for theta, tau in zip(nodes, weights):
-        density += norm * (tau[None, :] * np.exp(-((grid[:, None] - theta[None, :]) ** 2) / (2 * sigma**2))).sum(1)
-    return DensityResult(grid, density, nodes, weights, float(sigma), num_runs, lanczos_steps, op.dim, matvecs)
+    for theta, tau in zip(nodes, weights, strict=False):
+        density += norm * (
+            tau[None, :] * np.exp(-((grid[:, None] - theta[None, :]) ** 2) / (2 * sigma**2))
+        ).sum(1)
+    return DensityResult(
+        grid, density, nodes, weights, float(sigma), num_runs, lanczos_steps, op.dim, matvecs
+    )
 
 
-def plot_density(result: DensityResult, path: str | Path, log: bool = True, title: str | None = None) -> Path:
+def plot_density(
+    result: DensityResult, path: str | Path, log: bool = True, title: str | None = None
+) -> Path:
     """Plot a :class:`DensityResult` (log-scale density by default) to PNG/PDF at ``path``."""
     import matplotlib
 

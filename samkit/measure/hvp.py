@@ -126,14 +126,16 @@ class HessianOperator:
         out = [torch.zeros_like(p) for p in self.params]
         for batch, n in self.batches:
             g = torch.autograd.grad(self._loss(batch), self.params, allow_unused=True)
-            for o, gi in zip(out, g):
+            for o, gi in zip(out, g, strict=False):
                 if gi is not None:
                     o.add_(gi.detach(), alpha=n / self.total)
         return out
 
     def matvec(self, v: Sequence[Tensor]) -> list[Tensor]:
         """``H v`` for ``v`` given as tensors shaped like ``params``."""
-        if len(v) != len(self.params) or any(a.shape != p.shape for a, p in zip(v, self.params)):
+        if len(v) != len(self.params) or any(
+            a.shape != p.shape for a, p in zip(v, self.params, strict=False)
+        ):
             raise SamkitError(
                 "v must be a list of tensors shaped like the selected parameters "
                 f"{[tuple(p.shape) for p in self.params]}; got {[tuple(a.shape) for a in v]}."
@@ -141,17 +143,24 @@ class HessianOperator:
         if self._ctx is None:
             with self:
                 return self.matvec(v)
-        v = [a.detach().to(device=p.device, dtype=p.dtype) for a, p in zip(v, self.params)]
+        v = [
+            a.detach().to(device=p.device, dtype=p.dtype)
+            for a, p in zip(v, self.params, strict=False)
+        ]
         self.num_matvecs += 1
         out: list[Tensor] | None = None
         for i, (batch, n) in enumerate(self.batches):
-            hv = self._hvp_autograd(i, batch, v) if self.method == "autograd" else self._hvp_func(batch, v)
+            hv = (
+                self._hvp_autograd(i, batch, v)
+                if self.method == "autograd"
+                else self._hvp_func(batch, v)
+            )
             if len(self.batches) == 1:
                 return hv
             if out is None:
                 out = [h.mul_(n / self.total) for h in hv]
             else:
-                for o, h in zip(out, hv):
+                for o, h in zip(out, hv, strict=False):
                     o.add_(h, alpha=n / self.total)
         assert out is not None
         return out
@@ -159,7 +168,9 @@ class HessianOperator:
     def matvec_flat(self, v: Tensor) -> Tensor:
         """``H v`` for a flat vector of length ``dim`` (any float dtype; returned in that dtype)."""
         if v.shape != (self.dim,):
-            raise SamkitError(f"v must be a flat vector of length {self.dim}; got {tuple(v.shape)}.")
+            raise SamkitError(
+                f"v must be a flat vector of length {self.dim}; got {tuple(v.shape)}."
+            )
         return flatten(self.matvec(unflatten(v, self.params)), v.dtype)
 
     # -- internals ---------------------------------------------------------------------------
@@ -181,7 +192,7 @@ class HessianOperator:
             grads = self._graphs[i]
         else:
             grads = self._first_order(batch)
-        live = [(g, a) for g, a in zip(grads, v) if g is not None]
+        live = [(g, a) for g, a in zip(grads, v, strict=False) if g is not None]
         if not live:
             return [torch.zeros_like(p) for p in self.params]
         hv = torch.autograd.grad(
@@ -191,7 +202,10 @@ class HessianOperator:
             retain_graph=self.cache_graph,
             allow_unused=True,
         )
-        return [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, self.params)]
+        return [
+            torch.zeros_like(p) if h is None else h.detach()
+            for h, p in zip(hv, self.params, strict=False)
+        ]
 
     def _hvp_func(self, batch: Any, v: list[Tensor]) -> list[Tensor]:
         names = self.names

@@ -63,7 +63,9 @@ class Landscape1D:
     direction_norm: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+        return {
+            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
+        }
 
 
 @dataclass
@@ -80,7 +82,9 @@ class Landscape2D:
     cosine: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+        return {
+            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
+        }
 
 
 # ----------------------------------------------------------------------------------- directions
@@ -121,7 +125,9 @@ def _rescale(d: Tensor, w: Tensor) -> Tensor:
     # direction instead of 0/0.
     dn = d.norm(dim=1, keepdim=True)
     wn = w.norm(dim=1, keepdim=True)
-    return torch.where(dn > 0, d * (wn / dn.clamp_min(torch.finfo(d.dtype).tiny)), torch.zeros_like(d))
+    return torch.where(
+        dn > 0, d * (wn / dn.clamp_min(torch.finfo(d.dtype).tiny)), torch.zeros_like(d)
+    )
 
 
 def direction_between(
@@ -138,19 +144,24 @@ def direction_between(
         if tb is None or not torch.is_floating_point(ta):
             continue
         if tb.shape != ta.shape:
-            raise SamkitError(f"{name} has shape {tuple(ta.shape)} in start but {tuple(tb.shape)} in end.")
+            raise SamkitError(
+                f"{name} has shape {tuple(ta.shape)} in start but {tuple(tb.shape)} in end."
+            )
         out[name] = (tb.detach().to(ta.device, ta.dtype) - ta.detach()).clone()
     if not out:
         raise SamkitError("start and end share no floating-point tensors; are they the same model?")
     return out
 
 
-def _resolve(model: nn.Module, direction: Direction | Sequence[Tensor], names: list[str]) -> dict[str, Tensor]:
+def _resolve(
+    model: nn.Module, direction: Direction | Sequence[Tensor], names: list[str]
+) -> dict[str, Tensor]:
     if not isinstance(direction, Mapping):  # a list aligned with the selected parameters
         direction = list(direction)
         if len(direction) != len(names):
             raise SamkitError(
-                f"a direction given as a list needs one tensor per selected parameter ({len(names)}); "
+                "a direction given as a list needs one tensor per selected parameter "
+                f"({len(names)}); "
                 f"got {len(direction)}. Pass a dict name -> tensor instead."
             )
         direction = dict(zip(names, direction, strict=True))
@@ -159,7 +170,9 @@ def _resolve(model: nn.Module, direction: Direction | Sequence[Tensor], names: l
     out = {}
     for name, d in direction.items():
         if name not in known:
-            raise SamkitError(f"direction entry {name!r} is not a parameter or float buffer of the model.")
+            raise SamkitError(
+                f"direction entry {name!r} is not a parameter or float buffer of the model."
+            )
         if d.shape != known[name].shape:
             raise SamkitError(
                 f"direction entry {name!r} has shape {tuple(d.shape)}, the model's is "
@@ -192,14 +205,19 @@ def _evaluate(model, fns, batches, dirs, coeffs_list, progress, desc):
                     point[name] = point[name] + c * t
             point = {"model." + k: v for k, v in point.items()}
             for j, fn in enumerate(fns):
-                out[i, j] = sum(
-                    float(torch.func.functional_call(fn, point, (b,))) * n for b, n in batches
-                ) / total
+                out[i, j] = (
+                    sum(float(torch.func.functional_call(fn, point, (b,))) * n for b, n in batches)
+                    / total
+                )
     return out
 
 
 def _lookup(model: nn.Module, name: str) -> Tensor:
-    return model.get_parameter(name) if name in dict(model.named_parameters()) else model.get_buffer(name)
+    return (
+        model.get_parameter(name)
+        if name in dict(model.named_parameters())
+        else model.get_buffer(name)
+    )
 
 
 def _prepare(model, loss_fn, data, error_fn, mode):
@@ -208,7 +226,9 @@ def _prepare(model, loss_fn, data, error_fn, mode):
     batches = as_batches(data, device)
     fns = [LossModule(model, loss_fn)]
     if error_fn is not None:
-        fns.append(LossModule(model, lambda m, b: torch.as_tensor(error_fn(m, b), dtype=torch.float64)))
+        fns.append(
+            LossModule(model, lambda m, b: torch.as_tensor(error_fn(m, b), dtype=torch.float64))
+        )
     return batches, fns
 
 
@@ -252,11 +272,15 @@ def landscape_1d(
     batches, fns = _prepare(model, loss_fn, data, error_fn, mode)
     names, _ = select_params(model, params)
     if direction is None:
-        direction = random_direction(model, seed, params=params, normalization=normalization, bias_bn=bias_bn)
+        direction = random_direction(
+            model, seed, params=params, normalization=normalization, bias_bn=bias_bn
+        )
     d = _resolve(model, direction, names)
     alphas = np.linspace(lo, hi, steps)
     with preserved_state(model, mode):
-        vals = _evaluate(model, fns, batches, [d], [(a,) for a in alphas], progress, "landscape 1-D")
+        vals = _evaluate(
+            model, fns, batches, [d], [(a,) for a in alphas], progress, "landscape 1-D"
+        )
     norm = _norm(d)
     return Landscape1D(alphas, alphas * norm, vals[:, 0], vals[:, 1] if error_fn else None, norm)
 
@@ -314,7 +338,9 @@ def _pyplot():
     return plt
 
 
-def plot_landscape_1d(result: Landscape1D, path: str | Path, distance: bool = False, title: str = "") -> Path:
+def plot_landscape_1d(
+    result: Landscape1D, path: str | Path, distance: bool = False, title: str = ""
+) -> Path:
     """Loss (and error on a second axis) against alpha, or against distance ``|alpha| * ||d||``
     if ``distance``. PNG or PDF by the suffix of ``path``."""
     plt = _pyplot()
@@ -336,8 +362,9 @@ def plot_landscape_1d(result: Landscape1D, path: str | Path, distance: bool = Fa
     return path
 
 
-def plot_landscape_2d(result: Landscape2D, path: str | Path, kind: str = "contour", levels: int = 30,
-                      title: str = "") -> Path:
+def plot_landscape_2d(
+    result: Landscape2D, path: str | Path, kind: str = "contour", levels: int = 30, title: str = ""
+) -> Path:
     """``kind="contour"`` (filled contour with lines) or ``"surface"`` (3-D surface) of the loss."""
     check_choice("kind", kind, ("contour", "surface"))
     plt = _pyplot()

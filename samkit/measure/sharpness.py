@@ -167,7 +167,9 @@ def sharpness(
                 l0 = float(loss_at(lm, names, w0, group))
                 e0 = None if em is None else float(loss_at(em, names, w0, group))
             if kind == "worst":
-                lp, ep = _worst(lm, em, names, w0, scale, group, rho, norm, steps, step_size, gen, l0)
+                lp, ep = _worst(
+                    lm, em, names, w0, scale, group, rho, norm, steps, step_size, gen, l0
+                )
             else:
                 lp, ep = _average(lm, em, names, w0, scale, group, rho, norm, num_samples, dim, gen)
             incs.append(lp - l0)
@@ -182,17 +184,31 @@ def sharpness(
     else:
         emean = estd = ese = None
     return SharpnessResult(
-        kind=kind, norm=norm, rho=float(rho), shard_size=shard_size, adaptive=adaptive,
-        loss_increase=mean, loss_increase_std=std, loss_increase_stderr=se,
+        kind=kind,
+        norm=norm,
+        rho=float(rho),
+        shard_size=shard_size,
+        adaptive=adaptive,
+        loss_increase=mean,
+        loss_increase_std=std,
+        loss_increase_stderr=se,
         base_loss=base / total,
-        error_increase=emean, error_increase_std=estd, error_increase_stderr=ese,
+        error_increase=emean,
+        error_increase_std=estd,
+        error_increase_stderr=ese,
         base_error=None if em is None else base_err / total,
-        num_groups=len(sizes), num_examples=total, steps=steps, step_size=float(step_size),
-        num_samples=num_samples, per_group=list(zip(sizes, incs, err_incs)),
+        num_groups=len(sizes),
+        num_examples=total,
+        steps=steps,
+        step_size=float(step_size),
+        num_samples=num_samples,
+        per_group=list(zip(sizes, incs, err_incs, strict=False)),
     )
 
 
-def _as_tensor_fn(fn: Callable[[nn.Module, Any], Tensor | float]) -> Callable[[nn.Module, Any], Tensor]:
+def _as_tensor_fn(
+    fn: Callable[[nn.Module, Any], Tensor | float],
+) -> Callable[[nn.Module, Any], Tensor]:
     def wrapped(model: nn.Module, batch: Any) -> Tensor:
         out = fn(model, batch)
         return out if isinstance(out, Tensor) else torch.tensor(float(out))
@@ -207,12 +223,16 @@ def _apply(w0: list[Tensor], scale: list[Tensor] | None, delta: list[Tensor]) ->
 
 
 def _randn(like: list[Tensor], gen: torch.Generator) -> list[Tensor]:
-    return [torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device, t.dtype) for t in like]
+    return [
+        torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device, t.dtype) for t in like
+    ]
 
 
 def _uniform(like: list[Tensor], gen: torch.Generator, radius: float) -> list[Tensor]:
     return [
-        ((torch.rand(t.shape, generator=gen, dtype=torch.float64) * 2 - 1) * radius).to(t.device, t.dtype)
+        ((torch.rand(t.shape, generator=gen, dtype=torch.float64) * 2 - 1) * radius).to(
+            t.device, t.dtype
+        )
         for t in like
     ]
 
@@ -257,7 +277,9 @@ def _worst(lm, em, names, w0, scale, group, rho, norm, steps, step_size, gen, l0
     with torch.no_grad():
         if l0 >= best_loss:  # delta = 0 is inside the ball: the maximum is at least L(w)
             best_loss, best_delta = l0, [torch.zeros_like(w) for w in w0]
-        err = None if em is None else float(loss_at(em, names, _apply(w0, scale, best_delta), group))
+        err = (
+            None if em is None else float(loss_at(em, names, _apply(w0, scale, best_delta), group))
+        )
     return best_loss, err
 
 

@@ -73,8 +73,11 @@ def bn_mlp(seed: int = 0, classes: int = 3):
 def small_cnn(seed: int = 0):
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
-        nn.Flatten(), nn.Linear(3 * 4 * 4, 2),
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 2),
     ).double()
 
 
@@ -93,8 +96,10 @@ def snapshot(model: nn.Module):
     return {
         "modes": [m.training for m in model.modules()],
         "params": [(n, id(p), p.requires_grad, bits(p)) for n, p in model.named_parameters()],
-        "grads": [(n, id(p.grad) if p.grad is not None else None, bits(p.grad))
-                  for n, p in model.named_parameters()],
+        "grads": [
+            (n, id(p.grad) if p.grad is not None else None, bits(p.grad))
+            for n, p in model.named_parameters()
+        ],
         "buffers": [(n, id(b), bits(b)) for n, b in model.named_buffers()],
     }
 
@@ -111,4 +116,6 @@ def assert_same_state(before, after):
             else:
                 assert ta[:2] == tb[:2]
                 # bit-identical: compare raw bytes, so -0.0 vs 0.0 and NaN payloads count too
-                assert ta[2].reshape(-1).view(torch.uint8).equal(tb[2].reshape(-1).view(torch.uint8)), (key, a[0])
+                assert (
+                    ta[2].reshape(-1).view(torch.uint8).equal(tb[2].reshape(-1).view(torch.uint8))
+                ), (key, a[0])

@@ -25,7 +25,10 @@ def fake_run(monkeypatch, tmp_path):
     def batches(split="train", batch_size=256, max_examples=None):
         calls.append((split, batch_size, max_examples))
         n = len(x) if max_examples is None else min(max_examples, len(x))
-        return [(x[i : min(i + batch_size, n)], y[i : min(i + batch_size, n)]) for i in range(0, n, batch_size)]
+        return [
+            (x[i : min(i + batch_size, n)], y[i : min(i + batch_size, n)])
+            for i in range(0, n, batch_size)
+        ]
 
     def load_run(run_dir, device="cpu"):
         assert device == "cpu"
@@ -53,13 +56,37 @@ def test_every_flag_has_help():
 
 
 def test_sharpness_command_writes_what_the_api_returns(fake_run):
-    args = parse(["sharpness", "--run", str(fake_run.dir), "--rho", "0.2", "--shard-size", "4",
-                  "--num-examples", "12", "--batch-size", "8", "--steps", "3", "--no-progress"])
+    args = parse(
+        [
+            "sharpness",
+            "--run",
+            str(fake_run.dir),
+            "--rho",
+            "0.2",
+            "--shard-size",
+            "4",
+            "--num-examples",
+            "12",
+            "--batch-size",
+            "8",
+            "--steps",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert args.func(args) == 0
     assert fake_run.calls[-1] == ("train", 8, 12)
     out = json.loads((fake_run.dir / "sharpness.json").read_text())
-    direct = sharpness(fake_run.model, ce, fake_run.batches("train", 8, 12), rho=0.2, shard_size=4,
-                       steps=3, error_fn=error_rate, progress=False)
+    direct = sharpness(
+        fake_run.model,
+        ce,
+        fake_run.batches("train", 8, 12),
+        rho=0.2,
+        shard_size=4,
+        steps=3,
+        error_fn=error_rate,
+        progress=False,
+    )
     assert out["loss_increase"] == pytest.approx(direct.loss_increase, rel=1e-12)
     assert out["error_increase"] == pytest.approx(direct.error_increase)
     assert out["num_groups"] == 3 and out["num_examples"] == 12
@@ -68,8 +95,22 @@ def test_sharpness_command_writes_what_the_api_returns(fake_run):
 @pytest.mark.parametrize("dim", [1, 2])
 def test_landscape_command_writes_json_and_png(fake_run, dim):
     out = fake_run.dir / "sub" / "ls.json"
-    args = parse(["landscape", "--run", str(fake_run.dir), "--dim", str(dim), "--steps", "3",
-                  "--split", "test", "--out", str(out), "--no-progress"])
+    args = parse(
+        [
+            "landscape",
+            "--run",
+            str(fake_run.dir),
+            "--dim",
+            str(dim),
+            "--steps",
+            "3",
+            "--split",
+            "test",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert args.func(args) == 0
     data = json.loads(out.read_text())
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
@@ -89,8 +130,18 @@ def test_missing_run_folder(fake_run):
 
 def test_state_untouched_by_command(fake_run):
     before = [t.clone() for t in fake_run.model.state_dict().values()]
-    args = parse(["sharpness", "--run", str(fake_run.dir), "--kind", "average", "--no-progress",
-                  "--num-samples", "2"])
+    args = parse(
+        [
+            "sharpness",
+            "--run",
+            str(fake_run.dir),
+            "--kind",
+            "average",
+            "--no-progress",
+            "--num-samples",
+            "2",
+        ]
+    )
     args.func(args)
     for a, b in zip(before, fake_run.model.state_dict().values()):
         assert torch.equal(a, b)

@@ -82,8 +82,16 @@ def test_hessian_over_one_layer_is_the_diagonal_block():
 def test_top_eigenvalues_match_exact(method):
     spectrum = [5.0, 3.0, 1.5, 0.4, 0.1, 0.05]
     model, x, y, h = least_squares(d=6, spectrum=spectrum)
-    res = hessian_eigenvalues(model, mse_half, (x, y), k=3, method=method, tol=1e-9,
-                              max_iter=300, return_eigenvectors=True)
+    res = hessian_eigenvalues(
+        model,
+        mse_half,
+        (x, y),
+        k=3,
+        method=method,
+        tol=1e-9,
+        max_iter=300,
+        return_eigenvectors=True,
+    )
     np.testing.assert_allclose(res.eigenvalues, spectrum[:3], rtol=1e-6)
     assert all(res.converged)
     for lam, vec, r in zip(res.eigenvalues, res.eigenvectors, res.residuals):
@@ -151,8 +159,9 @@ def test_hutchpp_exact_when_sketch_spans_the_space():
 def test_density_reproduces_the_spectrum():
     spectrum = [4.0, 2.0, 1.0, 0.5, 0.25]
     model, x, y, h = least_squares(d=5, spectrum=spectrum)
-    res = hessian_density(model, mse_half, (x, y), num_runs=4, lanczos_steps=10, num_points=4000,
-                          sigma=0.02, seed=1)
+    res = hessian_density(
+        model, mse_half, (x, y), num_runs=4, lanczos_steps=10, num_points=4000, sigma=0.02, seed=1
+    )
     # Krylov space of a generic start vector is the whole space: nodes are the eigenvalues
     for theta, tau in zip(res.nodes, res.weights):
         np.testing.assert_allclose(np.sort(theta), sorted(spectrum), rtol=1e-8)

@@ -55,8 +55,15 @@ def test_1d_curve_is_the_exact_quadratic_along_the_direction():
     w = model.weight.detach().view(-1)
     g = h @ w - x.T @ y / len(y)
     d = torch.linspace(-1, 1, 5, dtype=torch.float64)
-    res = landscape_1d(model, mse_half, (x, y), direction={"weight": d.view(1, 5)}, steps=7,
-                       span=(-2, 1), progress=False)
+    res = landscape_1d(
+        model,
+        mse_half,
+        (x, y),
+        direction={"weight": d.view(1, 5)},
+        steps=7,
+        span=(-2, 1),
+        progress=False,
+    )
     base = mse_half(model, (x, y)).item()
     expect = base + res.alphas * (g @ d).item() + res.alphas**2 * (d @ h @ d).item() / 2
     np.testing.assert_allclose(res.loss, expect, rtol=1e-12)
@@ -70,8 +77,9 @@ def test_interpolation_between_two_models_reaches_both_ends():
     y = torch.tensor([0, 1, 0, 1, 1, 0])
     d = direction_between(a, b)  # parameters and BatchNorm running statistics
     assert "1.running_mean" in d
-    res = landscape_1d(a, ce, (x, y), direction=d, steps=3, span=(0, 1), error_fn=error_rate,
-                       progress=False)
+    res = landscape_1d(
+        a, ce, (x, y), direction=d, steps=3, span=(0, 1), error_fn=error_rate, progress=False
+    )
     assert res.loss[0] == pytest.approx(ce(a.eval(), (x, y)).item(), rel=1e-12)
     assert res.loss[-1] == pytest.approx(ce(b.eval(), (x, y)).item(), rel=1e-10)
     assert res.error[-1] == pytest.approx(error_rate(b, (x, y)).item())
@@ -81,8 +89,9 @@ def test_2d_grid_matches_pointwise_1d_and_plots(tmp_path):
     model = small_cnn()
     x = torch.randn(5, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 0, 1, 1])
-    res = landscape_2d(model, ce, (x, y), steps=(3, 4), span=((-1, 1), (-0.5, 0.5)), seed=2,
-                       progress=False)
+    res = landscape_2d(
+        model, ce, (x, y), steps=(3, 4), span=((-1, 1), (-0.5, 0.5)), seed=2, progress=False
+    )
     assert res.loss.shape == (3, 4) and abs(res.cosine) < 1
     d1 = random_direction(model, seed=2)
     line = landscape_1d(model, ce, (x, y), direction=d1, steps=3, span=(-1, 1), progress=False)

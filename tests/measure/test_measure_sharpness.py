@@ -33,8 +33,16 @@ def test_worst_case_linf_at_minimum_is_max_of_box_corners():
     rho = 0.1
     corners = torch.cartesian_prod(*[torch.tensor([-rho, rho], dtype=torch.float64)] * 3)
     best = max(0.5 * (c @ A @ c).item() for c in corners)
-    res = sharpness(quadratic(), quad_loss, torch.zeros(4, 1), rho=rho, norm="linf", steps=30,
-                    step_size=rho, progress=False)
+    res = sharpness(
+        quadratic(),
+        quad_loss,
+        torch.zeros(4, 1),
+        rho=rho,
+        norm="linf",
+        steps=30,
+        step_size=rho,
+        progress=False,
+    )
     assert res.loss_increase == pytest.approx(best, rel=1e-9)
 
 
@@ -44,18 +52,29 @@ def test_adaptive_ball_is_the_scaled_ball():
     q = Quadratic(A, torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
     t = torch.diag(q.c.abs())
     rho = 0.2
-    res = sharpness(q, quad_loss, torch.zeros(4, 1), rho=rho, adaptive=True, steps=80,
-                    progress=False)
-    assert res.loss_increase == pytest.approx(rho**2 * torch.linalg.eigvalsh(t @ A @ t)[-1].item() / 2,
-                                              rel=1e-8)
+    res = sharpness(
+        q, quad_loss, torch.zeros(4, 1), rho=rho, adaptive=True, steps=80, progress=False
+    )
+    assert res.loss_increase == pytest.approx(
+        rho**2 * torch.linalg.eigvalsh(t @ A @ t)[-1].item() / 2, rel=1e-8
+    )
 
 
 def test_average_case_matches_closed_form_within_standard_errors():
     # E[d^T A d]/2 with d ~ N(0, rho^2/d I) is rho^2 tr(A) / (2 d); shard_size=1 on 200 examples
     # gives 200 groups, so stderr over groups is a real spread.
     rho = 0.5
-    res = sharpness(quadratic(), quad_loss, torch.zeros(200, 1), rho=rho, kind="average",
-                    shard_size=1, num_samples=5, seed=3, progress=False)
+    res = sharpness(
+        quadratic(),
+        quad_loss,
+        torch.zeros(200, 1),
+        rho=rho,
+        kind="average",
+        shard_size=1,
+        num_samples=5,
+        seed=3,
+        progress=False,
+    )
     true = rho**2 * torch.trace(A).item() / (2 * 3)
     assert res.num_groups == 200
     assert res.loss_increase_stderr > 0
@@ -80,8 +99,9 @@ def test_groups_are_consecutive_and_weighted_by_size():
 def test_error_increase_and_seed_reproducibility():
     model = bn_mlp()
     x, y = class_data(n=12)
-    kw = dict(rho=2.0, kind="average", shard_size=4, num_samples=3, error_fn=error_rate,
-              progress=False)
+    kw = dict(
+        rho=2.0, kind="average", shard_size=4, num_samples=3, error_fn=error_rate, progress=False
+    )
     a = sharpness(model, ce, (x, y), seed=5, **kw)
     b = sharpness(model, ce, (x, y), seed=5, **kw)
     c = sharpness(model, ce, (x, y), seed=6, **kw)

@@ -32,22 +32,30 @@ def prepared_model(training: bool):
 
 MEASURES = {
     "hvp-autograd": lambda m, d, mode: hessian_vector_product(
-        m, ce, d, [torch.ones_like(p) for p in m.parameters() if p.requires_grad], mode=mode),
+        m, ce, d, [torch.ones_like(p) for p in m.parameters() if p.requires_grad], mode=mode
+    ),
     "hvp-func-eval": lambda m, d, mode: hessian_vector_product(
-        m, ce, d, [torch.ones_like(p) for p in m.parameters() if p.requires_grad], method="func"),
+        m, ce, d, [torch.ones_like(p) for p in m.parameters() if p.requires_grad], method="func"
+    ),
     "hvp-frozen-selected": lambda m, d, mode: hessian_vector_product(
-        m, ce, d, [torch.ones(3, 8, dtype=torch.float64)], params=["4.weight"], mode=mode),
+        m, ce, d, [torch.ones(3, 8, dtype=torch.float64)], params=["4.weight"], mode=mode
+    ),
     "lanczos": lambda m, d, mode: hessian_eigenvalues(m, ce, d, k=2, max_iter=5, mode=mode),
-    "power": lambda m, d, mode: hessian_eigenvalues(m, ce, d, method="power", max_iter=3, mode=mode),
+    "power": lambda m, d, mode: hessian_eigenvalues(
+        m, ce, d, method="power", max_iter=3, mode=mode
+    ),
     "hutchinson": lambda m, d, mode: hessian_trace(m, ce, d, num_samples=2, mode=mode),
     "hutch++": lambda m, d, mode: hessian_trace(m, ce, d, "hutch++", num_samples=6, mode=mode),
     "density": lambda m, d, mode: hessian_density(m, ce, d, lanczos_steps=4, mode=mode),
-    "worst": lambda m, d, mode: sharpness(m, ce, d, 0.1, steps=2, shard_size=4, mode=mode,
-                                          error_fn=error_rate),
-    "average-adaptive": lambda m, d, mode: sharpness(m, ce, d, 0.1, kind="average", adaptive=True,
-                                                     num_samples=2, mode=mode),
-    "landscape_1d": lambda m, d, mode: landscape_1d(m, ce, d, steps=3, mode=mode,
-                                                    error_fn=error_rate),
+    "worst": lambda m, d, mode: sharpness(
+        m, ce, d, 0.1, steps=2, shard_size=4, mode=mode, error_fn=error_rate
+    ),
+    "average-adaptive": lambda m, d, mode: sharpness(
+        m, ce, d, 0.1, kind="average", adaptive=True, num_samples=2, mode=mode
+    ),
+    "landscape_1d": lambda m, d, mode: landscape_1d(
+        m, ce, d, steps=3, mode=mode, error_fn=error_rate
+    ),
     "landscape_2d": lambda m, d, mode: landscape_2d(m, ce, d, steps=2, mode=mode),
 }
 
