@@ -1,0 +1,45 @@
+"""``samkit dln`` writes its results and figures, and never overwrites a folder silently."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from samkit import SamkitError
+from samkit.theory.cli import add_parsers
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    return parser.parse_args(["dln", *argv])
+
+
+def test_dln_writes_results_and_figures(tmp_path, capsys):
+    out = tmp_path / "dln"
+    args = parse(["--n", "6", "--d", "8", "--k", "2", "--n-test", "100", "--steps", "200",
+                  "--every", "50", "--rho", "0.01", "0.1", "--alpha", "0.1", "0.2", "--jobs", "2",
+                  "--out", str(out)])
+    assert args.func(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [(r["alpha"], r["lr"]) for r in res["runs"]] == [(0.1, 0.05), (0.2, 0.05)]
+    for r in res["runs"]:
+        assert set(r["methods"]) == {"gd", "nsam", "1sam"}
+        assert r["methods"]["1sam"]["rho"] == [0.01, 0.1] and r["methods"]["gd"]["rho"] == [0.0]
+        assert r["methods"]["nsam"]["steps"] == [0, 50, 100, 150, 200]
+        assert len(r["methods"]["nsam"]["test_loss"][-1]) == 2
+    for name in ("test_loss_vs_rho.png", "learning_curves.png", "l1_vs_steps.png"):
+        assert (out / name).stat().st_size > 1000
+    assert "| 1-SAM | 0.1 |" in capsys.readouterr().out
+    again = parse(["--steps", "10", "--out", str(out)])
+    with pytest.raises(SamkitError, match="exists and is not empty"):
+        again.func(again)
+    assert json.loads((out / "results.json").read_text()) == res  # nothing lost
+
+
+def test_dln_rejects_a_bad_grid(tmp_path):
+    args = parse(["--rho-min", "0", "--out", str(tmp_path / "x")])
+    with pytest.raises(SamkitError, match="rho grid"):
+        args.func(args)
