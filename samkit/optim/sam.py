@@ -418,7 +418,9 @@ class SAM(Optimizer):
         flat = [p for group in params for p in group]
         shards, weights = shard_batch(batch, self.sharding)
         self._save(flat)
-        full = [[torch.zeros_like(p) for p in g] for g in params] if self._needs_full_grad else None
+        # With one shard the full-batch gradient is the ascent gradient itself: no accumulator.
+        accumulate = self._needs_full_grad and len(shards) > 1
+        full = [[torch.zeros_like(p) for p in g] for g in params] if accumulate else None
         total: Tensor | None = None
         norm_sum: Tensor | None = None
         ddp = ddp_of(model) is not None
@@ -433,9 +435,11 @@ class SAM(Optimizer):
                     stats.accumulate(w, first=i == 0)
                     stats.restore()
                 by_group = split_groups(grads, [len(g) for g in params])
-                if full is not None:
+                if accumulate:
                     for acc, g in zip(full, by_group, strict=True):
                         torch._foreach_add_(acc, g, alpha=w)
+                elif self._needs_full_grad:
+                    full = by_group
                 e, norm = self._perturb(params, by_group)
                 norm_sum = norm if norm_sum is None else norm_sum + norm
                 with torch.no_grad():
