@@ -1,0 +1,440 @@
+"""The training loop: epochs over in-memory tensors, evaluation, checkpoint/resume, cost.
+
+One short function tells the story (:func:`train`): the split lives on the device, each epoch
+draws a permutation from a seeded generator, batches are index lookups, ``ds.augment`` (if any)
+draws from its own seeded generator, and one step function serves every optimizer. After each
+epoch the metrics row and a checkpoint (model, optimizer, scheduler, every RNG state, counters,
+the metrics history) are written atomically, so ``resume`` continues bit-exactly on CPU.
+
+Ctrl-C is deferred to the end of the current step: the loop then writes a mid-epoch checkpoint
+(including the epoch's permutation) and raises :class:`RunInterrupted`. A second Ctrl-C stops at
+once; the last end-of-epoch checkpoint is then the resume point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from samkit.errors import SamkitError
+from samkit.train import files
+from samkit.train.config import TrainConfig, config_hash, load_config, save_config
+from samkit.train.setup import (
+    build_model,
+    build_optimizer,
+    evaluate,
+    load_data,
+    lr_factor,
+    make_loss_fn,
+    passes_per_step,
+    train_step,
+)
+
+
+class RunInterrupted(Exception):
+    """Training stopped early (Ctrl-C) after saving a checkpoint; the message says how to resume."""
+
+
+def train(
+    cfg: TrainConfig | None,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    command: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    interrupt_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train one run into folder ``out`` and return its summary (also in ``out/summary.json``).
+
+    Args:
+        cfg: the run's config; ``None`` with ``resume=True`` (the folder's ``config.yaml`` is used).
+        out: the run folder. A new run refuses a non-empty folder unless ``overwrite``.
+        resume: continue the run in ``out`` from its checkpoint (from the start if it has none
+            yet). A complete run is returned as is.
+        overrides: with ``resume``, config fields to change that do not alter the computation
+            (``device``) or extend it (``epochs``, which re-derives the LR schedule).
+        interrupt_after_steps: test hook: behave as if Ctrl-C came after this many steps.
+
+    Raises:
+        SamkitError: bad config, missing data, existing folder, corrupt checkpoint.
+        RunInterrupted: stopped by Ctrl-C after saving a checkpoint.
+    """
+    out = Path(out)
+    if resume:
+        cfg = _resume_config(out, cfg, overrides or {})
+    else:
+        if cfg is None:
+            raise SamkitError("train() needs a config unless resume=True.")
+        cfg = cfg.validated()
+        _prepare_new_folder(out, overwrite)
+    if (out / files.SUMMARY).is_file():
+        summary = files.read_json(out / files.SUMMARY)
+        if summary.get("config_hash") == config_hash(cfg) and summary.get("status") == "complete":
+            return summary
+    return _Run(cfg, out, quiet=quiet, command=command).fit(interrupt_after_steps)
+
+
+def _prepare_new_folder(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise SamkitError(f"--out {out} exists and is not a folder; choose another --out.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise SamkitError(
+                f"run folder {out} already exists and is not empty; nothing was changed. Use "
+                f"--resume {out} to continue it, --overwrite to replace it, or another --out."
+            )
+        shutil.rmtree(out)  # the user asked for it explicitly with --overwrite
+    out.mkdir(parents=True, exist_ok=True)
+
+
+# Fields a resumed run may change: they do not alter what the finished run computes (device) or
+# they extend it (epochs).
+RESUMABLE_OVERRIDES = ("epochs", "device")
+
+
+def _resume_config(out: Path, cfg: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
+    if not (out / files.CONFIG).is_file():
+        raise SamkitError(
+            f"cannot resume {out}: no {files.CONFIG} there (is it a run folder written by "
+            "`samkit train`?)."
+        )
+    saved = load_config(out / files.CONFIG)
+    if cfg is not None and config_hash(cfg.validated()) != config_hash(saved):
+        raise SamkitError(
+            f"cannot resume {out}: its config.yaml differs from the requested config; "
+            "nothing was changed. Use a new --out for a different run."
+        )
+    bad = sorted(set(overrides) - set(RESUMABLE_OVERRIDES))
+    if bad:
+        raise SamkitError(
+            f"--resume continues the saved config; {', '.join(bad)} cannot change (only "
+            f"{', '.join(RESUMABLE_OVERRIDES)} can). Start a new run with --out for other settings."
+        )
+    if overrides:
+        saved = saved.replace(**overrides)
+        if (out / files.SUMMARY).is_file() and "epochs" in overrides:
+            raise SamkitError(
+                f"{out} is already complete; start a new run to train for other epochs."
+            )
+        save_config(saved, out / files.CONFIG)
+    return saved
+
+
+class _Interrupts:
+    """Defer SIGINT to the end of the current step (main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+class _Run:
+    """State of one run in progress."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, *, quiet: bool, command: list[str] | None):
+        self.cfg, self.out, self.quiet = cfg, out, quiet
+        self.device = _device(cfg.device)
+        self.hash = config_hash(cfg)
+        self.ds = load_data(cfg, self.device)
+        n = len(self.ds.train)
+        if n < cfg.batch_size:
+            raise SamkitError(
+                f"the train split has {n} examples, fewer than batch_size={cfg.batch_size}; "
+                "lower --batch-size or use more data."
+            )
+        full = n // cfg.batch_size  # drop the last partial batch: every step sees batch_size
+        self.steps_per_epoch = min(full, cfg.max_steps_per_epoch or full)
+        self.model = build_model(cfg, self.ds, self.device)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg, self.steps_per_epoch)
+        )
+        self.loss_fn = make_loss_fn(cfg.label_smoothing)
+        self.passes_per_step = passes_per_step(self.optimizer)
+        self.order_gen = torch.Generator().manual_seed(cfg.seed)
+        self.augment_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+        self.autocast = _autocast(cfg.precision, self.device)
+        # progress of the run (all restored from a checkpoint)
+        self.epoch = 0  # completed epochs
+        self.step_in_epoch = 0
+        self.perm: torch.Tensor | None = None
+        self.epoch_loss = torch.zeros((), dtype=torch.float64)
+        self.steps = self.passes = self.example_passes = 0
+        self.train_time = self.wall_time = 0.0
+        self.last_lr = float("nan")
+        self.history: list[dict[str, Any]] = []
+        ckpt = out / files.CHECKPOINT
+        if ckpt.is_file():
+            self._restore(files.load_checkpoint(ckpt, self.device))
+        env = files.environment(self.device, command)
+        env_path = out / files.ENV
+        if env_path.is_file():  # a resumed run: keep the first session, append this one
+            first = files.read_json(env_path)
+            first.setdefault("resumes", []).append(env)
+            env = first
+        save_config(cfg, out / files.CONFIG)
+        files.write_json(env_path, env)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self, interrupt_after_steps: int | None) -> dict[str, Any]:
+        cfg = self.cfg
+        started = time.perf_counter()
+        wall_before = self.wall_time
+        bar = _progress(
+            cfg.epochs * self.steps_per_epoch,
+            self.epoch * self.steps_per_epoch + self.step_in_epoch,
+            disable=self.quiet,
+        )
+        writer = _tensorboard(self.out)
+        try:
+            with _Interrupts() as interrupts:
+                while self.epoch < cfg.epochs:
+                    if self.step_in_epoch == 0:
+                        self.perm = torch.randperm(len(self.ds.train), generator=self.order_gen)
+                        self.epoch_loss.zero_()
+                    while self.step_in_epoch < self.steps_per_epoch:
+                        t0 = time.perf_counter()
+                        loss = self._step()
+                        self.train_time += time.perf_counter() - t0
+                        bar.update(1)
+                        bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4f}", refresh=False)
+                        stop = (
+                            interrupt_after_steps is not None
+                            and self.steps >= interrupt_after_steps
+                        )
+                        if interrupts.requested or stop:
+                            self._interrupt(wall_before + time.perf_counter() - started)
+                    self._end_epoch(wall_before + time.perf_counter() - started, writer)
+        except KeyboardInterrupt:
+            raise RunInterrupted(
+                f"stopped at once (second Ctrl-C); the last checkpoint is from epoch {self.epoch}. "
+                f"Continue with: samkit train --resume {self.out}"
+            ) from None
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+        return self._summary()
+
+    def _interrupt(self, wall_time: float) -> None:
+        self.wall_time = wall_time
+        self._checkpoint()
+        raise RunInterrupted(
+            f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}; checkpoint "
+            f"saved. Continue with: samkit train --resume {self.out}"
+        )
+
+    def _step(self) -> float:
+        cfg = self.cfg
+        lo = self.step_in_epoch * cfg.batch_size
+        assert self.perm is not None
+        inputs, targets = self.ds.train.batch(self.perm[lo : lo + cfg.batch_size])
+        if self.ds.augment is not None:
+            inputs = self.ds.augment(inputs, self.augment_gen)
+        self.model.train()
+        with self.autocast():
+            loss = train_step(self.optimizer, self.model, self.loss_fn, (inputs, targets))
+        if not torch.isfinite(loss):
+            raise SamkitError(
+                f"the training loss became {float(loss)} at epoch {self.epoch + 1}, step "
+                f"{self.step_in_epoch + 1}; lower --lr (or --rho) and start again."
+            )
+        self.epoch_loss += loss.double().cpu()
+        self.step_in_epoch += 1
+        self.steps += 1
+        self.passes += self.passes_per_step
+        self.example_passes += self.passes_per_step * cfg.batch_size
+        self.last_lr = self.optimizer.param_groups[0]["lr"]  # the LR this step used
+        if cfg.schedule_unit == "step":
+            self.scheduler.step()
+        return float(loss)
+
+    def _end_epoch(self, wall_time: float, writer: Any) -> None:
+        cfg = self.cfg
+        if cfg.schedule_unit == "epoch":
+            self.scheduler.step()
+        kw = dict(batch_size=cfg.eval_batch_size, autocast=self.autocast)
+        tr = evaluate(self.model, self.ds.train, max_examples=cfg.train_eval_examples, **kw)
+        te = evaluate(self.model, self.ds.test, **kw)
+        self.epoch += 1
+        self.wall_time = wall_time
+        row = {
+            "epoch": self.epoch,
+            "train_loss": tr["loss"],
+            "train_acc": tr["acc"],
+            "train_loss_running": float(self.epoch_loss) / self.step_in_epoch,
+            "test_loss": te["loss"],
+            "test_acc": te["acc"],
+            "lr": self.last_lr,
+            "steps": self.steps,
+            "passes": self.passes,
+            "example_passes": self.example_passes,
+            "train_time": self.train_time,
+            "wall_time": self.wall_time,
+        }
+        self.history.append(row)
+        self.step_in_epoch = 0
+        self.perm = None
+        files.write_metrics(self.out / files.METRICS, self.history)
+        self._checkpoint()
+        if writer is not None:
+            for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
+                writer.add_scalar(key, row[key], self.epoch)
+
+    def _summary(self) -> dict[str, Any]:
+        last = self.history[-1]
+        summary = {
+            "status": "complete",
+            "label": self.cfg.label or self.cfg.optimizer,
+            "optimizer": self.cfg.optimizer,
+            "seed": self.cfg.seed,
+            "config_hash": self.hash,
+            "epochs": self.epoch,
+            "train_loss": last["train_loss"],
+            "train_acc": last["train_acc"],
+            "test_loss": last["test_loss"],
+            "test_acc": last["test_acc"],
+            "best_test_acc": max(r["test_acc"] for r in self.history),
+            "steps": self.steps,
+            "passes": self.passes,
+            "example_passes": self.example_passes,
+            "passes_per_step": self.passes_per_step,
+            "train_time": self.train_time,
+            "wall_time": self.wall_time,
+            "num_params": sum(p.numel() for p in self.model.parameters()),
+            "train_examples": len(self.ds.train),
+            "test_examples": len(self.ds.test),
+        }
+        files.write_json(self.out / files.SUMMARY, summary)
+        return summary
+
+    # ---- checkpoint ---------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        rng = {
+            "torch": torch.get_rng_state(),
+            "order": self.order_gen.get_state(),
+            "augment": self.augment_gen.get_state(),
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        files.save_checkpoint(
+            self.out / files.CHECKPOINT,
+            {
+                "config_hash": self.hash,
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "perm": self.perm,
+                "epoch_loss": self.epoch_loss.clone(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng,
+                "counters": {
+                    "steps": self.steps,
+                    "passes": self.passes,
+                    "example_passes": self.example_passes,
+                    "train_time": self.train_time,
+                    "wall_time": self.wall_time,
+                },
+                "history": self.history,
+            },
+        )
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("config_hash") != self.hash:
+            raise SamkitError(
+                f"checkpoint in {self.out} was written for another config (hash "
+                f"{state.get('config_hash')} != {self.hash}); the folder was left untouched."
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            self.order_gen.set_state(state["rng"]["order"].cpu())
+            self.augment_gen.set_state(state["rng"]["augment"].cpu())
+            if "cuda" in state["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+            self.epoch = int(state["epoch"])
+            self.step_in_epoch = int(state["step_in_epoch"])
+            self.perm = None if state["perm"] is None else state["perm"].cpu()
+            self.epoch_loss = state["epoch_loss"].double().cpu()
+            for key, value in state["counters"].items():
+                setattr(self, key, value)
+            self.history = list(state["history"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise SamkitError(
+                f"checkpoint in {self.out} does not match this run ({type(err).__name__}: {err}); "
+                "the folder was left untouched."
+            ) from err
+        # metrics.jsonl may hold an epoch past the checkpoint if a crash came between the two
+        # writes; the checkpoint's history is the truth.
+        files.write_metrics(self.out / files.METRICS, self.history)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise SamkitError(f"device {name!r} is not a valid torch device ({err}).") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SamkitError(
+            f"device {name!r} was asked for but CUDA is not available; use --device cpu."
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SamkitError(
+            f"device {name!r} was asked for but MPS is not available; use --device cpu."
+        )
+    return device
+
+
+def _autocast(precision: str, device: torch.device) -> Callable[[], Any]:
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _progress(total: int, initial: int, *, disable: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    # A bar (with ETA) only where someone watches: off for --quiet and when stderr is not a TTY.
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        dynamic_ncols=True,
+        disable=disable or not sys.stderr.isatty(),
+    )
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tensorboard"))

@@ -1,0 +1,191 @@
+"""Build what a run needs from its config: data, model, optimizer, LR schedule, loss.
+
+Shared by the training loop and :func:`samkit.train.load_run`, so a saved run is rebuilt exactly as
+it was trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from samkit.errors import SamkitError
+from samkit.train.config import TrainConfig
+
+Batch = tuple[Any, Tensor]
+
+
+def load_data(cfg: TrainConfig, device: torch.device) -> Any:
+    """The run's dataset (label noise seeded by ``cfg.seed``), subset as configured."""
+    from samkit.data import load_dataset
+
+    try:
+        ds = load_dataset(
+            cfg.dataset,
+            root=cfg.data_root,
+            download=cfg.download,
+            label_noise=cfg.label_noise,
+            seed=cfg.seed,
+            **cfg.dataset_options,
+        )
+    except SamkitError:
+        raise
+    except (FileNotFoundError, OSError) as err:
+        raise SamkitError(
+            f"dataset {cfg.dataset!r} could not be loaded from data_root={cfg.data_root!r}: {err}. "
+            "Point --data-root at the data, or pass --download where the dataset supports it."
+        ) from err
+    if cfg.train_subset is not None and cfg.train_subset < len(ds.train):
+        ds.train = ds.train.subset(torch.arange(cfg.train_subset))
+    if cfg.test_subset is not None and cfg.test_subset < len(ds.test):
+        ds.test = ds.test.subset(torch.arange(cfg.test_subset))
+    return ds.to(device)
+
+
+def build_model(cfg: TrainConfig, ds: Any, device: torch.device) -> nn.Module:
+    """The run's model, initialised from ``cfg.seed`` (the global torch RNG is seeded here)."""
+    from samkit.models import build_model as _build
+
+    torch.manual_seed(cfg.seed)
+    model = _build(
+        cfg.model,
+        num_classes=ds.num_classes,
+        input_shape=tuple(ds.input_shape),
+        **cfg.model_options,
+    )
+    return model.to(device)
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The configured optimizer: a plain base optimizer, or a SAM variant wrapping it."""
+    import samkit
+
+    base_cls = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[cfg.base]
+    base_kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if cfg.base == "sgd":
+        base_kwargs.update(momentum=cfg.momentum, nesterov=cfg.nesterov)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not cfg.is_sam:
+        return base_cls(params, **base_kwargs)
+    shards, shard_size = cfg.sam_shards()
+    # The loop execution is the bit-exact reference on CPU; "auto" picks vectorized on CUDA.
+    sam_kwargs: dict[str, Any] = dict(
+        rho=cfg.rho, eta=cfg.eta, shards=shards, shard_size=shard_size, execution="auto"
+    )
+    if cfg.optimizer == "fsam":
+        return samkit.FriendlySAM(
+            params, base_cls, sigma=cfg.sigma, lmbda=cfg.lmbda, **sam_kwargs, **base_kwargs
+        )
+    return samkit.SAM(
+        params, base_cls, adaptive=cfg.optimizer == "asam", **sam_kwargs, **base_kwargs
+    )
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """``factor(t)``: the LR multiplier after ``t`` scheduler steps (steps or epochs, per config).
+
+    Cosine decays to 0 over all of training; ``step`` multiplies by ``step_gamma`` at each
+    milestone (fractions of training); linear warmup over ``warmup_epochs`` comes first.
+    """
+    per_epoch = steps_per_epoch if cfg.schedule_unit == "step" else 1
+    total = cfg.epochs * per_epoch
+    warmup = cfg.warmup_epochs * per_epoch
+    milestones = [m * total for m in cfg.step_milestones]
+
+    def factor(t: int) -> float:
+        if warmup > 0 and t < warmup:
+            return (t + 1) / (warmup + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        if cfg.schedule == "step":
+            return cfg.step_gamma ** sum(t >= m for m in milestones)
+        progress = (t - warmup) / max(1.0, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_loss_fn(label_smoothing: float = 0.0) -> Callable[[nn.Module, Batch], Tensor]:
+    """``loss_fn(model, (inputs, targets))``: mean cross-entropy (the training objective)."""
+
+    def loss_fn(model: nn.Module, batch: Batch) -> Tensor:
+        inputs, targets = batch
+        return F.cross_entropy(model(inputs).float(), targets, label_smoothing=label_smoothing)
+
+    return loss_fn
+
+
+def error_fn(model: nn.Module, batch: Batch) -> Tensor:
+    """Fraction of ``batch`` the model gets wrong (top-1)."""
+    inputs, targets = batch
+    return (model(inputs).argmax(dim=-1) != targets).float().mean()
+
+
+def train_step(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Batch], Tensor],
+    batch: Batch,
+) -> Tensor:
+    """One update for any optimizer: SAM variants do their own two-pass step; plain base
+    optimizers do zero_grad / forward / backward / step. Returns the detached mean loss."""
+    step = getattr(optimizer, "train_step", None)
+    if step is not None:
+        return step(model, loss_fn, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, batch)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def passes_per_step(optimizer: torch.optim.Optimizer) -> int:
+    """Forward-backward passes over the batch per step (1 for plain optimizers, 2 for SAM)."""
+    return int(getattr(optimizer, "passes_per_step", 1))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    split: Any,
+    *,
+    batch_size: int,
+    max_examples: int | None = None,
+    autocast: Any = None,
+) -> dict[str, float]:
+    """Eval-mode mean cross-entropy (no label smoothing) and accuracy over a split."""
+    was_training = model.training
+    model.eval()
+    n = len(split) if max_examples is None else min(max_examples, len(split))
+    total_loss = torch.zeros((), dtype=torch.float64)
+    correct = 0
+    try:
+        for start in range(0, n, batch_size):
+            idx = torch.arange(start, min(start + batch_size, n))
+            inputs, targets = split.batch(idx)
+            with autocast() if autocast else contextlib.nullcontext():
+                logits = model(inputs).float()
+            total_loss += F.cross_entropy(logits, targets, reduction="sum").double().cpu()
+            correct += int((logits.argmax(dim=-1) == targets).sum())
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise SamkitError("cannot evaluate on an empty split.")
+    return {"loss": float(total_loss) / n, "acc": correct / n}
+
+
+def batches_of(split: Any, batch_size: int, max_examples: int | None = None) -> list[Batch]:
+    """The first ``max_examples`` of a split in order, as ``(inputs, targets)`` batches."""
+    if batch_size < 1:
+        raise SamkitError(f"batch_size must be >= 1, got {batch_size}.")
+    n = len(split) if max_examples is None else min(max_examples, len(split))
+    return [
+        split.batch(torch.arange(start, min(start + batch_size, n)))
+        for start in range(0, n, batch_size)
+    ]

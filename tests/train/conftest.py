@@ -1,0 +1,1 @@
+from harness_fixtures import harness  # noqa: F401  (fixture)
