@@ -1,1 +1,13 @@
-"""samkit.models."""
+"""samkit.models: networks behind one registry; ``forward(inputs) -> logits [B, num_classes]``.
+
+>>> from samkit.models import build_model, list_models
+>>> model = build_model("resnet18", num_classes=10, input_shape=(3, 32, 32))
+
+Importing this package registers every built-in model (the modules below register themselves).
+"""
+
+from samkit.models import simple as _simple  # noqa: F401  (registers mlp, cnn1d, cnn2d)
+from samkit.models._registry import build_model, list_models, register_model
+from samkit.models.simple import CNN1d
+
+__all__ = ["CNN1d", "build_model", "list_models", "register_model"]

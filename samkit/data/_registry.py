@@ -1,0 +1,133 @@
+"""Dataset registry: one table maps a name to a loader and its default options (timm-style)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samkit.data._core import Dataset, Split
+from samkit.data.noise import flip_labels
+from samkit.errors import SamkitError
+
+Loader = Callable[..., Dataset]
+
+# name -> loader; a name registered with ``prefix=True`` takes a sub-name after a colon.
+_LOADERS: dict[str, Loader] = {}
+_PREFIXED: set[str] = set()
+
+
+def register_dataset(name: str, *, prefix: bool = False) -> Callable[[Loader], Loader]:
+    """Register ``loader(root, download, **options) -> Dataset`` under ``name``.
+
+    With ``prefix=True`` the name is a family (``glue``) and ``load_dataset("glue:sst2")`` calls
+    the loader with ``task="sst2"``.
+    """
+
+    def decorate(loader: Loader) -> Loader:
+        if name in _LOADERS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        _LOADERS[name] = loader
+        if prefix:
+            _PREFIXED.add(name)
+        return loader
+
+    return decorate
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, sorted; families are shown as ``family:<task>``."""
+    return sorted(f"{name}:<task>" if name in _PREFIXED else name for name in _LOADERS)
+
+
+def _resolve(name: str) -> tuple[Loader, dict[str, Any]]:
+    family, sep, task = name.partition(":")
+    if sep and family in _PREFIXED and task:
+        return _LOADERS[family], {"task": task}
+    if not sep and name in _LOADERS and name not in _PREFIXED:
+        return _LOADERS[name], {}
+    raise SamkitError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+
+
+def _check_options(name: str, loader: Loader, options: dict[str, Any]) -> None:
+    # A typo in a config option should fail loudly with the accepted names, not as a TypeError.
+    params = inspect.signature(loader).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # the loader takes open-ended options and checks them itself
+    accepted = sorted(p for p in params if p not in ("root", "download", "task"))
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise SamkitError(
+            f"dataset {name!r} does not take option(s) {', '.join(unknown)}; "
+            f"it accepts: {', '.join(accepted) or '(none)'}"
+        )
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    label_noise: float = 0.0,
+    seed: int = 0,
+    **options: Any,
+) -> Dataset:
+    """Load a registered dataset, optionally with symmetric label noise on the train split.
+
+    Args:
+        name: a name from :func:`list_datasets` (``"mnist1d"``, ``"cifar10"``, ``"glue:sst2"``...).
+        root: where the data lives or is cached (default: ``~/.cache/samkit`` for generated data;
+            required for on-disk datasets such as CIFAR and GLUE).
+        download: let the loader fetch missing files (where it can).
+        label_noise: fraction of *train* labels flipped to another class (exactly
+            ``round(label_noise * n)``; see :func:`flip_labels`). The test split stays clean.
+        seed: seeds the label noise. The data itself is fixed by the dataset's own options
+            (e.g. ``data_seed``), so runs with different seeds see the same examples.
+        **options: dataset-specific options (see ``docs/data_models.md``).
+
+    Example:
+        >>> ds = load_dataset("mnist1d", label_noise=0.1, seed=1)
+        >>> x, y = ds.train.batch(torch.arange(128))
+    """
+    loader, implied = _resolve(name)
+    _check_options(name, loader, options)
+    ds = loader(root=None if root is None else Path(root), download=download, **implied, **options)
+    ds.name = name
+    ds.info.setdefault("source", name)
+    ds.info["sizes"] = {"train": len(ds.train), "test": len(ds.test)}
+    ds.info["label_noise"] = {"fraction": float(label_noise), "num_flipped": 0, "seed": seed}
+    if label_noise:
+        clean = ds.train.targets
+        noisy, flipped = flip_labels(clean, label_noise, ds.num_classes, seed)
+        ds.train = Split(ds.train.inputs, noisy, clean_targets=clean, flipped=flipped)
+        ds.info["label_noise"]["num_flipped"] = int(flipped.sum())
+    return ds
+
+
+def cache_dir(root: Path | None) -> Path:
+    """Generated-data cache: ``root``, else ``$SAMKIT_CACHE``, else ``~/.cache/samkit``."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("SAMKIT_CACHE", Path.home() / ".cache" / "samkit"))
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` so readers never see a half-written file.
+
+    Concurrent runs (a sweep) may generate the same cache at once; each writes its own temporary
+    file in the same directory and renames it into place, which is atomic on POSIX and Windows.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
