@@ -360,6 +360,7 @@ class _Run:
                     "example_passes": self.example_passes,
                     "train_time": self.train_time,
                     "wall_time": self.wall_time,
+                    "last_lr": self.last_lr,
                 },
                 "history": self.history,
             },
