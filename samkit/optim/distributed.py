@@ -14,6 +14,11 @@ With DDP every rank holds ``n_r`` examples. samkit's ``train_step`` then
 
 DDP averages gradients over ranks with equal weight, so the update is the example-weighted mean
 when every rank has the same number of examples (what ``DistributedSampler`` gives).
+
+Under FSDP2 (``fully_shard``) every backward reduce-scatters, so there is no per-rank ascent: the
+perturbation uses the global gradient (plain SAM on the global batch, plus any local shards), with
+its norm reduced across the parameter shards (DTensor norms), and each shard of the weights is
+perturbed and restored in place.
 """
 
 from __future__ import annotations
@@ -33,6 +38,34 @@ from samkit.errors import SamkitError
 def ddp_of(model: nn.Module) -> DistributedDataParallel | None:
     """The model itself when it is a DDP wrapper, else None."""
     return model if isinstance(model, DistributedDataParallel) else None
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    """Whether ``model`` is sharded with FSDP2 (``fully_shard``)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return False
+    return isinstance(model, FSDPModule)
+
+
+def is_distributed(model: nn.Module) -> bool:
+    """DDP- or FSDP-wrapped: the replicas must agree on running statistics."""
+    return ddp_of(model) is not None or is_fsdp(model)
+
+
+def full_value(t: Tensor) -> Tensor:
+    """A replicated DTensor (e.g. a global norm under FSDP) as a plain tensor; others unchanged."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def local_tensors(tensors: list[Tensor]) -> list[Tensor]:
+    """The local shards of DTensors (sharing their storage), other tensors as they are.
+
+    Copies of the weights are taken and put back shard by shard; not every fused list op has a
+    DTensor rule (``_foreach_copy_`` has none).
+    """
+    return [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
 
 
 def no_sync(model: nn.Module) -> Any:

@@ -29,7 +29,16 @@ from torch.optim import Optimizer
 from samkit.errors import SamkitError
 from samkit.optim import rules
 from samkit.optim.batchnorm import RunningStats
-from samkit.optim.distributed import PerturbationGroups, all_reduce_mean_, ddp_of, no_sync
+from samkit.optim.distributed import (
+    PerturbationGroups,
+    all_reduce_mean_,
+    ddp_of,
+    full_value,
+    is_distributed,
+    is_fsdp,
+    local_tensors,
+    no_sync,
+)
 from samkit.optim.sharding import Sharding, batch_size, shard_batch, split_groups
 from samkit.optim.vectorized import vectorized_passes
 
@@ -187,10 +196,11 @@ class SAM(Optimizer):
             [x["eta"] for x in g],
             stacked=stacked,
         )
-        return [t for group in e for t in group], norm
+        return [t for group in e for t in group], full_value(norm)
 
     def _save(self, flat: list[Tensor]) -> None:
         """Copy the weights into a reused buffer (restored later by copy, so bit-exactly)."""
+        flat = local_tensors(flat)
         b = self._backup
         if b is None or len(b) != len(flat) or any(
             x.shape != p.shape or x.dtype != p.dtype or x.device != p.device
@@ -203,14 +213,14 @@ class SAM(Optimizer):
     def _restore(self, flat: list[Tensor]) -> None:
         assert self._backup is not None
         with torch.no_grad():
-            torch._foreach_copy_(flat, self._backup)
+            torch._foreach_copy_(local_tensors(flat), self._backup)
 
     def _finite(self, ascent_norm: Tensor, params: list[Tensor]) -> bool | None:
         """One host sync: are the ascent norm and every descent gradient finite? (None: unchecked)."""
         if self.nonfinite == "unchecked":
             return None
         grads = [p.grad for p in params if p.grad is not None]
-        total = ascent_norm + rules.global_norm(grads) if grads else ascent_norm
+        total = ascent_norm + full_value(rules.global_norm(grads)) if grads else ascent_norm
         return bool(torch.isfinite(total))
 
     def _finish(
@@ -381,7 +391,7 @@ class SAM(Optimizer):
                 stats.restore()
             else:
                 stats.write_merged()
-                if ddp_of(model) is not None:
+                if is_distributed(model):
                     all_reduce_mean_(stats.floats, weight=float(batch_size(batch)))
             stats.clear()
         self._finish(ok, params, full, scaler)
@@ -393,7 +403,7 @@ class SAM(Optimizer):
             self.sharding.is_single
             or self.execution == "loop"
             or self._vectorized_error
-            or ddp_of(model) is not None  # under DDP the loop runs one rank's shards
+            or is_distributed(model)  # under DDP/FSDP the loop runs one rank's shards
         ):
             choice = "loop"
         elif self.execution == "vectorized":
@@ -486,7 +496,21 @@ class SAM(Optimizer):
                 "model(...) inside loss_fn, not under torch.no_grad()"
             )
         target = scaler.scale(loss) if scaler is not None else loss
-        grads = list(torch.autograd.grad(target, flat, allow_unused=True, materialize_grads=True))
+        if is_fsdp(model):
+            # FSDP2 reduce-scatters the gradient into the sharded parameters' .grad in its backward
+            # hooks (autograd.grad would not see them): run backward, take the grads, and put back
+            # the descent gradients accumulated so far.
+            accumulated = [p.grad for p in flat]
+            for p in flat:
+                p.grad = None
+            target.backward()
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in flat]
+            for p, g in zip(flat, accumulated, strict=True):
+                p.grad = g
+        else:
+            grads = list(
+                torch.autograd.grad(target, flat, allow_unused=True, materialize_grads=True)
+            )
         if scaler is not None:
             torch._foreach_div_(grads, scaler._scale)  # the scale tensor: no host sync
         return loss.detach(), grads
