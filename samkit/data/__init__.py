@@ -7,21 +7,28 @@
 Importing this package registers every built-in dataset (the modules below register themselves).
 """
 
+from samkit.data import cifar as _cifar  # noqa: F401  (registers "cifar10", "cifar100")
+from samkit.data import digits as _digits  # noqa: F401  (registers "digits")
 from samkit.data import mnist1d as _mnist1d  # noqa: F401  (registers "mnist1d")
 from samkit.data import synthetic as _synthetic  # noqa: F401  (registers "synthetic")
 from samkit.data._core import Augment, Dataset, Inputs, Split
 from samkit.data._registry import list_datasets, load_dataset, register_dataset
+from samkit.data.augment import CropFlip, cutout, random_crop, random_hflip
 from samkit.data.mnist1d import generate_mnist1d
 from samkit.data.noise import flip_labels
 
 __all__ = [
     "Augment",
+    "CropFlip",
     "Dataset",
     "Inputs",
     "Split",
+    "cutout",
     "flip_labels",
     "generate_mnist1d",
     "list_datasets",
     "load_dataset",
+    "random_crop",
+    "random_hflip",
     "register_dataset",
 ]
