@@ -64,3 +64,20 @@ def test_glue_errors(glue_root):
         load_dataset("glue:sts9", root=glue_root)
     with pytest.raises(SamkitError, match="needs root"):
         load_dataset("glue:sst2")
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("transformers") is None, reason="needs transformers"
+)
+def test_hf_tokenizer_from_local_path(glue_root, tmp_path):
+    from transformers import BertTokenizer
+
+    vocab = tmp_path / "vocab.txt"
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "down", "dog"]
+    vocab.write_text("\n".join(words) + "\n")
+    BertTokenizer(str(vocab)).save_pretrained(tmp_path / "tok")
+    ds = load_dataset("glue:mrpc", root=glue_root, tokenizer=str(tmp_path / "tok"), max_length=10)
+    first = ds.train.inputs["input_ids"][0].tolist()
+    assert first == [2, 5, 6, 7, 3, 5, 6, 7, 8, 3]  # [CLS] the cat sat [SEP] the cat sat down [SEP]
+    assert ds.train.inputs["token_type_ids"][0].tolist() == [0] * 5 + [1] * 5
+    assert ds.info["tokenizer"]["vocab_size"] == len(words)
