@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 from typing import Any
@@ -117,13 +118,18 @@ def _ensure_present(name: str, root: Path, download: bool) -> Path:
 
 def _load_cifar(
     name: str,
-    root: Path | None,
-    download: bool,
-    normalize: bool,
-    augment: bool,
-    crop_padding: int,
-    cutout: int,
+    root: Path | None = None,
+    download: bool = False,
+    normalize: bool = True,
+    augment: bool = True,
+    crop_padding: int = 4,
+    cutout: int = 0,
 ) -> Dataset:
+    """CIFAR-10 (50000/10000) or CIFAR-100 (fine labels) from ``root`` in the torchvision layout.
+
+    Options: ``normalize`` (per-channel, train-split statistics), ``augment`` (random crop with
+    ``crop_padding`` + horizontal flip, plus a ``cutout``-sized square when ``cutout > 0``).
+    """
     layout = _LAYOUTS[name]
     folder = _ensure_present(name, cache_dir(root), download)
     x_train, y_train = _read_files(folder, layout["train"], layout["labels"])
@@ -162,27 +168,6 @@ def _load_cifar(
     )
 
 
-@register_dataset("cifar10")
-def load_cifar10(
-    root: Path | None = None,
-    download: bool = False,
-    normalize: bool = True,
-    augment: bool = True,
-    crop_padding: int = 4,
-    cutout: int = 0,
-) -> Dataset:
-    """CIFAR-10 (50000/10000, 10 classes). Augment: crop with ``crop_padding`` + flip [+ cutout]."""
-    return _load_cifar("cifar10", root, download, normalize, augment, crop_padding, cutout)
-
-
-@register_dataset("cifar100")
-def load_cifar100(
-    root: Path | None = None,
-    download: bool = False,
-    normalize: bool = True,
-    augment: bool = True,
-    crop_padding: int = 4,
-    cutout: int = 0,
-) -> Dataset:
-    """CIFAR-100 (50000/10000, 100 fine classes). Same options as ``cifar10``."""
-    return _load_cifar("cifar100", root, download, normalize, augment, crop_padding, cutout)
+# One loader for both: partial() keeps the option signature the registry checks names against.
+load_cifar10 = register_dataset("cifar10")(functools.partial(_load_cifar, "cifar10"))
+load_cifar100 = register_dataset("cifar100")(functools.partial(_load_cifar, "cifar100"))
