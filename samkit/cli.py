@@ -1,0 +1,345 @@
+"""The ``samkit`` command line: ``train | compare | sweep | report`` (+ ``sharpness``,
+``landscape``, ``dln`` from :mod:`samkit.measure.cli` and :mod:`samkit.theory.cli`).
+
+Every training flag is also a key of a YAML ``--config`` (``--weight-decay`` is ``weight_decay``);
+flags given on the command line override the file, which overrides the defaults of
+:class:`samkit.train.TrainConfig`. A :class:`~samkit.errors.SamkitError` is printed as
+``error: <message>`` with exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from samkit.errors import SamkitError
+
+# (flag, config key, type, help). type None: a boolean switch. Defaults live in TrainConfig and
+# are shown in the help; argparse defaults stay None so we know which flags were given.
+_CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--dataset", "dataset", str, "dataset name (mnist1d, digits, cifar10, cifar100, glue:<task>)"),
+    ("--data-root", "data_root", str, "folder with the dataset files (generated sets are cached)"),
+    ("--download", "download", None, "let the dataset loader download missing files"),
+    ("--label-noise", "label_noise", float, "fraction of train labels flipped (seeded by --seed)"),
+    ("--train-subset", "train_subset", int, "use only the first N train examples"),
+    ("--test-subset", "test_subset", int, "use only the first N test examples"),
+    ("--model", "model", str, "model name (mlp, cnn1d, cnn2d, resnet18, wrn16_8, hf:<name>, ...)"),
+    (
+        "--optimizer",
+        "optimizer",
+        str,
+        "sgd | adamw (plain) | sam | asam (adaptive SAM) | msam (SAM with shards, 4 by default) "
+        "| fsam (Friendly-SAM)",
+    ),
+    ("--base", "base", str, "base optimizer of the SAM variants: sgd | adamw"),
+    ("--rho", "rho", float, "SAM perturbation radius"),
+    ("--eta", "eta", float, "ASAM offset in T = |w| + eta"),
+    ("--shards", "shards", int, "SAM shards per batch, each with its own perturbation (mSAM)"),
+    ("--shard-size", "shard_size", int, "examples per shard instead of --shards (m-sharpness m)"),
+    ("--sigma", "sigma", float, "Friendly-SAM: weight of the EMA subtracted from the gradient"),
+    ("--lmbda", "lmbda", float, "Friendly-SAM: EMA decay of the full gradient"),
+    ("--lr", "lr", float, "peak learning rate"),
+    ("--momentum", "momentum", float, "SGD momentum"),
+    ("--nesterov", "nesterov", None, "Nesterov momentum (SGD)"),
+    (
+        "--weight-decay",
+        "weight_decay",
+        float,
+        "weight decay of the base optimizer (decoupled for AdamW, L2 in the gradient for SGD)",
+    ),
+    ("--schedule", "schedule", str, "LR schedule: cosine | step | constant"),
+    ("--schedule-unit", "schedule_unit", str, "update the LR every step or every epoch"),
+    ("--warmup-epochs", "warmup_epochs", float, "linear LR warmup (epochs)"),
+    ("--batch-size", "batch_size", int, "training batch size (the last partial batch is dropped)"),
+    ("--epochs", "epochs", int, "training epochs"),
+    ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cap steps per epoch (quick runs)"),
+    ("--label-smoothing", "label_smoothing", float, "label smoothing of the training loss"),
+    ("--precision", "precision", str, "fp32 | bf16 (torch.autocast)"),
+    ("--seed", "seed", int, "seed of model init, data order, augmentation, label noise"),
+    ("--eval-batch-size", "eval_batch_size", int, "batch size for evaluation"),
+    (
+        "--train-eval-examples",
+        "train_eval_examples",
+        int,
+        "eval-mode train metrics on the first N train examples (default: all)",
+    ),
+    ("--device", "device", str, "torch device (cpu, cuda, cuda:1, mps)"),
+]
+_CHOICES = {
+    "optimizer": ("sgd", "adamw", "sam", "asam", "msam", "fsam"),
+    "base": ("sgd", "adamw"),
+    "schedule": ("cosine", "step", "constant"),
+    "schedule_unit": ("step", "epoch"),
+    "precision": ("fp32", "bf16"),
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    from samkit.train import TrainConfig
+
+    defaults = TrainConfig()
+    group = p.add_argument_group("run settings (also YAML keys of --config)")
+    group.add_argument("--config", type=Path, help="YAML file of run settings; flags override it")
+    for flag, key, kind, text in _CONFIG_FLAGS:
+        default = getattr(defaults, key)
+        help_text = f"{text} (default: {default})"
+        if kind is None:
+            group.add_argument(flag, dest=key, action="store_true", default=None, help=help_text)
+        else:
+            group.add_argument(
+                flag, dest=key, type=kind, default=None, choices=_CHOICES.get(key), help=help_text
+            )
+    group.add_argument(
+        "--dataset-option",
+        dest="dataset_options",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dataset-specific option, repeatable (e.g. max_length=64)",
+    )
+    group.add_argument(
+        "--model-option",
+        dest="model_options",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model-specific option, repeatable (e.g. width=64)",
+    )
+
+
+def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SamkitError(f"{flag} expects KEY=VALUE, got {item!r}.")
+        out[key.strip()] = yaml.safe_load(value)  # "64" -> 64, "true" -> True, "a" -> "a"
+    return out
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run settings given as flags (not the ones left at their defaults)."""
+    settings = {key: getattr(args, key) for _, key, _, _ in _CONFIG_FLAGS}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    for key, flag in (("dataset_options", "--dataset-option"), ("model_options", "--model-option")):
+        if getattr(args, key):
+            settings[key] = _key_values(getattr(args, key), flag)
+    return settings
+
+
+def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> Any:
+    """TrainConfig defaults < ``defaults`` (unless a --config is given) < --config file < flags."""
+    from samkit.train import TrainConfig, load_config
+
+    base = load_config(args.config).to_dict() if args.config else dict(defaults or {})
+    return TrainConfig.from_dict({**base, **given_settings(args)}).validated()
+
+
+# ---- train ------------------------------------------------------------------------------------
+def _train(args: argparse.Namespace) -> int:
+    from samkit.train import train
+
+    if args.resume is not None:
+        if args.config is not None or args.out is not None or args.overwrite:
+            raise SamkitError(
+                "--resume DIR continues the run saved in DIR; it takes no --config, --out or "
+                "--overwrite (only --epochs, --device, --quiet)."
+            )
+        summary = train(
+            None, args.resume, resume=True, quiet=args.quiet, overrides=given_settings(args)
+        )
+        out = Path(args.resume)
+    else:
+        cfg = config_from_args(args)
+        out = Path(args.out) if args.out else _default_out(cfg)
+        summary = train(cfg, out, overwrite=args.overwrite, quiet=args.quiet)
+    print(
+        f"{summary['label']}: test acc {summary['test_acc']:.4f}, test loss "
+        f"{summary['test_loss']:.4f}, train loss {summary['train_loss']:.4f} after "
+        f"{summary['epochs']} epochs, {summary['steps']} steps, {summary['passes']} passes, "
+        f"{summary['wall_time']:.1f} s -> {out}"
+    )
+    return 0
+
+
+def _default_out(cfg: Any) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{cfg.optimizer}-{cfg.dataset}-{cfg.model}-seed{cfg.seed}-{stamp}"
+    return Path("runs") / name.replace(":", "_").replace("/", "_")
+
+
+# ---- compare / sweep / report ------------------------------------------------------------------
+def _study_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--seeds", type=int, nargs="+", help="seeds to run (default 0 1 2 for compare, 0 for sweep)"
+    )
+    p.add_argument("--out", type=Path, help="study folder; an existing one is continued")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="runs in parallel processes (default 1: in sequence)"
+    )
+    p.add_argument(
+        "--no-flatness",
+        action="store_true",
+        help="skip the Hessian eigenvalue and m-sharpness of each final model",
+    )
+    p.add_argument(
+        "--flatness-examples",
+        type=int,
+        default=None,
+        help="train examples the flatness is measured on (default 1000)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from samkit.study import compare
+    from samkit.study.compare import MAIN_JOB
+
+    result = compare(
+        config_from_args(args, MAIN_JOB),
+        methods=args.methods,
+        seeds=args.seeds,
+        out=args.out,
+        jobs=args.jobs,
+        flatness=not args.no_flatness,
+        flatness_examples=args.flatness_examples,
+        quiet=args.quiet,
+    )
+    print(result.table)
+    print(f"\nreport: {result.folder / 'report.md'}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from samkit.study import sweep
+    from samkit.study.compare import MAIN_JOB
+
+    result = sweep(
+        config_from_args(args, {**MAIN_JOB, "optimizer": "sam"}),
+        grid=args.grid,
+        seeds=args.seeds,
+        out=args.out,
+        jobs=args.jobs,
+        flatness=args.flatness,
+        flatness_examples=args.flatness_examples,
+        quiet=args.quiet,
+    )
+    print(result.table)
+    print(f"\nreport: {result.folder / 'report.md'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from samkit.study import write_report
+
+    table = write_report(args.folder)
+    print(table)
+    print(f"\nreport: {Path(args.folder) / 'report.md'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``samkit`` parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="samkit",
+        description="Sharpness-aware minimization for PyTorch: train, compare, sweep, measure.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "train",
+        help="train one run into its own folder",
+        description="Train one run. Writes config.yaml, env.json, metrics.jsonl (one line per "
+        "epoch), summary.json and checkpoint.pt into --out (see docs/harness.md). Ctrl-C saves a "
+        "checkpoint; --resume DIR continues it bit-exactly (on CPU).",
+    )
+    _add_config_flags(p)
+    p.add_argument("--out", type=Path, help="run folder (default runs/<optimizer>-...-<time>)")
+    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    from samkit.study.compare import DEFAULT_METHODS
+
+    p = sub.add_parser(
+        "compare",
+        help="methods x seeds on one setup, with a report (no arguments: the MNIST-1D main job)",
+        description="Train every method for every seed on one setup (each run in its own "
+        "subfolder; completed runs are reused, interrupted ones resumed), measure the flatness of "
+        "each final model, and write results.csv, report.md and plots. With no arguments: SGD, "
+        "SAM, mSAM (4 shards) and Friendly-SAM on MNIST-1D over 3 seeds (a few minutes on CPU).",
+    )
+    _add_config_flags(p)
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        help="methods as NAME[:key=value,...], NAME an optimizer (e.g. sgd sam msam:shards=8 "
+        f"fsam:rho=0.1,label=fsam-big); default: {' '.join(DEFAULT_METHODS)}",
+    )
+    _study_flags(p)
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser(
+        "sweep",
+        help="a grid over one or two settings (default rho x shards), with a heatmap",
+        description="Train every cell of a grid over one or two run settings (x seeds), as in "
+        "the mSAM sensitivity study, and write results.csv, report.md and a heatmap.",
+    )
+    _add_config_flags(p)
+    p.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2,...",
+        help="a setting and its values, given once or twice (default: rho=0.02,0.05,0.1,0.2 "
+        "and shards=1,2,4,8 with --optimizer sam)",
+    )
+    _study_flags(p)
+    p.add_argument(
+        "--flatness", action="store_true", help="also measure flatness (off by default for sweeps)"
+    )
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser(
+        "report",
+        help="regenerate report.md, results.csv and plots of a compare/sweep folder",
+        description="Rebuild the report of a study folder from its run files.",
+    )
+    p.add_argument("folder", type=Path, help="folder written by samkit compare or samkit sweep")
+    p.set_defaults(func=_report)
+
+    for module in ("samkit.theory.cli", "samkit.measure.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:  # a broken dependency inside it is a real error
+                raise
+            continue
+        mod.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    from samkit.train import RunInterrupted
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SamkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RunInterrupted as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

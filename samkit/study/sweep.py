@@ -1,0 +1,108 @@
+"""``samkit sweep``: a grid over one or two run settings (x seeds), as in mSAM's sensitivity study.
+
+Each cell runs in ``out/<key1>=<v1>_<key2>=<v2>-seed<k>``; the report has one row per cell and a
+heatmap of mean test accuracy (a line plot for a one-key grid).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from samkit.errors import SamkitError
+from samkit.study.compare import StudyResult, _flatness_settings
+from samkit.study.folder import base_record, close_session, default_folder, open_study
+from samkit.study.report import write_report
+from samkit.study.runs import run_all
+from samkit.train import TrainConfig, config_hash
+
+DEFAULT_GRID = ("rho=0.02,0.05,0.1,0.2", "shards=1,2,4,8")
+
+
+def parse_grid(specs: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
+    """``["rho=0.01,0.1", "shards=1,4"]`` -> ``{"rho": [0.01, 0.1], "shards": [1, 4]}``."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(TrainConfig)}
+    grid: dict[str, list[Any]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise SamkitError(f"--grid expects KEY=V1,V2,..., got {spec!r}.")
+        if key not in known:
+            raise SamkitError(
+                f"--grid {spec!r}: {key!r} is not a run setting; known: {', '.join(sorted(known))}."
+            )
+        if key in grid or key == "seed":
+            raise SamkitError(f"--grid {key} is given twice (seeds go in --seeds).")
+        parsed = [yaml.safe_load(v.strip()) for v in values.split(",")]
+        if len(set(map(str, parsed))) != len(parsed):
+            raise SamkitError(f"--grid {key} repeats a value: {values}.")
+        grid[key] = parsed
+    if not 1 <= len(grid) <= 2:
+        raise SamkitError(f"--grid takes one or two settings, got {len(grid)}.")
+    return grid
+
+
+def sweep(
+    base: TrainConfig,
+    *,
+    grid: list[str] | tuple[str, ...] | None = None,
+    seeds: list[int] | tuple[int, ...] | None = None,
+    out: Path | str | None = None,
+    jobs: int = 1,
+    flatness: bool = False,
+    flatness_examples: int | None = None,
+    quiet: bool = False,
+) -> StudyResult:
+    """Train every grid cell for every seed and write results.csv, report.md and a heatmap.
+
+    Example:
+        >>> sweep(TrainConfig(optimizer="sam"), grid=["rho=0.05,0.1", "shards=1,4"], seeds=[0])
+    """
+    cells = parse_grid(list(grid or DEFAULT_GRID))
+    seeds = list((0,) if seeds is None else seeds)
+    if not seeds:
+        raise SamkitError("--seeds needs at least one seed.")
+    keys = list(cells)
+    plan, runs = [], []
+    for values in itertools.product(*cells.values()):
+        cell = dict(zip(keys, values, strict=True))
+        name = "_".join(f"{k}={v}" for k, v in cell.items())
+        for seed in seeds:
+            try:
+                cfg = base.replace(**cell, seed=seed, label=name)
+            except SamkitError as err:
+                raise SamkitError(f"grid cell {name}: {err}") from err
+            runs.append(
+                {
+                    "dir": f"{name}-seed{seed}",
+                    "label": name,
+                    "seed": seed,
+                    "cell": cell,
+                    "config_hash": config_hash(cfg),
+                }
+            )
+            plan.append(cfg)
+    fs = _flatness_settings(flatness, flatness_examples)
+    folder = Path(out) if out is not None else default_folder("sweep", base)
+    record = base_record("sweep", base, seeds, fs)
+    record.update(grid=cells, runs=runs)
+    record = open_study(folder, record)
+    started = time.time()
+    if not quiet:
+        shape = " x ".join(f"{k} ({len(v)})" for k, v in cells.items())
+        print(f"sweep: {shape} x {len(seeds)} seed(s) = {len(plan)} runs -> {folder}")
+    run_all(
+        [(cfg, folder / r["dir"]) for cfg, r in zip(plan, runs, strict=True)],
+        jobs=jobs,
+        quiet=quiet,
+        flatness=fs,
+    )
+    close_session(folder, record, started, jobs)
+    return StudyResult(folder, write_report(folder))
