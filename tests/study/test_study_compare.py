@@ -1,0 +1,144 @@
+"""compare and sweep on tiny setups: the right rows, reuse from disk, resume, and reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from harness_fixtures import tiny_config
+from samkit.errors import SamkitError
+from samkit.study import compare, parse_grid, parse_method, summarize, sweep, write_report
+from samkit.train import RunInterrupted, train
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _stat_cell(values):
+    s = summarize(values)
+    return f"{s.mean:.4f} ± {s.std:.4f} [{s.ci_low:.4f}, {s.ci_high:.4f}]"
+
+
+def test_compare_two_methods_two_seeds_writes_rows_and_report(harness, tmp_path):
+    out = tmp_path / "cmp"
+    res = compare(
+        tiny_config(), methods=["sgd", "sam:rho=0.1"], seeds=[0, 1], out=out, flatness=False,
+        quiet=True,
+    )
+    rows = _csv(out / "results.csv")
+    assert [(r["label"], r["seed"]) for r in rows] == [
+        ("sgd", "0"), ("sgd", "1"), ("sam", "0"), ("sam", "1")
+    ]
+    assert all(r["status"] == "complete" for r in rows)
+    assert [r["rho"] for r in rows] == ["", "", "0.1", "0.1"]
+    assert [int(r["passes"]) for r in rows] == [8, 8, 16, 16]  # 2 epochs x 4 steps x 1 or 2
+    for r in rows:  # each row is its run's summary
+        summary = json.loads((out / r["dir"] / "summary.json").read_text())
+        assert float(r["test_acc"]) == summary["test_acc"] and summary["seed"] == int(r["seed"])
+    report = (out / "report.md").read_text()
+    for label in ("sgd", "sam"):
+        accs = [float(r["test_acc"]) for r in rows if r["label"] == label]
+        assert f"| `{label}` | 2/2 | {_stat_cell(accs)} |" in report
+    assert res.table in report and (out / "curves.png").stat().st_size > 0
+    assert "1.00x" in res.table  # the SGD reference of the cost ratio
+
+
+def test_compare_reuses_complete_runs_and_resumes_interrupted_ones(harness, tmp_path):
+    out = tmp_path / "cmp"
+    compare(tiny_config(), methods=["sgd"], seeds=[0], out=out, flatness=False, quiet=True)
+    done = (out / "sgd-seed0" / "checkpoint.pt").read_bytes()
+    # an interrupted run of the same plan, as left by Ctrl-C
+    cfg = tiny_config().replace(optimizer="sam", seed=0, label="sam")
+    with pytest.raises(RunInterrupted):
+        train(cfg, out / "sam-seed0", quiet=True, interrupt_after_steps=3)
+    compare(tiny_config(), methods=["sgd", "sam"], seeds=[0], out=out, flatness=False, quiet=True)
+    assert (out / "sgd-seed0" / "checkpoint.pt").read_bytes() == done  # reused, not retrained
+    env = json.loads((out / "sam-seed0" / "env.json").read_text())
+    assert len(env["resumes"]) == 1  # resumed, not restarted
+    uninterrupted = train(cfg, tmp_path / "ref", quiet=True)
+    resumed = json.loads((out / "sam-seed0" / "summary.json").read_text())
+    assert resumed["test_loss"] == uninterrupted["test_loss"]
+    study = json.loads((out / "study.json").read_text())
+    assert [r["dir"] for r in study["runs"]] == ["sgd-seed0", "sam-seed0"]
+    assert len(study["sessions"]) == 2
+
+
+def test_compare_refuses_another_setup_in_the_same_folder(harness, tmp_path):
+    out = tmp_path / "cmp"
+    compare(tiny_config(epochs=1), methods=["sgd"], seeds=[0], out=out, flatness=False, quiet=True)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(SamkitError, match="another study"):
+        compare(tiny_config(lr=0.2), methods=["sgd"], seeds=[0], out=out, quiet=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(SamkitError, match="not a study folder"):
+        compare(tiny_config(), methods=["sgd"], seeds=[0], out=tmp_path / "other", quiet=True)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_compare_measures_flatness_into_each_run(harness, tmp_path):
+    out = tmp_path / "cmp"
+    res = compare(
+        tiny_config(epochs=1), methods=["sam"], seeds=[0], out=out, flatness_examples=64,
+        quiet=True,
+    )
+    flat = json.loads((out / "sam-seed0" / "flatness.json").read_text())
+    assert {"lambda_max", "lambda_max_converged", "sharpness", "sharpness_stderr"} <= set(flat)
+    assert flat["settings"]["examples"] == 64 and flat["lambda_max"] > 0
+    row = _csv(out / "results.csv")[0]
+    assert float(row["lambda_max"]) == flat["lambda_max"]
+    assert "λ_max" in res.table and (out / "acc_vs_flatness.png").is_file()
+
+
+def test_sweep_writes_every_cell_of_the_grid(harness, tmp_path):
+    out = tmp_path / "sw"
+    res = sweep(
+        tiny_config(optimizer="sam", epochs=1, max_steps_per_epoch=2),
+        grid=["rho=0.01,0.1", "shards=1,2"], seeds=[0], out=out, quiet=True,
+    )
+    rows = _csv(out / "results.csv")
+    cells = {(r["rho"], r["shards"]) for r in rows}
+    assert cells == {("0.01", "1"), ("0.01", "2"), ("0.1", "1"), ("0.1", "2")}
+    for r in rows:  # the folder name, the cell and the run's config agree
+        assert r["dir"] == f"rho={r['rho']}_shards={r['shards']}-seed0"
+    assert (out / "heatmap.png").stat().st_size > 0
+    assert res.table.count("| `rho=") == 4
+
+
+def test_report_is_rebuilt_from_files_only(harness, tmp_path):
+    out = tmp_path / "cmp"
+    compare(tiny_config(epochs=1), methods=["sgd"], seeds=[0, 1], out=out, flatness=False,
+            quiet=True)
+    summary = out / "sgd-seed1" / "summary.json"
+    data = json.loads(summary.read_text())
+    data["test_acc"] = 0.5  # the report must follow the files
+    summary.write_text(json.dumps(data))
+    (out / "report.md").unlink()
+    write_report(out)
+    assert "0.5000" in (out / "report.md").read_text()
+    assert _csv(out / "results.csv")[1]["test_acc"] == "0.5"
+    with pytest.raises(SamkitError, match="not a study folder"):
+        write_report(tmp_path)
+
+
+def test_method_and_grid_specs():
+    assert parse_method("msam:shards=8,rho=0.1") == (
+        "msam", {"optimizer": "msam", "shards": 8, "rho": 0.1}
+    )
+    assert parse_method("sam:label=sam-big,rho=0.2")[0] == "sam-big"
+    with pytest.raises(SamkitError, match="not an optimizer"):
+        parse_method("adam")
+    with pytest.raises(SamkitError, match="not key=value"):
+        parse_method("sam:rho")
+    assert parse_grid(["rho=0.01,0.1", "shards=1,4"]) == {"rho": [0.01, 0.1], "shards": [1, 4]}
+    with pytest.raises(SamkitError, match="not a run setting"):
+        parse_grid(["rhoo=1,2"])
+    with pytest.raises(SamkitError, match="one or two"):
+        parse_grid(["rho=1", "shards=1", "lr=1"])
+    with pytest.raises(SamkitError, match="repeats"):
+        parse_grid(["rho=0.1,0.1"])
