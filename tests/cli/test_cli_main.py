@@ -54,17 +54,24 @@ def test_bad_values_give_a_clear_error_without_traceback(harness, tmp_path, caps
 
 def test_missing_dataset_files_are_a_clear_error(harness, tmp_path, capsys):
     code = cli.main(
-        ["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "none"), "--model",
-         "cnn2d", "--out", str(tmp_path / "r")]  # fmt: skip
+        [
+            "train",
+            "--dataset",
+            "cifar10",
+            "--data-root",
+            str(tmp_path / "none"),
+            "--model",
+            "cnn2d",
+            "--out",
+            str(tmp_path / "r"),
+        ]  # fmt: skip
     )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "cifar" in err.lower()
     assert "Traceback" not in err
 
 
-def test_train_with_config_file_flag_override_resume_and_existing_folder(
-    harness, tmp_path, capsys
-):
+def test_train_with_config_file_flag_override_resume_and_existing_folder(harness, tmp_path, capsys):
     conf = tmp_path / "c.yaml"
     conf.write_text(yaml.safe_dump({"optimizer": "sam", "rho": 0.2, "lr": 0.01}))
     out = tmp_path / "run"

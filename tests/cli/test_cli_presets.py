@@ -12,7 +12,12 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 
 def test_presets_exist():
     names = {p.stem for p in CONFIGS}
-    assert {"mnist1d", "fsam_cifar100_resnet18", "sam_cifar10_wrn16_8", "msam_cifar10_wrn16_8"} <= names
+    assert {
+        "mnist1d",
+        "fsam_cifar100_resnet18",
+        "sam_cifar10_wrn16_8",
+        "msam_cifar10_wrn16_8",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -23,7 +28,13 @@ def test_preset_loads_and_validates(path):
 
 def test_published_settings_are_the_papers():
     fsam = load_config(CONFIGS[0].parent / "fsam_cifar100_resnet18.yaml")
-    assert (fsam.optimizer, fsam.lr, fsam.rho, fsam.sigma, fsam.lmbda) == ("fsam", 0.05, 0.2, 1.0, 0.6)
+    assert (fsam.optimizer, fsam.lr, fsam.rho, fsam.sigma, fsam.lmbda) == (
+        "fsam",
+        0.05,
+        0.2,
+        1.0,
+        0.6,
+    )
     assert (fsam.weight_decay, fsam.batch_size, fsam.epochs, fsam.momentum) == (1e-3, 128, 200, 0.9)
     wrn = load_config(CONFIGS[0].parent / "sam_cifar10_wrn16_8.yaml")
     assert (wrn.lr, wrn.rho, wrn.weight_decay, wrn.label_smoothing) == (0.1, 0.05, 5e-4, 0.1)
