@@ -8,17 +8,14 @@ settings as ``configs/mnist1d.yaml``).
 from __future__ import annotations
 
 import re
-import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from samkit.errors import SamkitError
-from samkit.study.folder import base_record, close_session, default_folder, open_study
-from samkit.study.report import write_report
-from samkit.study.runs import FlatnessSettings, run_all
+from samkit.study.folder import base_record, default_folder
+from samkit.study.runs import StudyResult, flatness_settings, run_study
 from samkit.train import TrainConfig, config_hash
 
 # The main job's setup (see docs/report/ for its measured results). 30 epochs of a 32-channel
@@ -38,14 +35,6 @@ MAIN_JOB: dict[str, Any] = {
 }
 DEFAULT_METHODS = ("sgd", "sam", "msam:shards=4", "fsam:rho=0.1,lmbda=0.6")
 DEFAULT_SEEDS = (0, 1, 2)
-
-
-@dataclass
-class StudyResult:
-    """Where a study was written and its printed table."""
-
-    folder: Path
-    table: str
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
@@ -121,35 +110,9 @@ def compare(
                 }
             )
             plan.append(cfg)
-    fs = _flatness_settings(flatness, flatness_examples)
+    fs = flatness_settings(flatness, flatness_examples)
     folder = Path(out) if out is not None else default_folder("compare", base)
     record = base_record("compare", base, seeds, fs)
     record.update(methods=methods, labels=labels, runs=runs)
-    record = open_study(folder, record)
-    started = time.time()
-    if not quiet:
-        print(f"compare: {len(plan)} runs ({', '.join(labels)} x seeds {seeds}) -> {folder}")
-    run_all(
-        [(cfg, folder / r["dir"]) for cfg, r in zip(plan, runs, strict=True)],
-        jobs=jobs,
-        quiet=quiet,
-        flatness=fs,
-    )
-    close_session(folder, record, started, jobs)
-    return StudyResult(folder, write_report(folder))
-
-
-def _flatness_settings(on: bool, examples: int | None) -> FlatnessSettings | None:
-    if not on:
-        return None
-    if examples is None:
-        return FlatnessSettings()
-    if examples < 1:
-        raise SamkitError(f"--flatness-examples must be >= 1, got {examples}.")
-    fs = FlatnessSettings()
-    return replace(
-        fs,
-        examples=examples,
-        batch_size=min(fs.batch_size, examples),
-        shard_size=min(fs.shard_size, examples),
-    )
+    banner = f"compare: {len(plan)} runs ({', '.join(labels)} x seeds {seeds})"
+    return run_study(folder, record, plan, jobs=jobs, quiet=quiet, flatness=fs, banner=banner)

@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,14 @@ from samkit.train import TrainConfig, config_hash, load_config, train
 from samkit.train import files as run_files
 
 FLATNESS = "flatness.json"
+
+
+@dataclass
+class StudyResult:
+    """Where a study was written and its printed table."""
+
+    folder: Path
+    table: str
 
 
 @dataclass(frozen=True)
@@ -178,3 +186,45 @@ def run_all(
     if errors:
         raise SamkitError("some runs failed (the others are saved):\n  " + "\n  ".join(errors))
     return results
+
+
+def flatness_settings(on: bool, examples: int | None) -> FlatnessSettings | None:
+    """The flatness measurement of a study: off, the defaults, or on ``examples`` examples."""
+    if not on:
+        return None
+    if examples is None:
+        return FlatnessSettings()
+    if examples < 1:
+        raise SamkitError(f"--flatness-examples must be >= 1, got {examples}.")
+    fs = FlatnessSettings()
+    return replace(
+        fs,
+        examples=examples,
+        batch_size=min(fs.batch_size, examples),
+        shard_size=min(fs.shard_size, examples),
+    )
+
+
+def run_study(
+    folder: Path,
+    record: dict[str, Any],
+    plan: list[TrainConfig],
+    *,
+    jobs: int,
+    quiet: bool,
+    flatness: FlatnessSettings | None,
+    banner: str,
+) -> StudyResult:
+    """Open (or continue) the study folder, run ``plan`` (paired with ``record["runs"]``), record
+    the session's wall time and write the report."""
+    from samkit.study.folder import close_session, open_study
+    from samkit.study.report import write_report
+
+    pairs = [(cfg, folder / r["dir"]) for cfg, r in zip(plan, record["runs"], strict=True)]
+    record = open_study(folder, record)  # may merge runs planned in earlier sessions
+    started = time.time()
+    if not quiet:
+        print(f"{banner} -> {folder}", flush=True)
+    run_all(pairs, jobs=jobs, quiet=quiet, flatness=flatness)
+    close_session(folder, record, started, jobs)
+    return StudyResult(folder, write_report(folder))

@@ -7,17 +7,14 @@ heatmap of mean test accuracy (a line plot for a one-key grid).
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from samkit.errors import SamkitError
-from samkit.study.compare import StudyResult, _flatness_settings
-from samkit.study.folder import base_record, close_session, default_folder, open_study
-from samkit.study.report import write_report
-from samkit.study.runs import run_all
+from samkit.study.folder import base_record, default_folder
+from samkit.study.runs import StudyResult, flatness_settings, run_study
 from samkit.train import TrainConfig, config_hash
 
 DEFAULT_GRID = ("rho=0.02,0.05,0.1,0.2", "shards=1,2,4,8")
@@ -89,20 +86,10 @@ def sweep(
                 }
             )
             plan.append(cfg)
-    fs = _flatness_settings(flatness, flatness_examples)
+    fs = flatness_settings(flatness, flatness_examples)
     folder = Path(out) if out is not None else default_folder("sweep", base)
     record = base_record("sweep", base, seeds, fs)
     record.update(grid=cells, runs=runs)
-    record = open_study(folder, record)
-    started = time.time()
-    if not quiet:
-        shape = " x ".join(f"{k} ({len(v)})" for k, v in cells.items())
-        print(f"sweep: {shape} x {len(seeds)} seed(s) = {len(plan)} runs -> {folder}")
-    run_all(
-        [(cfg, folder / r["dir"]) for cfg, r in zip(plan, runs, strict=True)],
-        jobs=jobs,
-        quiet=quiet,
-        flatness=fs,
-    )
-    close_session(folder, record, started, jobs)
-    return StudyResult(folder, write_report(folder))
+    shape = " x ".join(f"{k} ({len(v)})" for k, v in cells.items())
+    banner = f"sweep: {shape} x {len(seeds)} seed(s) = {len(plan)} runs"
+    return run_study(folder, record, plan, jobs=jobs, quiet=quiet, flatness=fs, banner=banner)

@@ -160,3 +160,13 @@ def test_method_and_grid_specs():
         parse_grid(["rho=1", "shards=1", "lr=1"])
     with pytest.raises(SamkitError, match="repeats"):
         parse_grid(["rho=0.1,0.1"])
+
+
+@pytest.mark.slow
+def test_compare_in_parallel_processes_equals_in_sequence(harness, tmp_path):
+    kw = dict(methods=["sgd", "fsam"], seeds=[0], flatness=False, quiet=True)
+    compare(tiny_config(), out=tmp_path / "seq", **kw)
+    compare(tiny_config(), out=tmp_path / "par", jobs=2, **kw)
+    for d in ("sgd-seed0", "fsam-seed0"):
+        a, b = (json.loads((tmp_path / s / d / "summary.json").read_text()) for s in ("seq", "par"))
+        assert (a["test_loss"], a["train_loss"]) == (b["test_loss"], b["train_loss"])
