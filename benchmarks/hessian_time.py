@@ -3,9 +3,11 @@
 Both compute the top Hessian eigenvalue and the trace of the cross-entropy loss of the same model
 on the same random batch, in the same process:
 
-* baseline (written here, as PyHessian does it): power iteration stopped when the eigenvalue
-  changes by < 1e-3 relative, and Hutchinson with Rademacher vectors; every Hessian-vector
-  product recomputes forward + first-order graph + double backward (``autograd.grad`` only).
+* baseline (written here, as PyHessian does it in its data-loader mode): power iteration stopped
+  when the eigenvalue changes by < 1e-3 relative, and Hutchinson with Rademacher vectors; every
+  Hessian-vector product recomputes forward + first-order graph + double backward
+  (``autograd.grad`` only). PyHessian's single-batch mode keeps the first-order graph instead, as
+  samkit does, so against it only the eigensolver's gain (fewer products) remains.
 * samkit: ``hessian_eigenvalues`` (Lanczos, full reorthogonalization, residual criterion
   ``||Hv - lambda v|| <= 1e-3 |lambda|``, largest magnitude like power iteration) and
   ``hessian_trace`` (Hutchinson and Hutch++ with the same number of matvecs) on a
