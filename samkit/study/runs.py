@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from samkit.errors import SamkitError
-from samkit.train import TrainConfig, config_hash, load_config, train
+from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, train
 from samkit.train import files as run_files
 
 FLATNESS = "flatness.json"
@@ -225,6 +225,13 @@ def run_study(
     started = time.time()
     if not quiet:
         print(f"{banner} -> {folder}", flush=True)
-    run_all(pairs, jobs=jobs, quiet=quiet, flatness=flatness)
+    try:
+        run_all(pairs, jobs=jobs, quiet=quiet, flatness=flatness)
+    except RunInterrupted as err:
+        close_session(folder, record, started, jobs)
+        raise RunInterrupted(
+            f"{err}\nTo finish the study (finished runs are kept, this one is resumed), run the "
+            f"same command again with --out {folder}"
+        ) from None
     close_session(folder, record, started, jobs)
     return StudyResult(folder, write_report(folder))

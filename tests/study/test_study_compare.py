@@ -170,3 +170,46 @@ def test_compare_in_parallel_processes_equals_in_sequence(harness, tmp_path):
     for d in ("sgd-seed0", "fsam-seed0"):
         a, b = (json.loads((tmp_path / s / d / "summary.json").read_text()) for s in ("seq", "par"))
         assert (a["test_loss"], a["train_loss"]) == (b["test_loss"], b["train_loss"])
+
+
+def test_ctrl_c_in_a_study_keeps_finished_runs_and_says_how_to_finish(
+    harness, tmp_path, monkeypatch
+):
+    import os
+    import signal
+
+    import samkit.train.loop as loop
+
+    real_step, calls = loop.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 10:  # during the second run (8 steps each)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    out = tmp_path / "cmp"
+    kw = dict(methods=["sgd", "sam"], seeds=[0], out=out, flatness=False, quiet=True)
+    with pytest.raises(RunInterrupted, match=f"again with --out {out}"):
+        compare(tiny_config(), **kw)
+    assert (out / "sgd-seed0" / "summary.json").is_file()
+    assert not (out / "sam-seed0" / "summary.json").exists()
+    monkeypatch.setattr(loop, "train_step", real_step)
+    compare(tiny_config(), **kw)
+    assert [r["status"] for r in _csv(out / "results.csv")] == ["complete", "complete"]
+
+
+def test_committed_main_job_report_is_regenerated_from_its_files(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[2] / "docs" / "report"
+    if not (committed / "study.json").is_file():
+        pytest.skip("no committed main-job report")
+    copy = tmp_path / "report"
+    shutil.copytree(committed, copy)
+    table = write_report(copy)
+    assert (copy / "results.csv").read_text() == (committed / "results.csv").read_text()
+    assert table in (committed / "report.md").read_text()
+    assert len(_csv(copy / "results.csv")) == 12
