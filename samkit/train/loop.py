@@ -28,6 +28,7 @@ import torch
 from samkit.errors import SamkitError
 from samkit.train import files
 from samkit.train.config import TrainConfig, config_hash, load_config, save_config
+from samkit.train.distributed import from_environment, unwrap, wrap
 from samkit.train.setup import (
     build_model,
     build_optimizer,
@@ -71,13 +72,19 @@ def train(
         RunInterrupted: stopped by Ctrl-C after saving a checkpoint.
     """
     out = Path(out)
+    # Under torchrun every process runs this; only rank 0 writes, after all have checked.
+    ranks, _ = from_environment(_device_hint(out, cfg, overrides or {}))
     if resume:
-        cfg = _resume_config(out, cfg, overrides or {})
+        cfg = _resume_config(out, cfg, overrides or {}, write=ranks.is_main)
     else:
         if cfg is None:
             raise SamkitError("train() needs a config unless resume=True.")
         cfg = cfg.validated()
-        _prepare_new_folder(out, overwrite)
+        _check_new_folder(out, overwrite)
+        ranks.barrier()
+        if ranks.is_main:
+            _prepare_new_folder(out, overwrite)
+    ranks.barrier()
     if (out / files.SUMMARY).is_file():
         summary = files.read_json(out / files.SUMMARY)
         if summary.get("config_hash") == config_hash(cfg) and summary.get("status") == "complete":
@@ -85,15 +92,37 @@ def train(
     return _Run(cfg, out, quiet=quiet, command=command).fit(interrupt_after_steps)
 
 
-def _prepare_new_folder(out: Path, overwrite: bool) -> None:
+def _device_hint(out: Path, cfg: TrainConfig | None, overrides: dict[str, Any]) -> str:
+    """The device the run will use (to pick the process-group backend before anything else)."""
+    if "device" in overrides:
+        return str(overrides["device"])
+    if cfg is not None:
+        return cfg.device
+    try:
+        return load_config(out / files.CONFIG).device
+    except Exception:  # a missing/bad config is reported by the resume path itself
+        return "cpu"
+
+
+def _resume_hash(cfg: TrainConfig) -> str:
+    """Hash of the settings a resumed run must share with its checkpoint (all but the overrides)."""
+    # device is not hashed anyway; epochs is set to a fixed value so it drops out
+    return config_hash(cfg.replace(epochs=1))
+
+
+def _check_new_folder(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise SamkitError(f"--out {out} exists and is not a folder; choose another --out.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SamkitError(
+            f"run folder {out} already exists and is not empty; nothing was changed. Use "
+            f"--resume {out} to continue it, --overwrite to replace it, or another --out."
+        )
+
+
+def _prepare_new_folder(out: Path, overwrite: bool) -> None:
+    _check_new_folder(out, overwrite)
     if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise SamkitError(
-                f"run folder {out} already exists and is not empty; nothing was changed. Use "
-                f"--resume {out} to continue it, --overwrite to replace it, or another --out."
-            )
         shutil.rmtree(out)  # the user asked for it explicitly with --overwrite
     out.mkdir(parents=True, exist_ok=True)
 
@@ -103,7 +132,9 @@ def _prepare_new_folder(out: Path, overwrite: bool) -> None:
 RESUMABLE_OVERRIDES = ("epochs", "device")
 
 
-def _resume_config(out: Path, cfg: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
+def _resume_config(
+    out: Path, cfg: TrainConfig | None, overrides: dict[str, Any], write: bool = True
+) -> TrainConfig:
     if not (out / files.CONFIG).is_file():
         raise SamkitError(
             f"cannot resume {out}: no {files.CONFIG} there (is it a run folder written by "
@@ -127,7 +158,8 @@ def _resume_config(out: Path, cfg: TrainConfig | None, overrides: dict[str, Any]
             raise SamkitError(
                 f"{out} is already complete; start a new run to train for other epochs."
             )
-        save_config(saved, out / files.CONFIG)
+        if write:
+            save_config(saved, out / files.CONFIG)
     return saved
 
 
@@ -158,7 +190,8 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, out: Path, *, quiet: bool, command: list[str] | None):
         self.cfg, self.out, self.quiet = cfg, out, quiet
-        self.device = _device(cfg.device)
+        self.ranks, device = from_environment(cfg.device)
+        self.device = _device(device)
         self.hash = config_hash(cfg)
         self.ds = load_data(cfg, self.device)
         n = len(self.ds.train)
@@ -169,7 +202,9 @@ class _Run:
             )
         full = n // cfg.batch_size  # drop the last partial batch: every step sees batch_size
         self.steps_per_epoch = min(full, cfg.max_steps_per_epoch or full)
-        self.model = build_model(cfg, self.ds, self.device)
+        self.local = self.ranks.local_slice(cfg.batch_size)  # this rank's part of each batch
+        # Under torchrun: DDP, so a SAM optimizer perturbs per rank (m-sharpness across ranks).
+        self.model = wrap(build_model(cfg, self.ds, self.device), self.ranks, self.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
@@ -192,13 +227,15 @@ class _Run:
         if ckpt.is_file():
             self._restore(files.load_checkpoint(ckpt, self.device))
         env = files.environment(self.device, command)
+        env["world_size"] = self.ranks.world_size
         env_path = out / files.ENV
-        if env_path.is_file():  # a resumed run: keep the first session, append this one
-            first = files.read_json(env_path)
-            first.setdefault("resumes", []).append(env)
-            env = first
-        save_config(cfg, out / files.CONFIG)
-        files.write_json(env_path, env)
+        if self.ranks.is_main:
+            if env_path.is_file():  # a resumed run: keep the first session, append this one
+                first = files.read_json(env_path)
+                first.setdefault("resumes", []).append(env)
+                env = first
+            save_config(cfg, out / files.CONFIG)
+            files.write_json(env_path, env)
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, interrupt_after_steps: int | None) -> dict[str, Any]:
@@ -208,9 +245,9 @@ class _Run:
         bar = _progress(
             cfg.epochs * self.steps_per_epoch,
             self.epoch * self.steps_per_epoch + self.step_in_epoch,
-            disable=self.quiet,
+            disable=self.quiet or not self.ranks.is_main,
         )
-        writer = _tensorboard(self.out)
+        writer = _tensorboard(self.out) if self.ranks.is_main else None
         try:
             with _Interrupts() as interrupts:
                 while self.epoch < cfg.epochs:
@@ -254,11 +291,17 @@ class _Run:
         lo = self.step_in_epoch * cfg.batch_size
         assert self.perm is not None
         inputs, targets = self.ds.train.batch(self.perm[lo : lo + cfg.batch_size])
-        if self.ds.augment is not None:
+        if self.ds.augment is not None:  # the whole global batch: same generator on every rank
             inputs = self.ds.augment(inputs, self.augment_gen)
+        if self.ranks.distributed:
+            inputs, targets = _slice(inputs, self.local), targets[self.local]
         self.model.train()
         with self.autocast():
             loss = train_step(self.optimizer, self.model, self.loss_fn, (inputs, targets))
+        if self.ranks.distributed:  # log the global batch's loss on every rank
+            loss = loss.detach().clone()
+            torch.distributed.all_reduce(loss)
+            loss /= self.ranks.world_size
         if not torch.isfinite(loss):
             raise SamkitError(
                 f"the training loss became {float(loss)} at epoch {self.epoch + 1}, step "
@@ -279,8 +322,9 @@ class _Run:
         if cfg.schedule_unit == "epoch":
             self.scheduler.step()
         kw = dict(batch_size=cfg.eval_batch_size, autocast=self.autocast)
-        tr = evaluate(self.model, self.ds.train, max_examples=cfg.train_eval_examples, **kw)
-        te = evaluate(self.model, self.ds.test, **kw)
+        model = unwrap(self.model)  # the same weights on every rank: no communication needed
+        tr = evaluate(model, self.ds.train, max_examples=cfg.train_eval_examples, **kw)
+        te = evaluate(model, self.ds.test, **kw)
         self.epoch += 1
         self.wall_time = wall_time
         row = {
@@ -300,7 +344,8 @@ class _Run:
         self.history.append(row)
         self.step_in_epoch = 0
         self.perm = None
-        files.write_metrics(self.out / files.METRICS, self.history)
+        if self.ranks.is_main:
+            files.write_metrics(self.out / files.METRICS, self.history)
         self._checkpoint()
         if writer is not None:
             for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
@@ -329,12 +374,17 @@ class _Run:
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "train_examples": len(self.ds.train),
             "test_examples": len(self.ds.test),
+            "world_size": self.ranks.world_size,
         }
-        files.write_json(self.out / files.SUMMARY, summary)
+        if self.ranks.is_main:
+            files.write_json(self.out / files.SUMMARY, summary)
+        self.ranks.barrier()
         return summary
 
     # ---- checkpoint ---------------------------------------------------------------------------
     def _checkpoint(self) -> None:
+        if not self.ranks.is_main:  # the state is replicated: rank 0 writes it once
+            return
         rng = {
             "torch": torch.get_rng_state(),
             "order": self.order_gen.get_state(),
@@ -346,11 +396,12 @@ class _Run:
             self.out / files.CHECKPOINT,
             {
                 "config_hash": self.hash,
+                "resume_hash": _resume_hash(self.cfg),
                 "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch,
                 "perm": self.perm,
                 "epoch_loss": self.epoch_loss.clone(),
-                "model": self.model.state_dict(),
+                "model": unwrap(self.model).state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": rng,
@@ -367,13 +418,16 @@ class _Run:
         )
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if state.get("config_hash") != self.hash:
+        # A resumed run may extend --epochs (RESUMABLE_OVERRIDES): compare everything else.
+        same = (state.get("resume_hash") == _resume_hash(self.cfg) if "resume_hash" in state
+                else state.get("config_hash") == self.hash)
+        if not same:
             raise SamkitError(
                 f"checkpoint in {self.out} was written for another config (hash "
                 f"{state.get('config_hash')} != {self.hash}); the folder was left untouched."
             )
         try:
-            self.model.load_state_dict(state["model"])
+            unwrap(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"]["torch"].cpu())
@@ -395,7 +449,15 @@ class _Run:
             ) from err
         # metrics.jsonl may hold an epoch past the checkpoint if a crash came between the two
         # writes; the checkpoint's history is the truth.
-        files.write_metrics(self.out / files.METRICS, self.history)
+        if self.ranks.is_main:
+            files.write_metrics(self.out / files.METRICS, self.history)
+
+
+def _slice(inputs: Any, part: slice) -> Any:
+    """This rank's part of a batch of inputs (a tensor or a dict of tensors, e.g. for text)."""
+    if isinstance(inputs, dict):
+        return {k: v[part] for k, v in inputs.items()}
+    return inputs[part]
 
 
 def _device(name: str) -> torch.device:

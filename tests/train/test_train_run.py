@@ -48,8 +48,10 @@ SUMMARY_KEYS = {
     "num_params",
     "train_examples",
     "test_examples",
+    "world_size",
 }
-ENV_KEYS = {"python", "torch", "numpy", "device", "cpu", "git_commit", "command", "gpu"}
+ENV_KEYS = {"python", "torch", "numpy", "device", "cpu", "git_commit", "command", "gpu",
+            "world_size"}
 TIMES = ("train_time", "wall_time")
 
 
