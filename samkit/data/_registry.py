@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import tempfile
 from collections.abc import Callable
@@ -13,13 +12,11 @@ import numpy as np
 
 from samkit.data._core import Dataset, Split
 from samkit.data.noise import flip_labels
-from samkit.errors import SamkitError
+from samkit.registry import Registry
 
 Loader = Callable[..., Dataset]
 
-# name -> loader; a name registered with ``prefix=True`` takes a sub-name after a colon.
-_LOADERS: dict[str, Loader] = {}
-_PREFIXED: set[str] = set()
+_DATASETS: Registry[Loader] = Registry("dataset", "task")
 
 
 def register_dataset(name: str, *, prefix: bool = False) -> Callable[[Loader], Loader]:
@@ -28,44 +25,12 @@ def register_dataset(name: str, *, prefix: bool = False) -> Callable[[Loader], L
     With ``prefix=True`` the name is a family (``glue``) and ``load_dataset("glue:sst2")`` calls
     the loader with ``task="sst2"``.
     """
-
-    def decorate(loader: Loader) -> Loader:
-        if name in _LOADERS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _LOADERS[name] = loader
-        if prefix:
-            _PREFIXED.add(name)
-        return loader
-
-    return decorate
+    return _DATASETS.register(name, prefix=prefix)
 
 
 def list_datasets() -> list[str]:
     """Registered dataset names, sorted; families are shown as ``family:<task>``."""
-    return sorted(f"{name}:<task>" if name in _PREFIXED else name for name in _LOADERS)
-
-
-def _resolve(name: str) -> tuple[Loader, dict[str, Any]]:
-    family, sep, task = name.partition(":")
-    if sep and family in _PREFIXED and task:
-        return _LOADERS[family], {"task": task}
-    if not sep and name in _LOADERS and name not in _PREFIXED:
-        return _LOADERS[name], {}
-    raise SamkitError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
-
-
-def _check_options(name: str, loader: Loader, options: dict[str, Any]) -> None:
-    # A typo in a config option should fail loudly with the accepted names, not as a TypeError.
-    params = inspect.signature(loader).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return  # the loader takes open-ended options and checks them itself
-    accepted = sorted(p for p in params if p not in ("root", "download", "task"))
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        raise SamkitError(
-            f"dataset {name!r} does not take option(s) {', '.join(unknown)}; "
-            f"it accepts: {', '.join(accepted) or '(none)'}"
-        )
+    return _DATASETS.names()
 
 
 def load_dataset(
@@ -94,8 +59,8 @@ def load_dataset(
         >>> ds = load_dataset("mnist1d", label_noise=0.1, seed=1)
         >>> x, y = ds.train.batch(torch.arange(128))
     """
-    loader, implied = _resolve(name)
-    _check_options(name, loader, options)
+    loader, implied = _DATASETS.resolve(name)
+    _DATASETS.check_options(name, loader, options, reserved=("root", "download", "task"))
     ds = loader(root=None if root is None else Path(root), download=download, **implied, **options)
     ds.name = name
     ds.info.setdefault("source", name)
