@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from samkit.errors import SamkitError
+from samkit.train import config
 
 # (flag, config key, type, help). type None: a boolean switch. Defaults live in TrainConfig and
 # are shown in the help; argparse defaults stay None so we know which flags were given.
@@ -42,6 +43,12 @@ _CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--eta", "eta", float, "ASAM offset in T = |w| + eta"),
     ("--shards", "shards", int, "SAM shards per batch, each with its own perturbation (mSAM)"),
     ("--shard-size", "shard_size", int, "examples per shard instead of --shards (m-sharpness m)"),
+    (
+        "--execution",
+        "execution",
+        str,
+        "how shards run: loop | vectorized (all at once, torch.func) | auto (vectorized on CUDA)",
+    ),
     ("--sigma", "sigma", float, "Friendly-SAM: weight of the EMA subtracted from the gradient"),
     ("--lmbda", "lmbda", float, "Friendly-SAM: EMA decay of the full gradient"),
     ("--lr", "lr", float, "peak learning rate"),
@@ -72,11 +79,12 @@ _CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--device", "device", str, "torch device (cpu, cuda, cuda:1, mps)"),
 ]
 _CHOICES = {
-    "optimizer": ("sgd", "adamw", "sam", "asam", "msam", "fsam"),
-    "base": ("sgd", "adamw"),
-    "schedule": ("cosine", "step", "constant"),
-    "schedule_unit": ("step", "epoch"),
-    "precision": ("fp32", "bf16"),
+    "optimizer": config.OPTIMIZERS,
+    "base": config.BASES,
+    "schedule": config.SCHEDULES,
+    "schedule_unit": config.SCHEDULE_UNITS,
+    "precision": config.PRECISIONS,
+    "execution": config.EXECUTIONS,
 }
 
 

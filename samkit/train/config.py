@@ -25,11 +25,13 @@ BASES = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 SCHEDULE_UNITS = ("step", "epoch")
 PRECISIONS = ("fp32", "bf16")
+EXECUTIONS = ("auto", "loop", "vectorized")
 MSAM_DEFAULT_SHARDS = 4
 
 # Fields that say where or how a run is executed, not what is computed: left out of the hash so a
 # run moved to another data folder (or labelled differently in a study) is still the same run.
-_NOT_HASHED = ("data_root", "download", "device", "label", "quiet")
+# The shard execution is one of those: loop and vectorized compute the same update (to rounding).
+_NOT_HASHED = ("data_root", "download", "device", "label", "quiet", "execution")
 
 
 @dataclass
@@ -64,6 +66,7 @@ class TrainConfig:
     eta: float = 0.0
     shards: int | None = None
     shard_size: int | None = None
+    execution: str = "auto"
     sigma: float = 1.0
     lmbda: float = 0.9
     lr: float = 0.1
@@ -112,6 +115,7 @@ class TrainConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("schedule_unit", self.schedule_unit, SCHEDULE_UNITS)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("execution", self.execution, EXECUTIONS)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise SamkitError("dataset must be a dataset name such as 'mnist1d' (see samkit.data).")
         if not isinstance(self.model, str) or not self.model:

@@ -74,9 +74,9 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     if not cfg.is_sam:
         return base_cls(params, **base_kwargs)
     shards, shard_size = cfg.sam_shards()
-    # The loop execution is the bit-exact reference on CPU; "auto" picks vectorized on CUDA.
+    # "auto" runs the shards in a loop on CPU and vectorized on CUDA.
     sam_kwargs: dict[str, Any] = dict(
-        rho=cfg.rho, eta=cfg.eta, shards=shards, shard_size=shard_size, execution="auto"
+        rho=cfg.rho, eta=cfg.eta, shards=shards, shard_size=shard_size, execution=cfg.execution
     )
     if cfg.optimizer == "fsam":
         return samkit.FriendlySAM(
