@@ -138,6 +138,11 @@ class TrainConfig:
                 f"shards/shard_size only apply to SAM variants, not optimizer={self.optimizer!r}; "
                 "use --optimizer msam (or sam/asam/fsam) to split batches into shards."
             )
+        if self.shards is not None and self.shards > self.batch_size:
+            raise SamkitError(
+                f"shards={self.shards} is larger than batch_size={self.batch_size}: every shard "
+                "needs at least one example; use fewer shards or a larger batch."
+            )
         if self.shard_size is not None and self.shard_size > self.batch_size:
             raise SamkitError(
                 f"shard_size={self.shard_size} is larger than batch_size={self.batch_size}; "
@@ -146,7 +151,7 @@ class TrainConfig:
         for name in ("rho", "eta", "sigma", "momentum", "weight_decay", "warmup_epochs"):
             _number(name, getattr(self, name), low=0.0)
         _number("lr", self.lr, low=0.0, strict=True)
-        _number("lmbda", self.lmbda, low=0.0, high=1.0)
+        _number("lmbda", self.lmbda, low=0.0, high=1.0, high_open=True)  # as FriendlySAM checks
         _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
         _number("label_noise", self.label_noise, low=0.0, high=1.0)
         _number("step_gamma", self.step_gamma, low=0.0, strict=True)

@@ -161,7 +161,8 @@ def test_missing_dataset_is_a_clear_error(harness, tmp_path):
         ({"optimizer": "msam", "shards": 2, "shard_size": 8}, "both set"),
         ({"lr": 0.0}, "lr must be > 0"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
-        ({"lmbda": 1.5}, "lmbda must be <= 1"),
+        ({"lmbda": 1.0}, "lmbda must be < 1"),
+        ({"optimizer": "msam", "shards": 300, "batch_size": 128}, "shards=300 is larger than"),
         ({"warmup_epochs": 5.0, "epochs": 2}, "warmup_epochs"),
     ],
 )
