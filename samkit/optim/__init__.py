@@ -2,7 +2,8 @@
 
 from samkit.optim.batchnorm import frozen_running_stats
 from samkit.optim.compile import compile_step
-from samkit.optim.sam import SAM, FriendlySAM, NonFiniteError
+from samkit.optim.friendly import FriendlySAM
+from samkit.optim.sam import SAM, NonFiniteError
 from samkit.optim.sharding import Sharding
 
 __all__ = ["compile_step", "SAM", "FriendlySAM", "NonFiniteError", "Sharding", "frozen_running_stats"]

@@ -10,8 +10,11 @@ One step of every member is the same pipeline (see ``docs/optimizers.md``)::
     grad = sum_s w_s h_s  ->  base optimizer step (SGD, AdamW, ...)
 
 :class:`SAM` makes ``e`` with :func:`~samkit.optim.rules.sam_direction` (and ASAM's metric when
-``adaptive=True``); :class:`FriendlySAM` only swaps in the Friendly-SAM direction and its EMA. The
-sharding (``shards=k`` / ``shard_size=m``) and the execution are independent of the rule.
+``adaptive=True``); :class:`~samkit.optim.friendly.FriendlySAM` only swaps in the Friendly-SAM
+direction and its EMA. The sharding (``shards=k`` / ``shard_size=m``) and the execution
+(:mod:`~samkit.optim.engine` loop, :mod:`~samkit.optim.vectorized`, DDP/FSDP in
+:mod:`~samkit.optim.distributed`) are independent of the rule. This module holds the front ends:
+construction, ``first_step``/``second_step``/``step``, ``train_step`` and the state.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -32,14 +34,12 @@ from samkit.optim.batchnorm import RunningStats
 from samkit.optim.distributed import (
     PerturbationGroups,
     all_reduce_mean_,
-    ddp_of,
     full_value,
     is_distributed,
-    is_fsdp,
     local_tensors,
-    no_sync,
 )
-from samkit.optim.sharding import Sharding, batch_size, shard_batch, split_groups
+from samkit.optim.engine import loop_passes
+from samkit.optim.sharding import Sharding, batch_size
 from samkit.optim.vectorized import vectorized_passes
 
 log = logging.getLogger("samkit")
@@ -379,7 +379,7 @@ class SAM(Optimizer):
                             self._vectorized_error)
                 execution = "loop"
         if execution == "loop":
-            total, norm_sum, full = self._loop_passes(model, loss_fn, batch, params, scaler, stats)
+            total, norm_sum, full = loop_passes(self, model, loss_fn, batch, params, scaler, stats)
         self.execution_used = execution
         assert total is not None and norm_sum is not None
         ok = self._finite(norm_sum + total.float() * 0, flat)
@@ -415,106 +415,6 @@ class SAM(Optimizer):
             log.debug("samkit: %s execution for %s (asked: %s)", choice, self.sharding, self.execution)
         return choice
 
-    def _loop_passes(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        batch: Any,
-        params: list[list[Tensor]],
-        scaler: torch.amp.GradScaler | None,
-        stats: RunningStats | None,
-    ) -> tuple[Tensor, Tensor, list[list[Tensor]] | None]:
-        """One shard after another: ascent, perturb, descent (into ``.grad``), exact restore."""
-        flat = [p for group in params for p in group]
-        shards, weights = shard_batch(batch, self.sharding)
-        self._save(flat)
-        # With one shard the full-batch gradient is the ascent gradient itself: no accumulator.
-        accumulate = self._needs_full_grad and len(shards) > 1
-        full = [[torch.zeros_like(p) for p in g] for g in params] if accumulate else None
-        total: Tensor | None = None
-        norm_sum: Tensor | None = None
-        ddp = ddp_of(model) is not None
-        try:
-            for i, (shard, w) in enumerate(zip(shards, weights, strict=True)):
-                with no_sync(model):  # each rank perturbs with its own gradient
-                    loss, grads = self._ascent(model, loss_fn, shard, flat, scaler)
-                if ddp:
-                    self.perturbation_groups.average_(grads)
-                total = loss * w if total is None else total + loss * w
-                if stats:
-                    stats.accumulate(w, first=i == 0)
-                    stats.restore()
-                by_group = split_groups(grads, [len(g) for g in params])
-                if accumulate:
-                    for acc, g in zip(full, by_group, strict=True):
-                        torch._foreach_add_(acc, g, alpha=w)
-                elif self._needs_full_grad:
-                    full = by_group
-                e, norm = self._perturb(params, by_group)
-                norm_sum = norm if norm_sum is None else norm_sum + norm
-                with torch.no_grad():
-                    torch._foreach_add_(flat, e)
-                del grads, by_group, e
-                # DDP all-reduces once: in the backward of the last shard, over the accumulated grads.
-                with no_sync(model) if i < len(shards) - 1 else nullcontext():
-                    descent = loss_fn(model, shard)
-                    descent = descent * w if w != 1.0 else descent
-                    (scaler.scale(descent) if scaler is not None else descent).backward()
-                if stats:
-                    stats.restore()
-                self._restore(flat)
-        except BaseException:
-            self._restore(flat)
-            if stats:
-                stats.restore()
-                stats.clear()
-            self.zero_grad(set_to_none=True)
-            raise
-        assert total is not None and norm_sum is not None
-        if ddp and full is not None:  # the rule's state tracks the global gradient on every rank
-            all_reduce_mean_([t for g in full for t in g])
-        return total, norm_sum, full
-
-    def _ascent(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        shard: Any,
-        flat: list[Tensor],
-        scaler: torch.amp.GradScaler | None,
-    ) -> tuple[Tensor, list[Tensor]]:
-        """Unperturbed loss and its gradient for one shard (unscaled, without touching ``.grad``)."""
-        loss = loss_fn(model, shard)
-        if not isinstance(loss, Tensor) or loss.dim() != 0:
-            raise SamkitError(
-                "loss_fn(model, batch) must return the mean loss as a 0-d tensor, got "
-                f"{type(loss).__name__}{'' if not isinstance(loss, Tensor) else tuple(loss.shape)}"
-            )
-        if not loss.requires_grad:
-            raise SamkitError(
-                "the loss does not depend on any parameter that requires grad: compute it from "
-                "model(...) inside loss_fn, not under torch.no_grad()"
-            )
-        target = scaler.scale(loss) if scaler is not None else loss
-        if is_fsdp(model):
-            # FSDP2 reduce-scatters the gradient into the sharded parameters' .grad in its backward
-            # hooks (autograd.grad would not see them): run backward, take the grads, and put back
-            # the descent gradients accumulated so far.
-            accumulated = [p.grad for p in flat]
-            for p in flat:
-                p.grad = None
-            target.backward()
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in flat]
-            for p, g in zip(flat, accumulated, strict=True):
-                p.grad = g
-        else:
-            grads = list(
-                torch.autograd.grad(target, flat, allow_unused=True, materialize_grads=True)
-            )
-        if scaler is not None:
-            torch._foreach_div_(grads, scaler._scale)  # the scale tensor: no host sync
-        return loss.detach(), grads
-
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Rule state (e.g. the F-SAM EMA), the base optimizer's state and the step counters."""
@@ -544,78 +444,3 @@ class SAM(Optimizer):
         self.base_optimizer.param_groups = self.param_groups
         self.steps = int(counters["steps"])
         self.skipped_steps = int(counters["skipped_steps"])
-
-
-class FriendlySAM(SAM):
-    r"""Friendly-SAM (Li et al., "Friendly Sharpness-Aware Minimization", CVPR 2024).
-
-    Perturbs along the minibatch gradient minus an EMA of the full-batch gradient:
-
-    .. math::
-        d = g - \sigma m, \qquad e = \rho\,\frac{T^2 d}{\lVert T d \rVert}, \qquad
-        m \leftarrow \lambda m + (1 - \lambda)\, g_\text{full}
-
-    in the order of the authors' released optimizer: ``m`` starts at the first gradient (so the
-    first step is plain SAM) and is updated after it is used. With several shards each shard
-    perturbs along ``g_s - sigma * m`` and ``m`` tracks the full-batch gradient ``sum_s w_s g_s``.
-    ``sigma=0`` is SAM. All other arguments are :class:`SAM`'s.
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        base_optimizer: type[Optimizer],
-        *,
-        rho: float = 0.05,
-        sigma: float = 1.0,
-        lmbda: float = 0.9,
-        **kwargs: Any,
-    ) -> None:
-        self._fsam = {"sigma": sigma, "lmbda": lmbda}
-        super().__init__(params, base_optimizer, rho=rho, **kwargs)
-
-    def _rule_defaults(self) -> dict[str, Any]:
-        return dict(self._fsam)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        super()._validate_group(group)
-        if isinstance(group["sigma"], bool) or not isinstance(group["sigma"], (int, float)):
-            raise SamkitError(f"sigma must be a number, got {group['sigma']!r}")
-        lmbda = group["lmbda"]
-        if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not 0 <= lmbda < 1:
-            raise SamkitError(
-                f"lmbda must be in [0, 1) (the EMA decay of the full-gradient estimate), got {lmbda!r}"
-            )
-
-    @property
-    def _needs_full_grad(self) -> bool:
-        return True
-
-    def _ema(self, params: list[Tensor]) -> list[Tensor | None]:
-        return [self.state[p].get("ema") for p in params]
-
-    def _directions(
-        self, params: list[list[Tensor]], grads: list[list[Tensor]]
-    ) -> list[list[Tensor]]:
-        out = []
-        for group, w, g in zip(self.param_groups, params, grads, strict=True):
-            ema = self._ema(w)
-            if all(m is not None for m in ema):
-                out.append(rules.friendly_direction(g, ema, group["sigma"]))  # type: ignore[arg-type]
-            elif all(m is None for m in ema):
-                out.append(g)  # the EMA has seen no gradient yet: plain SAM
-            else:  # a parameter that got its first gradient late: per tensor
-                out.append([x if m is None else x - group["sigma"] * m for x, m in zip(g, ema, strict=True)])
-        return out
-
-    def _observe(self, params: list[list[Tensor]], full_grads: list[list[Tensor]]) -> None:
-        for group, w, g in zip(self.param_groups, params, full_grads, strict=True):
-            ema = self._ema(w)
-            if all(m is not None for m in ema):
-                rules.friendly_update(ema, g, group["lmbda"])  # type: ignore[arg-type]
-                continue
-            for p, m, x in zip(w, ema, g, strict=True):
-                if m is None:
-                    self.state[p]["ema"] = x.detach().clone()
-                else:
-                    m.lerp_(x, 1.0 - group["lmbda"])
