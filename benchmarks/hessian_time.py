@@ -96,9 +96,9 @@ def ce(model, batch):
 
 
 # ------------------------------------------------------------------------------- the baseline
-def _baseline_hvp(model, params, batch, v):
+def _baseline_hvp(model, params, batch, v, loss=None):
     # PyHessian-style, without .backward: the whole graph is rebuilt for every product.
-    grads = torch.autograd.grad(ce(model, batch), params, create_graph=True)
+    grads = torch.autograd.grad((loss or ce)(model, batch), params, create_graph=True)
     return torch.autograd.grad(grads, params, grad_outputs=v)
 
 
@@ -106,13 +106,13 @@ def _dot(a, b):
     return sum(float((x * y).sum()) for x, y in zip(a, b))
 
 
-def baseline_top_eigenvalue(model, params, batch, gen, tol=1e-3, max_iter=100):
+def baseline_top_eigenvalue(model, params, batch, gen, tol=1e-3, max_iter=100, loss=None):
     v = [torch.randn(p.shape, generator=gen).to(p.device) for p in params]
     norm = math.sqrt(_dot(v, v))
     v = [t / norm for t in v]
     lam, iters = None, 0
     for _ in range(max_iter):
-        hv = _baseline_hvp(model, params, batch, v)
+        hv = _baseline_hvp(model, params, batch, v, loss)
         iters += 1
         new = _dot(hv, v)
         norm = math.sqrt(_dot(hv, hv))
@@ -124,14 +124,14 @@ def baseline_top_eigenvalue(model, params, batch, gen, tol=1e-3, max_iter=100):
     return lam, v, iters
 
 
-def baseline_trace(model, params, batch, gen, num_samples):
+def baseline_trace(model, params, batch, gen, num_samples, loss=None):
     samples = []
     for _ in range(num_samples):
         z = [
             (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(p.device, p.dtype)
             for p in params
         ]
-        samples.append(_dot(_baseline_hvp(model, params, batch, z), z))
+        samples.append(_dot(_baseline_hvp(model, params, batch, z, loss), z))
     return float(np.mean(samples)), float(np.std(samples, ddof=1) / math.sqrt(len(samples)))
 
 
@@ -167,18 +167,13 @@ def trained_scenario(args) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed(0)
 
-    def loss(m, b):
-        return run.loss_fn(m, b)
-
-    global ce
-    saved_ce, ce = ce, loss  # the baseline helpers call ce(model, batch)
-    try:
-        (b_lam, _, b_iters), t_b_eig = timed(lambda: baseline_top_eigenvalue(model, params, batch, gen))
-        (b_tr, b_se), t_b_tr = timed(
-            lambda: baseline_trace(model, params, batch, gen, args.trained_samples)
-        )
-    finally:
-        ce = saved_ce
+    loss = run.loss_fn
+    (b_lam, _, b_iters), t_b_eig = timed(
+        lambda: baseline_top_eigenvalue(model, params, batch, gen, loss=loss)
+    )
+    (b_tr, b_se), t_b_tr = timed(
+        lambda: baseline_trace(model, params, batch, gen, args.trained_samples, loss=loss)
+    )
     ours, t_o_eig = timed(lambda: hessian_eigenvalues(model, loss, batch, k=1, tol=1e-3, which="LM"))
     budget, tried = 30, []
     while True:

@@ -87,6 +87,7 @@ def loop_passes(
         all_reduce_mean_([t for g in full for t in g])
     return total, norm_sum, full
 
+
 def ascent(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, Any], Tensor],

@@ -28,7 +28,7 @@ import torch
 from samkit.errors import SamkitError
 from samkit.train import files
 from samkit.train.config import TrainConfig, config_hash, load_config, save_config
-from samkit.train.distributed import from_environment, unwrap, wrap
+from samkit.train.distributed import Ranks, from_environment, unwrap, wrap
 from samkit.train.setup import (
     build_model,
     build_optimizer,
@@ -73,7 +73,7 @@ def train(
     """
     out = Path(out)
     # Under torchrun every process runs this; only rank 0 writes, after all have checked.
-    ranks, _ = from_environment(_device_hint(out, cfg, overrides or {}))
+    ranks, device = from_environment(_device_hint(out, cfg, overrides or {}))
     if resume:
         cfg = _resume_config(out, cfg, overrides or {}, write=ranks.is_main)
     else:
@@ -89,7 +89,7 @@ def train(
         summary = files.read_json(out / files.SUMMARY)
         if summary.get("config_hash") == config_hash(cfg) and summary.get("status") == "complete":
             return summary
-    return _Run(cfg, out, quiet=quiet, command=command).fit(interrupt_after_steps)
+    return _Run(cfg, out, ranks, device, quiet=quiet, command=command).fit(interrupt_after_steps)
 
 
 def _device_hint(out: Path, cfg: TrainConfig | None, overrides: dict[str, Any]) -> str:
@@ -188,9 +188,18 @@ class _Interrupts:
 class _Run:
     """State of one run in progress."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, *, quiet: bool, command: list[str] | None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out: Path,
+        ranks: Ranks,
+        device: str,
+        *,
+        quiet: bool,
+        command: list[str] | None,
+    ):
         self.cfg, self.out, self.quiet = cfg, out, quiet
-        self.ranks, device = from_environment(cfg.device)
+        self.ranks = ranks  # the torchrun job train() joined (world size 1 without one)
         self.device = _device(device)
         self.hash = config_hash(cfg)
         self.ds = load_data(cfg, self.device)
