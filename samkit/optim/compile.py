@@ -6,7 +6,8 @@ restored by copy. So the parts that cost time can be compiled:
 
 * ``loss_fn(model, batch)`` — the forward, and through AOTAutograd its backward — is compiled once
   and used by both passes (ascent and descent see the same graph);
-* the perturbation math (:func:`samkit.optim.rules.perturbation`) becomes one fused kernel per group.
+* the perturbation geometry (:func:`samkit.optim.rules.perturbation`, which every rule uses) becomes
+  one fused kernel per group.
 
 On CUDA, ``mode="reduce-overhead"`` additionally captures the compiled passes in CUDA graphs.
 """
@@ -46,7 +47,7 @@ def compile_step(
     if not isinstance(optimizer, SAM):
         raise SamkitError(f"compile_step needs a samkit optimizer, got {type(optimizer).__name__}")
     compiled_loss = torch.compile(loss_fn, **compile_kwargs)
-    optimizer._perturbation = torch.compile(rules.perturbation, **compile_kwargs)
+    optimizer.geometry = torch.compile(rules.perturbation, **compile_kwargs)
 
     def step(batch: Any, scaler: torch.amp.GradScaler | None = None) -> Tensor:
         return optimizer.train_step(model, compiled_loss, batch, scaler=scaler)

@@ -2,19 +2,18 @@ r"""The SAM family as ``torch.optim.Optimizer`` front ends.
 
 One step of every member is the same pipeline (see ``docs/optimizers.md``)::
 
-    for each shard s of the batch (weights w_s = n_s / n):
+    for each shard s of the batch (weights w_s = n_s / n), in micro-batches if asked:
         g_s = grad L_s(w)                       ascent gradient (unperturbed; updates BatchNorm stats)
-        e_s = rule(g_s, w, state)                perturbation of radius rho
+        e_s = rule.perturbation(g_s, ...)        perturbation of radius rho
         h_s = grad L_s(w + e_s)                  descent gradient
         w  <- copy of w                          exact restore (no subtraction)
-    grad = sum_s w_s h_s  ->  base optimizer step (SGD, AdamW, ...)
+    grad = sum_s w_s h_s -> rule.descent -> clip -> base optimizer step (SGD, AdamW, ...) -> rule.observe
 
-:class:`SAM` makes ``e`` with :func:`~samkit.optim.rules.sam_direction` (and ASAM's metric when
-``adaptive=True``); :class:`~samkit.optim.friendly.FriendlySAM` only swaps in the Friendly-SAM
-direction and its EMA. The sharding (``shards=k`` / ``shard_size=m``) and the execution
-(:mod:`~samkit.optim.engine` loop, :mod:`~samkit.optim.vectorized`, DDP/FSDP in
-:mod:`~samkit.optim.distributed`) are independent of the rule. This module holds the front ends:
-construction, ``first_step``/``second_step``/``step``, ``train_step`` and the state.
+The rule (:mod:`samkit.optim.rules`), the sharding (``shards=k`` / ``shard_size=m``), the memory
+knob (``micro_batch_size``) and the execution (:mod:`~samkit.optim.engine` loop,
+:mod:`~samkit.optim.vectorized`, DDP/FSDP in :mod:`~samkit.optim.distributed`) are independent.
+This module holds the front ends: construction, ``first_step``/``second_step``/``step``,
+``train_step`` and the state; the engines never see the optimizer, only a :class:`StepContext`.
 """
 
 from __future__ import annotations
@@ -36,15 +35,16 @@ from samkit.optim.distributed import (
     all_reduce_mean_,
     full_value,
     is_distributed,
-    local_tensors,
 )
-from samkit.optim.engine import loop_passes
+from samkit.optim.engine import StepContext, WeightBackup, check_dense, loop_passes
+from samkit.optim.rules.base import Groups, Rule, RuleContext, check_number
 from samkit.optim.sharding import Sharding, batch_size
 from samkit.optim.vectorized import vectorized_passes
 
 log = logging.getLogger("samkit")
 
 LossFn = Callable[[nn.Module, Any], Tensor]
+BaseOptimizer = type[Optimizer] | Callable[..., Optimizer]
 _EXECUTIONS = ("auto", "loop", "vectorized")
 _NONFINITE = ("raise", "skip", "unchecked")
 
@@ -53,32 +53,39 @@ class NonFiniteError(SamkitError, FloatingPointError):
     """A loss or gradient was NaN/inf; the weights and optimizer state were left unchanged."""
 
 
-def _check_nonneg(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise SamkitError(f"{name} must be a non-negative number, got {value!r}")
+def active_scaler(scaler: torch.amp.GradScaler | None) -> torch.amp.GradScaler | None:
+    """The scaler if it scales; ``None`` for none or a disabled one (``GradScaler(enabled=False)``)."""
+    return scaler if scaler is not None and scaler.is_enabled() else None
 
 
 class SAM(Optimizer):
-    r"""Sharpness-Aware Minimization (Foret et al., 2021), ASAM and m-sharpness in one optimizer.
+    r"""Sharpness-Aware Minimization (Foret et al., 2021) and its family in one optimizer.
 
     .. math::
-        e = \rho\,\frac{T^2 g}{\lVert T g \rVert}, \quad
-        w \leftarrow \operatorname{base\_step}\Big(w,\ \sum_s \tfrac{n_s}{n}
-        \nabla L_s(w + e_s)\Big)
+        e_s = \operatorname{rule}(\nabla L_s(w)), \quad
+        w \leftarrow \operatorname{base\_step}\Big(w,\ \operatorname{descent}\Big(\sum_s \tfrac{n_s}{n}
+        \nabla L_s(w + e_s)\Big)\Big)
 
-    with :math:`T = 1` (SAM) or :math:`T = |w| + \eta` (ASAM, ``adaptive=True``), and one
-    perturbation :math:`e_s` per shard (m-sharpness; ``shards=1`` is SAM).
+    By default the rule is SAM, :math:`e = \rho\, T^2 g / \lVert T g \rVert` with :math:`T = 1`
+    (:math:`T = |w| + \eta` with ``adaptive=True``: ASAM), and there is one perturbation
+    :math:`e_s` per shard (m-sharpness; ``shards=1`` is SAM).
 
     Args:
         params: parameters or parameter groups (a group may set its own ``rho``, ``adaptive``,
-            ``eta`` and any base-optimizer setting).
-        base_optimizer: a ``torch.optim.Optimizer`` class (built on the same ``param_groups`` with
-            ``**base_kwargs``) — e.g. ``torch.optim.SGD``.
+            ``eta``, the rule's hyperparameters and any base-optimizer setting).
+        base_optimizer: a ``torch.optim.Optimizer`` class, a ``functools.partial`` of one, or any
+            callable ``f(param_groups, **base_kwargs)`` that returns an optimizer over exactly those
+            groups — e.g. ``torch.optim.SGD``.
         rho: perturbation radius, ``>= 0``.
-        adaptive: ASAM's scale-invariant perturbation.
-        eta: ASAM's offset in ``T = |w| + eta``.
+        rule: a :class:`samkit.rules.Rule` (default :class:`samkit.rules.SAM`; ASAM with
+            ``adaptive=True``).
+        adaptive, eta: the geometry of the ball (ASAM's ``T = |w| + eta``) for any rule; ``None``
+            keeps the rule's own.
         shards: number of shards that each get their own perturbation (mSAM).
         shard_size: examples per shard instead (the "m" of m-sharpness; ``1`` is 1-SAM).
+        micro_batch_size: split each shard's passes into pieces of at most this many examples and
+            accumulate (memory, not math: still one perturbation per shard).
+        max_grad_norm: clip the descent gradient to this global norm before the base step.
         execution: ``"loop"`` (one shard after another), ``"vectorized"`` (all shards at once with
             ``torch.func``) or ``"auto"``; see :attr:`execution_used`.
         nonfinite: what a NaN/inf loss or gradient does without a ``GradScaler``: ``"raise"``
@@ -96,124 +103,113 @@ class SAM(Optimizer):
             loss = opt.train_step(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), (x, y))
     """
 
-    passes_per_step = 2
-
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        base_optimizer: type[Optimizer],
+        base_optimizer: BaseOptimizer,
         *,
         rho: float = 0.05,
-        adaptive: bool = False,
-        eta: float = 0.0,
+        rule: Rule | None = None,
+        adaptive: bool | None = None,
+        eta: float | None = None,
         shards: int | None = 1,
         shard_size: int | None = None,
+        micro_batch_size: int | None = None,
+        max_grad_norm: float | None = None,
         execution: str = "auto",
         nonfinite: str = "raise",
         sync_perturbation_group_size: int = 1,
         **base_kwargs: Any,
     ) -> None:
-        _check_nonneg("rho", rho)
-        _check_nonneg("eta", eta)
-        if not (isinstance(base_optimizer, type) and issubclass(base_optimizer, Optimizer)):
+        if rule is None:
+            rule = rules.ASAM(eta=eta or 0.0) if adaptive else rules.SAM()
+        if not isinstance(rule, Rule):
+            raise SamkitError(f"rule must be a samkit.rules.Rule such as samkit.rules.GSAM(), got {rule!r}")
+        if not callable(base_optimizer):
             raise SamkitError(
-                "base_optimizer must be an optimizer class such as torch.optim.SGD (samkit builds it "
-                f"on the same param_groups with **base_kwargs), got {base_optimizer!r}"
+                "base_optimizer must be an optimizer class such as torch.optim.SGD, a partial of one, "
+                f"or a callable that builds one from the param groups; got {base_optimizer!r}"
             )
         if execution not in _EXECUTIONS:
             raise SamkitError(f"execution must be one of {_EXECUTIONS}, got {execution!r}")
         if nonfinite not in _NONFINITE:
             raise SamkitError(f"nonfinite must be one of {_NONFINITE}, got {nonfinite!r}")
+        check_number("rho", rho, low=0.0)
+        self.rule = rule
         self.sharding = Sharding.from_args(shards, shard_size)
+        if not rule.shardable and not self.sharding.is_single:
+            raise SamkitError(
+                f"the {rule.name} rule takes no per-shard ascent, so {self.sharding} would give every "
+                "shard the same perturbation: use shards=1"
+            )
+        self.micro_batch_size = _positive_int_or_none("micro_batch_size", micro_batch_size)
+        if max_grad_norm is not None:
+            check_number("max_grad_norm", max_grad_norm, low=0.0)
+            if max_grad_norm == 0:
+                raise SamkitError("max_grad_norm must be > 0 (or None for no clipping), got 0")
+        self.max_grad_norm = max_grad_norm
         self.perturbation_groups = PerturbationGroups(sync_perturbation_group_size)
         self.execution = execution
         self.nonfinite = nonfinite
-        defaults = dict(rho=rho, adaptive=bool(adaptive), eta=eta, **self._rule_defaults())
+        defaults = {"rho": rho, **rule.hyperparameters()}
+        if adaptive is not None:
+            defaults["adaptive"] = bool(adaptive)
+        if eta is not None:
+            defaults["eta"] = eta
+        self._rule_keys = tuple(defaults)
         super().__init__(params, {**defaults, **base_kwargs})
-        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self.base_optimizer = _build_base(base_optimizer, self.param_groups, base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
         for group in self.param_groups:
-            self._validate_group(group)
+            rule.validate(group)
+        rule.check_base(self.base_optimizer)
         self.steps = 0
         self.skipped_steps = 0
         self.execution_used: str | None = None
         self._vectorized_error: str | None = None
-        self._perturbation = rules.perturbation  # compile_step swaps in a compiled version
-        self._backup: list[Tensor] | None = None
-        self._pending: tuple[list[list[Tensor]], list[list[Tensor]] | None, Tensor] | None = None
-
-    # ---- rule hooks: the only things a rule changes ---------------------------------------------
-    def _rule_defaults(self) -> dict[str, Any]:
-        return {}
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        _check_nonneg("rho", group["rho"])
-        _check_nonneg("eta", group["eta"])
-
-    def _directions(
-        self, params: list[list[Tensor]], grads: list[list[Tensor]]
-    ) -> list[list[Tensor]]:
-        """Per-group perturbation directions from per-group ascent gradients of ``params``."""
-        return grads
+        self.geometry = rules.perturbation  # compile_step swaps in a compiled version
+        self._backup = WeightBackup()
+        self._pending: tuple[RuleContext, Groups | None, Tensor] | None = None
 
     @property
-    def _needs_full_grad(self) -> bool:
-        """Whether the rule keeps state fed by the full-batch ascent gradient."""
-        return False
-
-    def _observe(self, params: list[list[Tensor]], full_grads: list[list[Tensor]]) -> None:
-        """Update the rule's state with the full-batch ascent gradient, after a taken step."""
+    def passes_per_step(self) -> int:
+        """Forward-backward passes over the batch per step: the ascent passes plus the descent."""
+        return self.rule.ascent_passes + 1
 
     # ---- plumbing ------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not hasattr(self, "base_optimizer"):  # during Optimizer.__init__
             super().add_param_group(param_group)
             return
-        for key in ("rho", "adaptive", "eta", *self._rule_defaults()):
+        for key in self._rule_keys:
             param_group.setdefault(key, self.defaults[key])
         self.base_optimizer.add_param_group(param_group)
-        self._validate_group(self.param_groups[-1])
+        self.rule.validate(self.param_groups[-1])
 
-    def _groups(self, with_grad: bool) -> list[list[Tensor]]:
+    def _groups(self, with_grad: bool) -> Groups:
         if with_grad:
             return [[p for p in g["params"] if p.grad is not None] for g in self.param_groups]
         return [[p for p in g["params"] if p.requires_grad] for g in self.param_groups]
 
-    def _perturb(
-        self, params: list[list[Tensor]], grads: list[list[Tensor]], stacked: bool = False
-    ) -> tuple[list[Tensor], Tensor]:
-        """Flat perturbation for ``params`` from ascent ``grads`` (per group) and the ascent norm.
-
-        ``stacked``: grads carry a leading shard dimension; one perturbation (and norm) per shard.
-        """
-        g = self.param_groups
-        e, norm = self._perturbation(
-            self._directions(params, grads),
-            params,
-            [x["rho"] for x in g],
-            [x["adaptive"] for x in g],
-            [x["eta"] for x in g],
-            stacked=stacked,
+    def _rule_context(self, params: Groups) -> RuleContext:
+        return RuleContext(
+            params=params,
+            groups=self.param_groups,
+            state_of=self.state.__getitem__,
+            base_state_of=self.base_optimizer.state.__getitem__,
+            geometry=self.geometry,
         )
-        return [t for group in e for t in group], full_value(norm)
 
-    def _save(self, flat: list[Tensor]) -> None:
-        """Copy the weights into a reused buffer (restored later by copy, so bit-exactly)."""
-        flat = local_tensors(flat)
-        b = self._backup
-        if b is None or len(b) != len(flat) or any(
-            x.shape != p.shape or x.dtype != p.dtype or x.device != p.device
-            for x, p in zip(b, flat, strict=True)
-        ):
-            self._backup = [p.detach().clone() for p in flat]
-        else:
-            torch._foreach_copy_(b, [p.detach() for p in flat])
-
-    def _restore(self, flat: list[Tensor]) -> None:
-        assert self._backup is not None
-        with torch.no_grad():
-            torch._foreach_copy_(local_tensors(flat), self._backup)
+    def _step_context(self, params: Groups) -> StepContext:
+        return StepContext(
+            rule=self.rule,
+            rules=self._rule_context(params),
+            sharding=self.sharding,
+            micro_batch_size=self.micro_batch_size,
+            backup=self._backup,
+            sync=self.perturbation_groups,
+        )
 
     def _finite(self, ascent_norm: Tensor, params: list[Tensor]) -> bool | None:
         """One host sync: are the ascent norm and every descent gradient finite? (None: unchecked)."""
@@ -223,24 +219,49 @@ class SAM(Optimizer):
         total = ascent_norm + full_value(rules.global_norm(grads)) if grads else ascent_norm
         return bool(torch.isfinite(total))
 
+    def _descent_side(self, ctx: RuleContext, full: Groups | None) -> None:
+        """The rule's descent transform and gradient clipping, on unscaled gradients in ``.grad``."""
+        if self.rule.transforms_descent:
+            for group in ctx.params:
+                for p in group:
+                    if p.grad is None:  # unused in the loss: its descent gradient is zero
+                        p.grad = torch.zeros_like(p)
+            self.rule.descent([[p.grad for p in group] for group in ctx.params], full, ctx)
+        if self.max_grad_norm is not None:
+            grads = [p for group in ctx.params for p in group if p.grad is not None]
+            if grads:
+                torch.nn.utils.clip_grad_norm_(grads, self.max_grad_norm, foreach=True)
+
     def _finish(
         self,
         ok: bool | None,
-        params: list[list[Tensor]],
-        full_grads: list[list[Tensor]] | None,
+        ctx: RuleContext,
+        full: Groups | None,
         scaler: torch.amp.GradScaler | None,
     ) -> None:
         """Base step (or skip) after the weights are restored and the descent grads are in ``.grad``."""
-        flat = [p for group in params for p in group]
+        flat = [p for group in ctx.params for p in group]
+        taken = ok is not False
+        transforms = self.rule.transforms_descent or self.max_grad_norm is not None
         if scaler is not None:
             if ok is False:
                 # Make the scaler see the non-finite value (it may be only in the ascent pass), so
-                # that it skips the step and backs off its scale exactly as it always does.
+                # that it skips the step and backs off its scale exactly as it always does. Indexing
+                # (not .view) works for any memory layout, channels_last included.
                 bad = next(p for p in flat if p.grad is not None)
-                bad.grad.view(-1)[0] = float("inf")
+                bad.grad[(0,) * bad.grad.dim()] = float("inf")
+            if transforms:
+                scaler.unscale_(self.base_optimizer)
+                if ok is not False:
+                    self._descent_side(ctx, full)
+            before = scaler.get_scale() if ok is None else None
             scaler.step(self.base_optimizer)
             scaler.update()
+            if before is not None:  # unchecked: the scaler alone knows whether it skipped
+                taken = scaler.get_scale() >= before
         elif ok is not False:
+            if transforms:
+                self._descent_side(ctx, full)
             self.base_optimizer.step()
         # LR schedulers built on this optimizer check this flag to warn about call order.
         self._opt_called = True
@@ -261,9 +282,11 @@ class SAM(Optimizer):
                     stacklevel=3,
                 )
             return
-        if full_grads is not None:
-            self._observe(params, full_grads)
-        self.steps += 1
+        if taken:
+            self.rule.observe(full, ctx)
+            self.steps += 1
+        else:
+            ctx.scratch.clear()
 
     # ---- familiar two-call surface (shards=1) ---------------------------------------------------
     def _require_single_shard(self, what: str) -> None:
@@ -272,26 +295,41 @@ class SAM(Optimizer):
                 f"{what} works on the gradient of one whole batch; with {self.sharding} use "
                 "train_step(model, loss_fn, batch), which splits the batch into shards"
             )
+        if self.rule.ascent_passes > 1:
+            raise SamkitError(
+                f"{what}: the {self.rule.name} rule takes {self.rule.ascent_passes} ascent passes, "
+                "which need the loss function: use train_step(model, loss_fn, batch)"
+            )
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
-        """Move to ``w + e(w)`` using the gradients already in ``.grad`` (from your first backward)."""
+        """Move to ``w + e(w)`` using the gradients already in ``.grad`` (from your first backward).
+
+        For a rule without ascent pass (Momentum-SAM) no gradient is needed: call it before the
+        only forward/backward of the step.
+        """
         self._require_single_shard("first_step()")
         if self._pending is not None:
             raise SamkitError("first_step() called twice: call second_step() to restore the weights")
-        params = self._groups(with_grad=True)
+        if self.rule.ascent_passes == 0:
+            params, grads, full = self._groups(with_grad=False), None, None
+        else:
+            params = self._groups(with_grad=True)
+            grads = [[p.grad for p in group] for group in params]
+            check_dense([g for group in grads for g in group])
+            full = [[g.clone() for g in group] for group in grads] if self.rule.needs_full_grad else None
         flat = [p for group in params for p in group]
         if not flat:
             raise SamkitError(
                 "first_step() found no gradients: compute the loss on the unperturbed weights and "
                 "call loss.backward() before first_step() (or use train_step)"
             )
-        grads = [[p.grad for p in group] for group in params]
-        full = [[g.clone() for g in group] for group in grads] if self._needs_full_grad else None
-        e, norm = self._perturb(params, grads)
-        self._save(flat)
-        torch._foreach_add_(flat, e)
-        self._pending = (params, full, norm)
+        ctx = self._rule_context(params)
+        e, norm = self.rule.perturbation(grads, ctx)
+        self._backup.save(flat)
+        if e is not None:
+            torch._foreach_add_(flat, [t for group in e for t in group])
+        self._pending = (ctx, full, full_value(norm))
         if zero_grad:
             self.zero_grad()
 
@@ -300,11 +338,11 @@ class SAM(Optimizer):
         """Restore ``w`` exactly and step the base optimizer with the gradient taken at ``w + e``."""
         if self._pending is None:
             raise SamkitError("second_step() called without first_step(): nothing to restore")
-        params, full, norm = self._pending
+        ctx, full, norm = self._pending
         self._pending = None
-        flat = [p for group in params for p in group]
-        self._restore(flat)
-        self._finish(self._finite(norm, flat), params, full, None)
+        flat = [p for group in ctx.params for p in group]
+        self._backup.restore(flat)
+        self._finish(self._finite(norm, flat), ctx, full, None)
         if zero_grad:
             self.zero_grad()
 
@@ -326,7 +364,7 @@ class SAM(Optimizer):
                 loss = closure()
         except BaseException:
             assert self._pending is not None
-            self._restore([p for group in self._pending[0] for p in group])
+            self._backup.restore([p for group in self._pending[0].params for p in group])
             self._pending = None
             raise
         self.second_step()
@@ -344,14 +382,17 @@ class SAM(Optimizer):
         """One full SAM-family update on ``batch``; returns the unperturbed mean loss (detached).
 
         ``loss_fn(model, batch)`` returns the mean loss of ``batch``. The batch is split into the
-        configured shards; each shard's ascent pass (unperturbed) updates BatchNorm statistics, merged
-        once per step; the descent passes do not. With a ``GradScaler`` the ascent gradient is
-        unscaled before its norm, and a non-finite value anywhere makes the scaler skip the step and
-        back off (``scaler.step`` and ``scaler.update`` are called here). Under autocast, wrap this
-        call (or the body of ``loss_fn``) in ``torch.autocast``.
+        configured shards (and micro-batches); each shard's ascent pass (unperturbed) updates
+        BatchNorm statistics, merged once per step; the descent passes do not. With a
+        ``GradScaler`` the ascent gradient is unscaled before its norm, and a non-finite value
+        anywhere makes the scaler skip the step and back off (``scaler.step`` and ``scaler.update``
+        are called here); a disabled scaler is ignored. Under autocast, wrap this call (or the body
+        of ``loss_fn``) in ``torch.autocast``. A rule without ascent pass (Momentum-SAM) returns the
+        loss at ``w + e``, its only pass.
         """
         if self._pending is not None:
             raise SamkitError("train_step() called between first_step() and second_step()")
+        scaler = active_scaler(scaler)
         params = self._groups(with_grad=False)
         flat = [p for group in params for p in group]
         if not flat:
@@ -361,30 +402,35 @@ class SAM(Optimizer):
         self.zero_grad(set_to_none=True)
         if stats:
             stats.save()
-        total = norm_sum = full = None
+        ctx = self._step_context(params)
+        result = None
         if execution == "vectorized":
             sizes = self.sharding.sizes(batch_size(batch))
             try:
-                total, norm_sum, full = vectorized_passes(
-                    self, model, loss_fn, batch, sizes, params, scaler, stats
-                )
+                result = vectorized_passes(ctx, model, loss_fn, batch, sizes, scaler, stats)
             except Exception as exc:  # an op without a vmap rule, ...: the loop always works
                 self.zero_grad(set_to_none=True)
                 if self.execution == "vectorized":
                     if stats:
                         stats.clear()
-                    raise
+                    if isinstance(exc, SamkitError):
+                        raise
+                    raise SamkitError(
+                        f"execution='vectorized' failed for this model ({type(exc).__name__}: "
+                        f"{exc}); some operations have no torch.func (vmap) rule. Use "
+                        "execution='loop', or 'auto', which falls back to the loop"
+                    ) from exc
                 self._vectorized_error = f"{type(exc).__name__}: {exc}"
                 log.warning("samkit: vectorized execution failed (%s); using the loop from now on",
                             self._vectorized_error)
                 execution = "loop"
         if execution == "loop":
-            total, norm_sum, full = loop_passes(self, model, loss_fn, batch, params, scaler, stats)
+            result = loop_passes(ctx, model, loss_fn, batch, scaler, stats)
         self.execution_used = execution
-        assert total is not None and norm_sum is not None
-        ok = self._finite(norm_sum + total.float() * 0, flat)
+        assert result is not None
+        ok = self._finite(result.ascent_norm + result.loss.float() * 0, flat)
         if ok is None and scaler is not None:
-            ok = bool(torch.isfinite(norm_sum))
+            ok = bool(torch.isfinite(result.ascent_norm))
         if stats:
             # A non-finite step leaves the running statistics as they were, like the weights.
             if ok is False:
@@ -394,8 +440,8 @@ class SAM(Optimizer):
                 if is_distributed(model):
                     all_reduce_mean_(stats.floats, weight=float(batch_size(batch)))
             stats.clear()
-        self._finish(ok, params, full, scaler)
-        return total
+        self._finish(ok, ctx.rules, result.full_grads, scaler)
+        return result.loss
 
     def _choose_execution(self, model: nn.Module) -> str:
         """``loop`` or ``vectorized`` for this step (``auto``: vectorized for k > 1 shards on CUDA)."""
@@ -403,6 +449,7 @@ class SAM(Optimizer):
             self.sharding.is_single
             or self.execution == "loop"
             or self._vectorized_error
+            or self.rule.ascent_passes == 0
             or is_distributed(model)  # under DDP/FSDP the loop runs one rank's shards
         ):
             choice = "loop"
@@ -444,3 +491,64 @@ class SAM(Optimizer):
         self.base_optimizer.param_groups = self.param_groups
         self.steps = int(counters["steps"])
         self.skipped_steps = int(counters["skipped_steps"])
+
+
+class FriendlySAM(SAM):
+    r"""Friendly-SAM (Li et al., CVPR 2024): :class:`SAM` with :class:`samkit.rules.FriendlySAM`.
+
+    .. math::
+        d = g - \sigma m, \qquad e = \rho\,\frac{T^2 d}{\lVert T d \rVert}, \qquad
+        m \leftarrow \lambda m + (1 - \lambda)\, g_\text{full}
+
+    ``m`` starts at the first gradient (so the first step is plain SAM) and is updated after it is
+    used, as in the authors' released optimizer. ``sigma=0`` is SAM. All other arguments are
+    :class:`SAM`'s; this class is only the shortcut
+    ``SAM(params, base, rho=rho, rule=samkit.rules.FriendlySAM(sigma, lmbda), ...)``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: BaseOptimizer,
+        *,
+        rho: float = 0.05,
+        sigma: float = 1.0,
+        lmbda: float = 0.9,
+        **kwargs: Any,
+    ) -> None:
+        if "rule" in kwargs:
+            raise SamkitError("FriendlySAM sets its own rule; use samkit.SAM(..., rule=...) for another")
+        super().__init__(
+            params, base_optimizer, rho=rho, rule=rules.FriendlySAM(sigma=sigma, lmbda=lmbda), **kwargs
+        )
+
+
+def _positive_int_or_none(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SamkitError(f"{name} must be a positive integer (examples) or None, got {value!r}")
+    return value
+
+
+def _build_base(factory: BaseOptimizer, groups: list[dict[str, Any]], kwargs: dict[str, Any]) -> Optimizer:
+    """The base optimizer on the same param groups (a class, a partial or any such callable)."""
+    try:
+        base = factory(groups, **kwargs)
+    except TypeError as err:
+        raise SamkitError(
+            f"could not build the base optimizer {getattr(factory, '__name__', factory)!r} with "
+            f"{sorted(kwargs)}: {err}"
+        ) from err
+    if not isinstance(base, Optimizer):
+        raise SamkitError(
+            f"base_optimizer must build a torch.optim.Optimizer, got {type(base).__name__}"
+        )
+    ours = {id(p) for g in groups for p in g["params"]}
+    theirs = {id(p) for g in base.param_groups for p in g["params"]}
+    if ours != theirs:
+        raise SamkitError(
+            "base_optimizer must build its optimizer on the param groups it is given (samkit calls "
+            "base_optimizer(param_groups, **kwargs)); it returned one over other parameters"
+        )
+    return base

@@ -106,6 +106,19 @@ def shard_batch(batch: Any, sharding: Sharding) -> tuple[list[Any], list[float]]
     return split_batch(batch, sizes), [s / n for s in sizes]
 
 
+def micro_batches(batch: Any, micro_batch_size: int | None) -> list[tuple[Any, float]]:
+    """``batch`` cut into consecutive pieces of at most ``micro_batch_size`` examples, each with its
+    weight ``n_j / n`` (the whole batch with weight 1 when it fits)."""
+    if micro_batch_size is None:
+        return [(batch, 1.0)]
+    n = batch_size(batch)
+    if n <= micro_batch_size:
+        return [(batch, 1.0)]
+    full, rest = divmod(n, micro_batch_size)
+    sizes = [micro_batch_size] * full + ([rest] if rest else [])
+    return list(zip(split_batch(batch, sizes), [s / n for s in sizes], strict=True))
+
+
 def split_groups(flat: list[Any], lengths: list[int]) -> list[list[Any]]:
     """Cut a flat list back into consecutive groups of the given lengths (per parameter group)."""
     out, i = [], 0

@@ -18,13 +18,16 @@ pass, and merged once, weighted by shard size; the descent pass updates throw-aw
 weights are never moved: there is nothing to restore.
 
 Shards of unequal size (``shards=3`` on 8 examples, or a smaller last ``shard_size`` shard) form at
-most two runs of equal size; each run is one mapped call.
+most two runs of equal size; each run is one mapped call (per micro-batch: with
+``micro_batch_size`` every shard's examples are taken in pieces of that many, all shards at once,
+and the gradients accumulated). Rules with several ascent passes map each pass the same way, at
+the stacked perturbed weights ``w + e_s``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,10 +36,9 @@ from torch.utils import _pytree as pytree
 
 from samkit.errors import SamkitError
 from samkit.optim.batchnorm import RunningStats
+from samkit.optim.engine import PassResult, StepContext, check_dense, unscale_
+from samkit.optim.rules.base import Groups
 from samkit.optim.sharding import split_groups
-
-if TYPE_CHECKING:
-    from samkit.optim.sam import SAM
 
 
 class _Bound(nn.Module):
@@ -65,6 +67,13 @@ def equal_runs(sizes: list[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
+def chunks(size: int, micro_batch_size: int | None) -> list[tuple[int, int]]:
+    """``(start, length)`` of the pieces a shard of ``size`` examples is taken in."""
+    if micro_batch_size is None or micro_batch_size >= size:
+        return [(0, size)]
+    return [(a, min(micro_batch_size, size - a)) for a in range(0, size, micro_batch_size)]
+
+
 def parameter_names(model: nn.Module, flat: list[Tensor]) -> list[str]:
     """The model's name of every optimizer parameter (error if one is not the model's)."""
     names = {id(p): n for n, p in model.named_parameters()}
@@ -78,22 +87,24 @@ def parameter_names(model: nn.Module, flat: list[Tensor]) -> list[str]:
 
 
 def vectorized_passes(
-    opt: SAM,
+    ctx: StepContext,
     model: nn.Module,
     loss_fn: Callable[[nn.Module, Any], Tensor],
     batch: Any,
     sizes: list[int],
-    params: list[list[Tensor]],
     scaler: torch.amp.GradScaler | None,
     stats: RunningStats | None,
-) -> tuple[Tensor, Tensor, list[list[Tensor]] | None]:
+) -> PassResult:
     """Ascent and descent passes for all shards; leaves ``sum_s w_s h_s`` in ``.grad``.
 
-    Returns the unperturbed mean loss, the sum of the per-shard ascent norms (non-finite iff some
-    ascent gradient is) and, when the rule needs it, the full-batch ascent gradient per group.
     Writes the merged running statistics into ``stats``.
     """
-    flat = [p for group in params for p in group]
+    rule, params, flat = ctx.rule, ctx.params, ctx.flat
+    if rule.ascent_passes < 1:
+        raise SamkitError(
+            f"the {rule.name} rule has no ascent pass, so there is nothing to vectorize: use "
+            "execution='loop'"
+        )
     names = parameter_names(model, flat)
     bound = _Bound(model, loss_fn)
     stat_names = ["model." + name for name in stats.names] if stats else []
@@ -110,11 +121,15 @@ def vectorized_passes(
             for name, b in zip(stat_names, stats.tensors if stats else [], strict=True)
         }
 
-    full = [[torch.zeros_like(p) for p in g] for g in params] if opt._needs_full_grad else None
+    def scaled(target: Tensor) -> Tensor:
+        return scaler.scale(target) if scaler is not None else target
+
+    full = [[torch.zeros_like(p) for p in g] for g in params] if rule.needs_full_grad else None
     merged: list[Tensor] | None = None
     total: Tensor | None = None
+    perturbed_total: Tensor | None = None
     norm_sum: Tensor | None = None
-    sizes_per_group = [len(g) for g in params]
+    lengths = [len(g) for g in params]
     for first, count, size in equal_runs(sizes):
         w = size / n
         sub = pytree.tree_map(
@@ -125,59 +140,84 @@ def vectorized_passes(
             else t,
             batch,
         )
-        # Ascent at w for every shard: the stacked copies are expanded views (no memory).
-        stacked = [p.detach().unsqueeze(0).expand(count, *p.shape).requires_grad_() for p in flat]
-        buffers = stacked_stats(count)
-        losses = mapped(dict(zip(names, stacked, strict=True)), buffers, sub)
-        target = losses.sum()
-        grads = list(
-            torch.autograd.grad(
-                scaler.scale(target) if scaler is not None else target,
-                stacked,
-                allow_unused=True,
-                materialize_grads=True,
-            )
-        )
-        if scaler is not None:
-            torch._foreach_div_(grads, scaler._scale)
-        part = losses.detach().sum() * w
-        total = part if total is None else total + part
-        if stats:
-            vals = [buffers[name] for name in stat_names]
-            n_float = len(stats.floats)
-            summed = [v.sum(0) * w for v in vals[:n_float]]
-            if merged is None:
-                merged = summed + [v[0] for v in vals[n_float:]]
-            else:
-                torch._foreach_add_(merged[:n_float], summed)
-        by_group = split_groups(grads, sizes_per_group)
-        if full is not None:
-            for acc, g in zip(full, by_group, strict=True):
-                torch._foreach_add_(acc, [x.sum(0) for x in g], alpha=w)
-        e, norms = opt._perturb(params, by_group, stacked=True)
-        del grads, by_group, stacked
-        norm_sum = norms.sum() if norm_sum is None else norm_sum + norms.sum()
+        pieces = [
+            (pytree.tree_map(lambda t, a=a, m=m: t[:, a : a + m] if isinstance(t, Tensor) else t, sub)
+             if (a, m) != (0, size) else sub, m / size)
+            for a, m in chunks(size, ctx.micro_batch_size)
+        ]
+        e: Groups | None = None
+        for j in range(rule.ascent_passes):
+            grads: list[Tensor] | None = None
+            for piece, v in pieces:
+                if j == 0:
+                    # Ascent at w for every shard: the stacked copies are expanded views (no memory).
+                    stacked = [p.detach().unsqueeze(0).expand(count, *p.shape).requires_grad_() for p in flat]
+                else:  # a later ascent pass, at w + e_s
+                    stacked = _perturbed(e, flat)
+                buffers = stacked_stats(count)
+                losses = mapped(dict(zip(names, stacked, strict=True)), buffers, piece)
+                target = losses.sum() if v == 1.0 else losses.sum() * v
+                piece_grads = list(
+                    torch.autograd.grad(scaled(target), stacked, allow_unused=True, materialize_grads=True)
+                )
+                check_dense(piece_grads)
+                if scaler is not None:
+                    unscale_(piece_grads, scaler)
+                if grads is None:
+                    grads = piece_grads
+                else:
+                    torch._foreach_add_(grads, piece_grads)
+                del stacked, piece_grads
+                if j > 0:
+                    continue
+                weight = w * v if v != 1.0 else w
+                part = losses.detach().sum() * weight
+                total = part if total is None else total + part
+                if stats:
+                    vals = [buffers[name] for name in stat_names]
+                    n_float = len(stats.floats)
+                    summed = [x.sum(0) * weight for x in vals[:n_float]]
+                    if merged is None:
+                        merged = summed + [x[0] for x in vals[n_float:]]
+                    else:
+                        torch._foreach_add_(merged[:n_float], summed)
+            assert grads is not None
+            by_group = split_groups(grads, lengths)
+            if j == 0 and full is not None:
+                for acc, g in zip(full, by_group, strict=True):
+                    torch._foreach_add_(acc, [x.sum(0) for x in g], alpha=w)
+            e, norms = ctx.perturbation(by_group, stacked=True, previous=e)
+            del grads, by_group
+            norm_sum = norms.sum() if norm_sum is None else norm_sum + norms.sum()
         # Descent at w + e_s for every shard; running statistics go to throw-away copies.
-        perturbed = torch._foreach_add(e, [p.detach().unsqueeze(0) for p in flat])
+        for piece, v in pieces:
+            perturbed = _perturbed(e, flat)
+            losses = mapped(dict(zip(names, perturbed, strict=True)), stacked_stats(count), piece)
+            weight = w * v if v != 1.0 else w
+            target = losses.sum() * weight
+            part = losses.detach().sum() * weight
+            perturbed_total = part if perturbed_total is None else perturbed_total + part
+            descent = torch.autograd.grad(
+                scaled(target), perturbed, allow_unused=True, materialize_grads=True
+            )
+            del perturbed
+            summed = [h.sum(0) for h in descent]
+            if flat[0].grad is None:
+                for p, h in zip(flat, summed, strict=True):
+                    p.grad = h
+            else:
+                torch._foreach_add_([p.grad for p in flat], summed)
         del e
-        for t in perturbed:
-            t.requires_grad_()
-        losses = mapped(dict(zip(names, perturbed, strict=True)), stacked_stats(count), sub)
-        target = losses.sum() * w
-        descent = torch.autograd.grad(
-            scaler.scale(target) if scaler is not None else target,
-            perturbed,
-            allow_unused=True,
-            materialize_grads=True,
-        )
-        del perturbed
-        summed = [h.sum(0) for h in descent]
-        if flat[0].grad is None:
-            for p, h in zip(flat, summed, strict=True):
-                p.grad = h
-        else:
-            torch._foreach_add_([p.grad for p in flat], summed)
     if stats and merged is not None:
         stats.set_merged(merged)
-    assert total is not None and norm_sum is not None
-    return total, norm_sum, full
+    assert total is not None and perturbed_total is not None and norm_sum is not None
+    return PassResult(loss=total, perturbed_loss=perturbed_total, ascent_norm=norm_sum, full_grads=full)
+
+
+def _perturbed(e: Groups | None, flat: list[Tensor]) -> list[Tensor]:
+    """Stacked leaf copies ``w + e_s`` (requiring grad) for every shard."""
+    assert e is not None
+    stacked = torch._foreach_add([t for group in e for t in group], [p.detach().unsqueeze(0) for p in flat])
+    for t in stacked:
+        t.requires_grad_()
+    return stacked

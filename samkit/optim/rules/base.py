@@ -1,0 +1,269 @@
+r"""What a perturbation rule is, and the geometry every rule shares.
+
+A SAM-family step is (see ``docs/optimizers.md``)::
+
+    g = grad L(w)                      ascent gradient (0, 1 or k passes: ``Rule.ascent_passes``)
+    e = rule.perturbation(g, ...)      the perturbation of radius rho
+    h = grad L(w + e)                  descent gradient
+    h <- rule.descent(h, g, ...)       optional descent-side transform (GSAM, WSAM, GCSAM)
+    w <- base_step(w, h);  rule.observe(g, ...)   after a taken step (F-SAM's EMA)
+
+A :class:`Rule` is a small object with explicit state, in the shape of optax's ``init/update``
+transformations: its hyperparameters are per-parameter-group values (``group["sigma"]``), its
+per-parameter state lives in the dicts the engine hands it (:attr:`RuleContext.state`, saved by the
+optimizer's ``state_dict``), and it never sees the optimizer. Engines call only the hooks below.
+
+The shared **geometry** turns a direction ``d`` into a perturbation of radius ``rho``:
+
+.. math::
+    e = \rho\, \frac{T^2 d}{\lVert T d \rVert_2 + \epsilon}, \qquad
+    T = \begin{cases} |w| + \eta & \text{adaptive (ASAM)} \\ 1 & \text{otherwise} \end{cases}
+
+with :math:`\epsilon = 10^{-12}` (guards a zero gradient; it shrinks ``e`` by a relative
+``1e-12 / ||T d||``). The norm is one global norm over all parameters of all groups (one fused
+``_foreach_norm``); ``rho``, ``adaptive`` and ``eta`` may differ per group. No function here
+synchronises with the host: norms stay tensors, so rules run under ``torch.compile`` and CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from samkit.errors import SamkitError
+
+EPS = 1e-12
+
+Groups = list[list[Tensor]]  # one list of tensors per parameter group
+
+
+def global_norm(tensors: Sequence[Tensor]) -> Tensor:
+    r""":math:`\lVert (t_1, \dots, t_n) \rVert_2` as a 0-d tensor, computed with one fused kernel.
+
+    Accumulates in at least float32 so that bf16/fp16 parameters do not lose the norm.
+    """
+    if len(tensors) == 0:
+        raise ValueError("global_norm of an empty list: no parameter has a gradient")
+    norms = torch._foreach_norm(list(tensors))
+    dtype = torch.promote_types(norms[0].dtype, torch.float32)
+    if any(n.dtype != dtype or n.device != norms[0].device for n in norms):
+        device = norms[0].device
+        norms = [n.to(device=device, dtype=dtype) for n in norms]
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def shard_norms(tensors: Sequence[Tensor]) -> Tensor:
+    r"""Per-shard global norms ``[k]`` of tensors that all carry a leading shard dimension ``k``.
+
+    One fused ``_foreach_norm`` over the per-shard slices (views, no copy).
+    """
+    k = tensors[0].shape[0]
+    norms = torch._foreach_norm([s for t in tensors for s in t.unbind(0)])
+    dtype = torch.promote_types(norms[0].dtype, torch.float32)
+    return torch.linalg.vector_norm(torch.stack(norms).to(dtype).view(len(tensors), k), dim=0)
+
+
+def metric(params: Sequence[Tensor], eta: float, stacked: bool) -> list[Tensor]:
+    """ASAM's ``T = |w| + eta`` per parameter (with a leading 1 when the directions are stacked)."""
+    t = torch._foreach_abs([p.detach() for p in params])
+    if eta:
+        torch._foreach_add_(t, eta)
+    return [x.unsqueeze(0) for x in t] if stacked else t
+
+
+def perturbation(
+    directions: Sequence[Sequence[Tensor]],
+    params: Sequence[Sequence[Tensor]],
+    rhos: Sequence[float],
+    adaptive: Sequence[bool],
+    etas: Sequence[float],
+    *,
+    stacked: bool = False,
+) -> tuple[Groups, Tensor]:
+    r"""The perturbation :math:`e = \rho\, T^2 d / (\lVert T d \rVert + \epsilon)` per parameter group.
+
+    ``directions`` and ``params`` are lists of per-group tensor lists; ``rhos``, ``adaptive`` and
+    ``etas`` hold one value per group. The norm is global across groups. With ``stacked=True`` every
+    direction has a leading shard dimension and each shard is normalised on its own (the vectorized
+    m-sharpness path); ``params`` stay unstacked. Returns the perturbation (new tensors, per group)
+    and the norm :math:`\lVert T d \rVert` (0-d, or ``[k]`` when stacked; non-finite exactly when
+    some direction entry is).
+    """
+    scaled: Groups = []  # T d per group
+    metrics: list[list[Tensor] | None] = []  # T per group (None when T = 1)
+    for d, w, ada, eta in zip(directions, params, adaptive, etas, strict=True):
+        if ada:
+            t = metric(w, eta, stacked)
+            scaled.append(torch._foreach_mul(t, list(d)))
+            metrics.append(t)
+        else:
+            scaled.append(list(d))
+            metrics.append(None)
+    flat = [x for group in scaled for x in group]
+    norm = shard_norms(flat) if stacked else global_norm(flat)
+    inv = 1.0 / (norm + EPS)
+    out: Groups = []
+    for td, t, rho in zip(scaled, metrics, rhos, strict=True):
+        factor: Tensor | list[Tensor] = per_shard(inv, td) if stacked else inv
+        if t is None:
+            e = torch._foreach_mul(td, factor)
+        else:
+            e = torch._foreach_mul(td, t)  # T (T d) = T^2 d
+            torch._foreach_mul_(e, factor)
+        torch._foreach_mul_(e, rho)
+        out.append(e)
+    return out, norm
+
+
+def per_shard(values: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """A ``[k]`` tensor of per-shard factors, shaped to broadcast against each stacked tensor."""
+    return [values.view(-1, *([1] * (x.dim() - 1))) for x in like]
+
+
+Geometry = Callable[..., tuple[Groups, Tensor]]
+
+
+@dataclass
+class RuleContext:
+    """What a rule may read and write in one step; built by the optimizer, passed by the engine.
+
+    ``params[i]`` are the parameters of group ``i`` that take part in the step and ``groups[i]`` its
+    settings (``rho``, ``adaptive``, ``eta``, the rule's hyperparameters, the base optimizer's
+    ``lr``, ...). ``state`` and ``base_state`` are built on first use: per parameter, the rule's
+    own state dict (saved with the optimizer) and the base optimizer's (read only). ``geometry`` is
+    :func:`perturbation` (``compile_step`` swaps in a compiled one). ``scratch`` holds values that
+    live for one step only (from ``descent`` to ``observe``).
+    """
+
+    params: Groups
+    groups: list[dict[str, Any]]
+    state_of: Callable[[Tensor], dict[str, Any]]
+    base_state_of: Callable[[Tensor], dict[str, Any]]
+    geometry: Geometry = perturbation
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> list[list[dict[str, Any]]]:
+        return [[self.state_of(p) for p in group] for group in self.params]
+
+    @property
+    def base_state(self) -> list[list[dict[str, Any]]]:
+        return [[self.base_state_of(p) for p in group] for group in self.params]
+
+    def settings(self, key: str) -> list[Any]:
+        """``group[key]`` for every group."""
+        return [g[key] for g in self.groups]
+
+    def geometry_of(self, directions: Groups, stacked: bool = False) -> tuple[Groups, Tensor]:
+        """The shared geometry with each group's ``rho`` / ``adaptive`` / ``eta``."""
+        return self.geometry(
+            directions,
+            self.params,
+            self.settings("rho"),
+            self.settings("adaptive"),
+            self.settings("eta"),
+            stacked=stacked,
+        )
+
+
+class Rule:
+    r"""A SAM-family perturbation rule; this base class is SAM itself (Foret et al., ICLR 2021).
+
+    .. math:: e = \rho\, \frac{T^2 g}{\lVert T g \rVert}, \qquad h = \nabla L(w + e)
+
+    Subclasses override what differs:
+
+    * :meth:`direction` — the direction ``d`` the geometry normalises (default ``g``);
+    * :meth:`perturbation` — the whole map from ascent gradients to ``e`` (default: geometry of
+      :meth:`direction`);
+    * :meth:`descent` — an in-place transform of the descent gradient ``h`` given the full-batch
+      ascent gradient ``g`` (set :attr:`transforms_descent`);
+    * :meth:`observe` — state updates after a taken step, from the full-batch ascent gradient;
+    * :meth:`hyperparameters` / :meth:`validate` — per-group settings and their checks.
+
+    Class attributes tell the engines what to compute: :attr:`ascent_passes` (0: the perturbation
+    needs no gradient, e.g. Momentum-SAM; ``k > 1``: ``k`` ascent passes, each at the previous
+    perturbation), :attr:`needs_full_grad` (keep the full-batch ascent gradient for ``descent`` /
+    ``observe``), :attr:`shardable` (whether per-shard perturbations mean anything).
+    """
+
+    name = "sam"
+    ascent_passes = 1
+    needs_full_grad = False
+    transforms_descent = False
+    shardable = True
+
+    def __init__(self, *, adaptive: bool = False, eta: float = 0.0) -> None:
+        self.adaptive = bool(adaptive)
+        self.eta = eta
+        check_number("eta", eta, low=0.0)
+
+    # ---- settings -------------------------------------------------------------------------------
+    def hyperparameters(self) -> dict[str, Any]:
+        """Per-group settings and their defaults (a param group may override each one)."""
+        return {"adaptive": self.adaptive, "eta": self.eta}
+
+    def validate(self, group: dict[str, Any]) -> None:
+        """Check one param group's settings; raise :class:`SamkitError` saying what to change."""
+        check_number("rho", group["rho"], low=0.0)
+        check_number("eta", group["eta"], low=0.0)
+
+    def check_base(self, base_optimizer: torch.optim.Optimizer) -> None:
+        """Refuse a base optimizer the rule cannot work with (default: any will do)."""
+
+    # ---- the step -------------------------------------------------------------------------------
+    def direction(self, grads: Groups, ctx: RuleContext, stacked: bool = False) -> Groups:
+        """The direction the geometry normalises (per group); default: the ascent gradient."""
+        return grads
+
+    def perturbation(
+        self,
+        grads: Groups | None,
+        ctx: RuleContext,
+        *,
+        stacked: bool = False,
+        previous: Groups | None = None,
+    ) -> tuple[Groups | None, Tensor]:
+        """The perturbation ``e`` per group from the ascent gradients, and the norm ``||T d||``.
+
+        ``grads`` is ``None`` for rules with ``ascent_passes = 0``; ``previous`` is the last
+        perturbation for the second and later of several ascent passes. With ``stacked`` every
+        gradient has a leading shard dimension and each shard gets its own ``e``. Returning
+        ``None`` for ``e`` means: no perturbation this step.
+        """
+        assert grads is not None
+        return ctx.geometry_of(self.direction(grads, ctx, stacked), stacked)
+
+    def descent(self, grads: Groups, full_grads: Groups | None, ctx: RuleContext) -> None:
+        """Transform the (unscaled) descent gradients in place before the base step."""
+
+    def observe(self, full_grads: Groups | None, ctx: RuleContext) -> None:
+        """Update the rule's state after a taken step (``full_grads``: the batch's ascent gradient)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    high_open: bool = False,
+) -> None:
+    """A finite real number within ``[low, high]`` (``high`` excluded with ``high_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SamkitError(f"{name} must be a finite number, got {value!r}")
+    if low == 0 and value < 0:
+        raise SamkitError(f"{name} must be a non-negative number, got {value!r}")
+    if low is not None and value < low:
+        raise SamkitError(f"{name} must be >= {low}, got {value!r}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise SamkitError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
