@@ -1,12 +1,20 @@
 """samkit: sharpness-aware minimization for PyTorch.
 
-Optimizers: :class:`SAM` (SAM, ASAM via ``adaptive=True``, m-sharpness via ``shards`` /
-``shard_size``) and :class:`FriendlySAM`. Measurement: :mod:`samkit.measure`. Studies: the
-``samkit`` command line.
+Optimizers: :class:`SAM` — any rule of :mod:`samkit.rules` (SAM, ASAM, Friendly-SAM, GSAM, WSAM,
+GCSAM, Momentum-SAM, unnormalized and multi-step SAM), m-sharpness via ``shards`` / ``shard_size``,
+micro-batches, clipping — and the shortcut :class:`FriendlySAM`; :func:`create_optimizer` builds one
+by name. Measurement: :mod:`samkit.measure`. Studies: the ``samkit`` command line.
 """
 
 from samkit.errors import SamkitError
-from samkit.optim import SAM, FriendlySAM, NonFiniteError, compile_step, frozen_running_stats
+from samkit.optim import (
+    SAM,
+    FriendlySAM,
+    NonFiniteError,
+    compile_step,
+    frozen_running_stats,
+    rules,
+)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -16,5 +24,6 @@ __all__ = [
     "SamkitError",
     "compile_step",
     "frozen_running_stats",
+    "rules",
     "__version__",
 ]

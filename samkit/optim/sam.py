@@ -58,6 +58,12 @@ def active_scaler(scaler: torch.amp.GradScaler | None) -> torch.amp.GradScaler |
     return scaler if scaler is not None and scaler.is_enabled() else None
 
 
+def auto_vectorizes(device: torch.device) -> bool:
+    """What ``execution="auto"`` does with several shards: vectorize on CUDA, loop elsewhere (on a CPU
+    the loop is as fast or faster: see ``benchmarks/results/step_time_cpu.md``)."""
+    return device.type == "cuda"
+
+
 class SAM(Optimizer):
     r"""Sharpness-Aware Minimization (Foret et al., 2021) and its family in one optimizer.
 
@@ -457,7 +463,7 @@ class SAM(Optimizer):
             choice = "vectorized"
         else:
             device = next(iter(self.param_groups[0]["params"])).device
-            choice = "vectorized" if device.type == "cuda" else "loop"
+            choice = "vectorized" if auto_vectorizes(device) else "loop"
         if choice != self.execution_used:
             log.debug("samkit: %s execution for %s (asked: %s)", choice, self.sharding, self.execution)
         return choice

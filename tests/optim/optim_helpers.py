@@ -26,6 +26,22 @@ class SmallCNN(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
+class MLP(nn.Module):
+    """Two linear layers, no BatchNorm: a batch's loss is the mean of its examples' losses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(36, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
+
+
+def make_mlp(seed: int = 0) -> MLP:
+    torch.manual_seed(seed)
+    return MLP().double()
+
+
 def make_cnn(seed: int = 0) -> SmallCNN:
     torch.manual_seed(seed)
     return SmallCNN().double()

@@ -8,27 +8,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from optim_helpers import assert_states, ce, make_batch, make_cnn
-from torch import nn
+from optim_helpers import assert_states, ce, make_batch, make_cnn, make_mlp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from samkit import SAM, FriendlySAM
+from samkit import SAM, FriendlySAM, rules
 
 WORLD, N, STEPS = 2, 8, 3
-
-
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(36, 8), nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
-
-
-def make_mlp():
-    torch.manual_seed(0)
-    return MLP().double()
 
 
 SCENARIOS = {
@@ -39,6 +24,18 @@ SCENARIOS = {
     "group_of_2": (make_mlp, SAM, {"sync_perturbation_group_size": 2}, {}),
     "fsam_bn": (make_cnn, FriendlySAM, {"sigma": 0.8, "lmbda": 0.6}, {"shards": 2, "sigma": 0.8,
                                                                        "lmbda": 0.6}),
+    # descent-side rules see the all-reduced descent and ascent gradients
+    "gsam_bn": (make_cnn, SAM, {"rule": rules.GSAM(alpha=0.3)},
+                {"shards": 2, "rule": rules.GSAM(alpha=0.3)}),
+    "wsam_mlp": (make_mlp, SAM, {"rule": rules.WSAM(gamma=0.8)},
+                 {"shards": 2, "rule": rules.WSAM(gamma=0.8)}),
+    "multistep_mlp": (make_mlp, SAM, {"rule": rules.MultiStepSAM(steps=2, step_size=0.7)},
+                      {"shards": 2, "rule": rules.MultiStepSAM(steps=2, step_size=0.7)}),
+    # no ascent pass: the global momentum perturbs every rank alike = one process on the whole batch
+    "momentum_mlp": (make_mlp, SAM, {"rule": rules.MomentumSAM()}, {"rule": rules.MomentumSAM()}),
+    # micro-batches on each rank; clipping of the all-reduced gradient
+    "micro_clip_mlp": (make_mlp, SAM, {"micro_batch_size": 3, "max_grad_norm": 0.05},
+                       {"shards": 2, "max_grad_norm": 0.05}),
 }
 KW = dict(lr=0.1, momentum=0.9, rho=0.1)
 
@@ -112,3 +109,10 @@ def test_group_size_must_divide_world(tmp_path):
 
     with pytest.raises(SamkitError, match="positive integer"):
         PerturbationGroups(0)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1)
+    try:
+        with pytest.raises(SamkitError, match="does not divide the world size 1: choose a divisor"):
+            PerturbationGroups(2).group()
+        assert PerturbationGroups(1).group() is not None
+    finally:
+        dist.destroy_process_group()

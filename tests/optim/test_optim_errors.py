@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from optim_helpers import assert_states, ce, make_batch, make_cnn, state_of
@@ -105,6 +107,7 @@ def test_nan_input_leaves_weights_and_state_unchanged(cls, shards):
     opt.train_step(model, ce, make_batch(seed=0))  # momentum and EMA exist now
     before = state_of(model)
     momenta = [opt.base_optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+    emas = {p: opt.state[p]["ema"].clone() for p in model.parameters()} if cls is FriendlySAM else {}
     x, y = make_batch(seed=1)
     x[-1, 0, 0, 0] = float("nan")  # only in the last shard
     with pytest.raises(NonFiniteError, match="weights were restored"):
@@ -115,4 +118,47 @@ def test_nan_input_leaves_weights_and_state_unchanged(cls, shards):
     for p, m in zip(model.parameters(), momenta):
         assert torch.equal(opt.base_optimizer.state[p]["momentum_buffer"], m)
         if cls is FriendlySAM:
-            assert torch.isfinite(opt.state[p]["ema"]).all()
+            assert torch.equal(opt.state[p]["ema"], emas[p])  # unchanged, not only finite
+
+
+@pytest.mark.parametrize("cls", [SAM, FriendlySAM])
+def test_nonfinite_skip_leaves_everything_and_goes_on(cls):
+    """nonfinite='skip': a warning, the counter, nothing changed; the next good step is taken."""
+    model = make_cnn()
+    opt = cls(model.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9, shards=2, nonfinite="skip")
+    opt.train_step(model, ce, make_batch(seed=0))
+    before = state_of(model)
+    saved = copy.deepcopy(opt.state_dict())
+    x, y = make_batch(seed=1)
+    x[0, 0, 0, 0] = float("inf")
+    with pytest.warns(RuntimeWarning, match="skipped a step with a non-finite"):
+        opt.train_step(model, ce, (x, y))
+    assert_states(state_of(model), before)
+    now = opt.state_dict()
+    assert now["samkit"] == {"steps": 1, "skipped_steps": 1}
+    for key in ("state",):
+        for i, entry in saved["base"][key].items():
+            assert all(torch.equal(v, now["base"][key][i][k]) for k, v in entry.items())
+        for i, entry in saved[key].items():  # the F-SAM EMA
+            assert all(torch.equal(v, now[key][i][k]) for k, v in entry.items())
+    opt.train_step(model, ce, make_batch(seed=2))
+    assert opt.steps == 2 and not torch.equal(model.head.weight, before["head.weight"])
+
+
+def test_sparse_gradients_get_a_clear_error():
+    emb = torch.nn.EmbeddingBag(10, 4, mode="mean", sparse=True)
+    head = torch.nn.Linear(4, 2)
+    model = torch.nn.ModuleDict({"emb": emb, "head": head})
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+
+    def loss_fn(m, b):
+        idx, y = b
+        return torch.nn.functional.cross_entropy(m["head"](m["emb"](idx)), y)
+
+    batch = (torch.randint(0, 10, (6, 3)), torch.randint(0, 2, (6,)))
+    with pytest.raises(SamkitError, match="sparse gradient .* sparse=False"):
+        opt.train_step(model, loss_fn, batch)
+    assert all(p.grad is None for p in model.parameters())
+    loss_fn(model, batch).backward()
+    with pytest.raises(SamkitError, match="sparse gradient"):
+        opt.first_step()

@@ -10,12 +10,16 @@ import torch.nn.functional as F
 from optim_helpers import assert_states, make_batch
 from torch import nn
 
-from samkit import SAM, FriendlySAM
+from samkit import SAM, FriendlySAM, rules
 
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 WORLD, N, STEPS = 2, 8, 3
 CASES = {"sam": (SAM, {}), "fsam": (FriendlySAM, {"sigma": 0.8, "lmbda": 0.6}),
-         "asam_2_local_shards": (SAM, {"adaptive": True, "shards": 2})}
+         "asam_2_local_shards": (SAM, {"adaptive": True, "shards": 2}),
+         "gsam": (SAM, {"rule": rules.GSAM(alpha=0.3)}),
+         "wsam_clipped": (SAM, {"rule": rules.WSAM(gamma=0.8), "max_grad_norm": 0.05}),
+         "momentum_sam": (SAM, {"rule": rules.MomentumSAM()}),
+         "multistep": (SAM, {"rule": rules.MultiStepSAM(steps=2, step_size=0.7)})}
 
 
 def make_mlp():

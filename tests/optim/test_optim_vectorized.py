@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from optim_helpers import assert_states, ce, make_batch, make_cnn, state_of
 from torch import nn
 
-from samkit import SAM, FriendlySAM, SamkitError
+from samkit import SAM, FriendlySAM, SamkitError, rules
 
 
 def trajectory(execution, cls=SAM, steps=3, n=8, scaler=None, **kw):
@@ -85,15 +87,124 @@ class DropoutMLP(nn.Module):
         return self.fc2(F.dropout(F.relu(self.fc1(x.flatten(1))), 0.5, self.training))
 
 
-def test_vectorized_dropout_runs_with_random_masks():
+class RecordingSAM(rules.SAM):
+    """SAM that keeps the per-shard ascent gradients it is given (a rule is an extension point)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def perturbation(self, grads, ctx, *, stacked=False, previous=None):
+        self.seen.append((stacked, [[g.detach().clone() for g in group] for group in grads]))
+        return super().perturbation(grads, ctx, stacked=stacked, previous=previous)
+
+
+def test_vectorized_dropout_draws_a_mask_per_shard():
     """vmap refuses random ops unless told how to draw them; each shard draws its own mask."""
     torch.manual_seed(0)
     model = DropoutMLP().double()
-    before = [p.detach().clone() for p in model.parameters()]
-    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=4, execution="vectorized")
-    loss = opt.train_step(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), make_batch())
+    x, y = make_batch(1)
+    batch = (x.expand(4, *x.shape[1:]), y.expand(4))  # the same example in each of 4 shards
+    rule = RecordingSAM()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=4, execution="vectorized", rule=rule)
+    loss = opt.train_step(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch)
     assert opt.execution_used == "vectorized" and torch.isfinite(loss)
-    assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    stacked, grads = rule.seen[0]
+    assert stacked and grads[0][0].shape[0] == 4
+    per_shard = grads[0][0].flatten(1)  # fc1.weight's gradient, one row per shard
+    # same example, same weights: only the dropout masks can make the shards' gradients differ
+    assert all(not torch.equal(per_shard[i], per_shard[j]) for i in range(4) for j in range(i))
+    model.eval()  # and without dropout they are the same
+    rule.seen.clear()
+    opt.train_step(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch)
+    per_shard = rule.seen[0][1][0][0].flatten(1)
+    assert all(torch.equal(per_shard[0], per_shard[i]) for i in range(4))
+
+
+class DataDependent(nn.Module):
+    """A forward with data-dependent control flow: vmap has no rule for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(36, 3)
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        return out if out.sum() > -1e9 else -out
+
+
+def test_auto_falls_back_to_the_loop_when_vectorizing_fails(monkeypatch, caplog):
+    import samkit.optim.sam as sam_module
+
+    monkeypatch.setattr(sam_module, "auto_vectorizes", lambda device: True)  # as on CUDA
+    torch.manual_seed(0)
+    model = DataDependent().double()
+    twin = copy.deepcopy(model)
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=2)
+    ref = SAM(twin.parameters(), torch.optim.SGD, lr=0.1, shards=2, execution="loop")
+    with caplog.at_level("WARNING", logger="samkit"):
+        for s in range(2):
+            opt.train_step(model, ce, make_batch(seed=s))
+            ref.train_step(twin, ce, make_batch(seed=s))
+    assert opt.execution_used == "loop" and "vectorized execution failed" in caplog.text
+    assert caplog.text.count("vectorized execution failed") == 1  # tried once, then the loop
+    assert_states(state_of(model), state_of(twin))
+
+
+def test_explicit_vectorized_execution_that_fails_says_what_to_do():
+    torch.manual_seed(0)
+    model = DataDependent().double()
+    before = state_of(model)
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=2, execution="vectorized")
+    with pytest.raises(SamkitError, match="execution='vectorized' failed for this model .*execution='loop'"):
+        opt.train_step(model, ce, make_batch())
+    assert_states(state_of(model), before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+SYNCS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist")
+
+
+def count_host_syncs(monkeypatch):
+    """Count Python-level reads of tensor values (each one a host sync on a GPU)."""
+    calls = []
+    for name in SYNCS:
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"shards": 2},
+        {"shards": 2, "execution": "vectorized"},
+        {"rule": rules.FriendlySAM(), "shards": 2, "execution": "vectorized"},
+        {"rule": rules.GSAM(alpha=0.2), "max_grad_norm": 0.1},
+        {"rule": rules.WSAM(gamma=0.8), "micro_batch_size": 3},
+        {"rule": rules.MultiStepSAM(steps=2, step_size=1.5), "shards": 2},
+        {"rule": rules.MomentumSAM(), "momentum": 0.9},
+        {"adaptive": True, "eta": 0.01, "rule": rules.GCSAM()},
+    ],
+    ids=["loop", "vectorized", "fsam", "gsam_clip", "wsam_micro", "multistep", "momentum", "gcsam"],
+)
+def test_unchecked_step_reads_no_tensor_value_on_the_host(monkeypatch, kw):
+    """CPU proxy of "no host sync": with nonfinite='unchecked' a step reads no tensor value."""
+    model = make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, nonfinite="unchecked", **kw)
+    opt.train_step(model, ce, make_batch(seed=0))  # first step: lazy state is created
+    calls = count_host_syncs(monkeypatch)
+    for s in range(1, 3):
+        opt.train_step(model, ce, make_batch(seed=s))
+    assert calls == []
+    checked = SAM(model.parameters(), torch.optim.SGD, lr=0.1, **kw)  # the proxy does see a sync
+    checked.train_step(model, ce, make_batch(seed=3))
+    assert calls
 
 
 def test_auto_picks_loop_on_cpu_and_says_so():

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from samkit.errors import SamkitError
+from samkit.optim.distributed import local_tensors
 from samkit.optim.rules.base import Groups, Rule, RuleContext, check_number
 
 __all__ = ["WSAM"]
@@ -70,7 +71,7 @@ class WSAM(Rule):
             weight = gamma / (1.0 - gamma)
             if self.decouple:
                 sharpness.append(torch._foreach_sub(hs, gs) if hs else [])
-                torch._foreach_copy_(hs, gs)
+                torch._foreach_copy_(local_tensors(hs), local_tensors(gs))  # FSDP: shard by shard
             elif hs:
                 # ((1 - 2 gamma) g + gamma h) / (1 - gamma) = weight h + (1 - weight) g
                 torch._foreach_mul_(hs, weight)
