@@ -47,6 +47,13 @@ from samkit.optim.sharding import Sharding, micro_batches, shard_batch, split_gr
 LossFn = Callable[[nn.Module, Any], Tensor]
 
 
+def weights_moved() -> None:
+    """Call after changing weights in place: ``torch.autocast`` caches the low-precision copy of every
+    weight for the whole autocast region, and would serve a pass at ``w + e`` the cached copy of
+    ``w`` (SAM would silently become the base optimizer under mixed precision)."""
+    torch.clear_autocast_cache()  # cheap when autocast is off: an empty cache
+
+
 class WeightBackup:
     """A copy of the weights in a reused buffer, put back by copy (so bit-exactly)."""
 
@@ -68,6 +75,7 @@ class WeightBackup:
         assert self._copy is not None
         with torch.no_grad():
             torch._foreach_copy_(local_tensors(flat), self._copy)
+        weights_moved()
 
 
 @dataclass
@@ -194,6 +202,7 @@ def _move_to(ctx: StepContext, flat: list[Tensor], e: Groups | None, restore_fir
     if e is not None:
         with torch.no_grad():
             torch._foreach_add_(flat, [t for group in e for t in group])
+        weights_moved()
 
 
 def ascent(

@@ -36,7 +36,7 @@ from samkit.optim.distributed import (
     full_value,
     is_distributed,
 )
-from samkit.optim.engine import StepContext, WeightBackup, check_dense, loop_passes
+from samkit.optim.engine import StepContext, WeightBackup, check_dense, loop_passes, weights_moved
 from samkit.optim.rules.base import Groups, Rule, RuleContext, check_number
 from samkit.optim.sharding import Sharding, batch_size
 from samkit.optim.vectorized import vectorized_passes
@@ -335,6 +335,7 @@ class SAM(Optimizer):
         self._backup.save(flat)
         if e is not None:
             torch._foreach_add_(flat, [t for group in e for t in group])
+            weights_moved()
         self._pending = (ctx, full, full_value(norm))
         if zero_grad:
             self.zero_grad()

@@ -12,6 +12,32 @@ from torch import nn
 from samkit import SAM, FriendlySAM, rules
 
 
+def _update(autocast: bool, rho: float, steps: int = 3, **kw) -> torch.Tensor:
+    """The total weight change of a few steps, with or without bf16 autocast around train_step."""
+    model = make_cnn().float()
+    w0 = [p.detach().clone() for p in model.parameters()]
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, rho=rho, **kw)
+    for s in range(steps):
+        x, y = make_batch(seed=s)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = opt.train_step(model, ce, (x.float(), y))
+        assert torch.isfinite(loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    return torch.cat([(p.detach() - w).flatten() for p, w in zip(model.parameters(), w0)])
+
+
+@pytest.mark.parametrize("kw", [{}, {"shards": 2}, {"rule": rules.FriendlySAM(lmbda=0.5)}])
+def test_bf16_autocast_takes_the_sam_step_not_the_sgd_step(kw):
+    """Autocast caches the bf16 copy of each weight: a descent pass at w + e (weights changed in
+    place) must not be served the cached copy of w. The bf16 update is close to the fp32 SAM update
+    (bf16 rounding of the gradients and of w + e: a few %), far from the fp32 SGD update."""
+    sam16 = _update(True, rho=0.2, **kw)
+    sam32 = _update(False, rho=0.2, **kw)
+    sgd32 = _update(False, rho=0.0, **kw)
+    assert (sam16 - sam32).norm() < 0.1 * (sgd32 - sam32).norm()
+    assert (sam16 - sam32).norm() < 0.06 * sam32.norm()
+
+
 @pytest.mark.parametrize("cls", [SAM, FriendlySAM])
 def test_grad_scaler_equals_unscaled_update(cls):
     """Power-of-two scaling is exact in float64, so the update is the same to rounding."""
