@@ -12,6 +12,7 @@ from samkit.optim import (
     FriendlySAM,
     NonFiniteError,
     compile_step,
+    create_optimizer,
     frozen_running_stats,
     rules,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "NonFiniteError",
     "SamkitError",
     "compile_step",
+    "create_optimizer",
     "frozen_running_stats",
     "rules",
     "__version__",

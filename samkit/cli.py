@@ -35,14 +35,21 @@ _CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
         "--optimizer",
         "optimizer",
         str,
-        "sgd | adamw (plain) | sam | asam (adaptive SAM) | msam (SAM with shards, 4 by default) "
-        "| fsam (Friendly-SAM)",
+        "optimizer name (see `samkit optimizers`): sgd, adamw (plain) or a SAM-family rule on "
+        "--base: sam, asam, msam, fsam, gsam, wsam, gcsam, momentum_sam, usam, multistep_sam",
     ),
-    ("--base", "base", str, "base optimizer of the SAM variants: sgd | adamw"),
+    ("--base", "base", str, "base optimizer of the SAM family"),
     ("--rho", "rho", float, "SAM perturbation radius"),
     ("--eta", "eta", float, "ASAM offset in T = |w| + eta"),
     ("--shards", "shards", int, "SAM shards per batch, each with its own perturbation (mSAM)"),
     ("--shard-size", "shard_size", int, "examples per shard instead of --shards (m-sharpness m)"),
+    (
+        "--micro-batch-size",
+        "micro_batch_size",
+        int,
+        "memory: run each shard's passes in pieces of at most this many examples and accumulate "
+        "(one perturbation per shard all the same; BatchNorm normalises each piece)",
+    ),
     (
         "--execution",
         "execution",
@@ -54,6 +61,7 @@ _CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--lr", "lr", float, "peak learning rate"),
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--nesterov", "nesterov", None, "Nesterov momentum (SGD)"),
+    ("--max-grad-norm", "max_grad_norm", float, "clip the (descent) gradient to this global norm"),
     (
         "--weight-decay",
         "weight_decay",
@@ -117,6 +125,14 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="model-specific option, repeatable (e.g. width=64)",
     )
+    group.add_argument(
+        "--optimizer-option",
+        dest="optimizer_options",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option of the optimizer's rule, repeatable (e.g. alpha=0.1 for gsam; "
+        "`samkit optimizers` lists them)",
+    )
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -133,7 +149,11 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The run settings given as flags (not the ones left at their defaults)."""
     settings = {key: getattr(args, key) for _, key, _, _ in _CONFIG_FLAGS}
     settings = {k: v for k, v in settings.items() if v is not None}
-    for key, flag in (("dataset_options", "--dataset-option"), ("model_options", "--model-option")):
+    for key, flag in (
+        ("dataset_options", "--dataset-option"),
+        ("model_options", "--model-option"),
+        ("optimizer_options", "--optimizer-option"),
+    ):
         if getattr(args, key):
             settings[key] = _key_values(getattr(args, key), flag)
     return settings
@@ -250,6 +270,29 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _optimizers(args: argparse.Namespace) -> int:
+    from samkit.optim import registry
+
+    print(optimizer_table(registry))
+    return 0
+
+
+def optimizer_table(registry: Any) -> str:
+    """Every optimizer name with its passes per step, options (defaults) and source."""
+    lines = ["name           passes  options (default)                       what it is"]
+    for name in registry.names():
+        e = registry.entry(name)
+        options = {k: v for k, v in e.options.items() if k not in ("adaptive",)}
+        shown = ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
+        lines.append(f"{name:<14} {e.passes_per_step():>6}  {shown:<39} {e.summary}")
+    lines.append(
+        "\nSet an option with --optimizer-option KEY=VALUE (eta, sigma, lmbda: --eta, --sigma, "
+        "--lmbda), or in a study method: --methods gsam:alpha=0.2. Every rule also takes "
+        "adaptive=true (ASAM's metric |w| + eta). multistep_sam takes steps + 1 passes."
+    )
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``samkit`` parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -321,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("folder", type=Path, help="folder written by samkit compare or samkit sweep")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser(
+        "optimizers",
+        help="list the optimizer names with their options and cost",
+        description="Every name --optimizer and --methods accept: plain optimizers and SAM-family "
+        "rules, with forward-backward passes per step and the rule's options.",
+    )
+    p.set_defaults(func=_optimizers)
 
     for module in ("samkit.theory.cli", "samkit.measure.cli"):
         try:

@@ -3,11 +3,13 @@
 from samkit.optim import rules
 from samkit.optim.batchnorm import frozen_running_stats
 from samkit.optim.compile import compile_step
+from samkit.optim.registry import create_optimizer
 from samkit.optim.sam import SAM, FriendlySAM, NonFiniteError
 from samkit.optim.sharding import Sharding
 
 __all__ = [
     "compile_step",
+    "create_optimizer",
     "rules",
     "SAM",
     "FriendlySAM",

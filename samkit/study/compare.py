@@ -41,27 +41,45 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
     """``"msam:shards=8,rho=0.1"`` -> ``("msam", {"optimizer": "msam", "shards": 8, "rho": 0.1})``.
 
     The label is the name before the colon unless ``label=...`` is given. Values are read as YAML
-    scalars (``8`` is an int, ``0.1`` a float, ``true`` a bool).
+    scalars (``8`` is an int, ``0.1`` a float, ``true`` a bool). A key is a run setting
+    (``rho``, ``shards``, ``lr``, ...) or an option of the optimizer's rule (``gsam:alpha=0.2``),
+    which goes to ``optimizer_options``.
     """
-    name, _, rest = spec.partition(":")
-    name = name.strip()
+    from dataclasses import fields
+
+    from samkit.optim import registry
     from samkit.train.config import OPTIMIZERS
 
+    name, _, rest = spec.partition(":")
+    name = name.strip()
     if name not in OPTIMIZERS:
         raise SamkitError(
             f"method {spec!r}: {name!r} is not an optimizer; use one of {', '.join(OPTIMIZERS)} "
             "optionally followed by :key=value,... (e.g. msam:shards=8)."
         )
+    settings = {f.name for f in fields(TrainConfig)}
+    options = registry.entry(name).options
     overrides: dict[str, Any] = {"optimizer": name}
+    rule_options: dict[str, Any] = {}
     label = name
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
         if not sep:
             raise SamkitError(f"method {spec!r}: {item!r} is not key=value.")
-        if key.strip() == "label":
+        if key == "label":
             label = value.strip()
+        elif key in settings:
+            overrides[key] = yaml.safe_load(value)
+        elif key in options:
+            rule_options[key] = yaml.safe_load(value)
         else:
-            overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+            raise SamkitError(
+                f"method {spec!r}: {key!r} is neither a run setting nor an option of {name!r} "
+                f"(its options: {', '.join(sorted(options)) or 'none'})."
+            )
+    if rule_options:
+        overrides["optimizer_options"] = rule_options
     if not re.fullmatch(r"[A-Za-z0-9_.=+-]+", label):
         raise SamkitError(f"method label {label!r} must be letters, digits and _ . = + - only.")
     return label, overrides

@@ -19,30 +19,37 @@ from typing import Any
 import yaml
 
 from samkit.errors import SamkitError
+from samkit.optim import registry
 
-OPTIMIZERS = ("sgd", "adamw", "sam", "asam", "msam", "fsam")
-BASES = ("sgd", "adamw")
+OPTIMIZERS = registry.names()
+BASES = tuple(registry.BASES)
 SCHEDULES = ("cosine", "step", "constant")
 SCHEDULE_UNITS = ("step", "epoch")
 PRECISIONS = ("fp32", "bf16")
 EXECUTIONS = ("auto", "loop", "vectorized")
-MSAM_DEFAULT_SHARDS = 4
 
 # Fields that say where or how a run is executed, not what is computed: left out of the hash so a
 # run moved to another data folder (or labelled differently in a study) is still the same run.
 # The shard execution is one of those: loop and vectorized compute the same update (to rounding).
 _NOT_HASHED = ("data_root", "download", "device", "label", "quiet", "execution")
+# Fields added after runs were first saved enter the hash only when they differ from these values,
+# which reproduce the earlier behaviour: a run folder saved before a field existed keeps its hash.
+_HASHED_WHEN_SET: dict[str, Any] = {"optimizer_options": {}, "micro_batch_size": None, "max_grad_norm": None}
+# Rule options that are run settings of their own (flags --eta, --sigma, --lmbda), not optimizer_options.
+_FLAT_OPTIONS = ("eta", "sigma", "lmbda")
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines one training run (``samkit train`` flags and YAML keys).
 
-    Optimizer names: ``sgd`` / ``adamw`` are the plain base optimizers (one forward-backward pass
-    per step); ``sam`` is SAM (Foret et al.), ``asam`` SAM with ``adaptive=True`` (Kwon et al.),
-    ``msam`` SAM with m-sharpness shards (``shards`` defaults to 4 when neither ``shards`` nor
-    ``shard_size`` is set), ``fsam`` Friendly-SAM (Li et al.) — all on the ``base`` optimizer, two
-    passes per step. ``sam`` with ``shards > 1`` is the same as ``msam``.
+    Optimizer names come from :mod:`samkit.optim.registry`: ``sgd`` / ``adamw`` are the plain base
+    optimizers (one forward-backward pass per step); the others are SAM-family rules on the
+    ``base`` optimizer — ``sam``, ``asam``, ``msam`` (SAM with m-sharpness shards: ``shards``
+    defaults to 4 when neither ``shards`` nor ``shard_size`` is set; ``sam`` with ``shards > 1`` is
+    the same), ``fsam``, ``gsam``, ``wsam``, ``gcsam``, ``momentum_sam``, ``usam``,
+    ``multistep_sam``. A rule's options are ``optimizer_options`` (``{"alpha": 0.1}`` for GSAM),
+    except ``eta``, ``sigma`` and ``lmbda``, which are settings of their own.
 
     Example:
         >>> cfg = TrainConfig(optimizer="sam", rho=0.05, epochs=2).validated()
@@ -66,13 +73,16 @@ class TrainConfig:
     eta: float = 0.0
     shards: int | None = None
     shard_size: int | None = None
+    micro_batch_size: int | None = None  # memory: split each shard's passes (BatchNorm: per piece)
     execution: str = "auto"
     sigma: float = 1.0
     lmbda: float = 0.9
+    optimizer_options: dict[str, Any] = field(default_factory=dict)  # the rule's other options
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
+    max_grad_norm: float | None = None  # clip the descent gradient's global norm (None: no clipping)
     # schedule
     schedule: str = "cosine"
     schedule_unit: str = "step"
@@ -96,21 +106,33 @@ class TrainConfig:
     # ---- derived settings ------------------------------------------------------------------
     @property
     def is_sam(self) -> bool:
-        """Whether the optimizer is a SAM variant (two passes per step)."""
-        return self.optimizer in ("sam", "asam", "msam", "fsam")
+        """Whether the optimizer is a SAM-family rule on a base optimizer (not a plain one)."""
+        return registry.entry(self.optimizer).is_sam
 
     def sam_shards(self) -> tuple[int | None, int | None]:
-        """``(shards, shard_size)`` as passed to the SAM optimizer."""
-        if self.optimizer == "msam" and self.shards is None and self.shard_size is None:
-            return MSAM_DEFAULT_SHARDS, None
+        """``(shards, shard_size)`` as passed to the SAM optimizer (the name's default shards)."""
         if self.shard_size is not None:
             return None, self.shard_size
-        return (1 if self.shards is None else self.shards), None
+        if self.shards is None:
+            return registry.entry(self.optimizer).defaults.get("shards", 1), None
+        return self.shards, None
+
+    def rule_options(self) -> dict[str, Any]:
+        """The options the optimizer's rule is built with (``eta``, ``sigma``, ``lmbda`` among them)."""
+        options = registry.entry(self.optimizer).options
+        flat = {k: getattr(self, k) for k in _FLAT_OPTIONS if k in options}
+        return {**flat, **self.optimizer_options}
+
+    @property
+    def passes_per_step(self) -> int:
+        """Forward-backward passes per step of this optimizer (1 plain, 2 SAM, k + 1 multi-step)."""
+        return registry.entry(self.optimizer).passes_per_step(self.rule_options())
 
     # ---- validation ---------------------------------------------------------------------------
     def validated(self) -> TrainConfig:
         """Return ``self`` after checking every field; :class:`SamkitError` on the first bad one."""
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        self._check_optimizer_options()
         _choice("base", self.base, BASES)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("schedule_unit", self.schedule_unit, SCHEDULE_UNITS)
@@ -128,6 +150,10 @@ class TrainConfig:
         for name in ("shards", "shard_size"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
+        if self.micro_batch_size is not None:
+            _positive_int("micro_batch_size", self.micro_batch_size)
+        if self.max_grad_norm is not None:
+            _number("max_grad_norm", self.max_grad_norm, low=0.0, strict=True)
         if self.shards is not None and self.shard_size is not None:
             raise SamkitError(
                 f"shards={self.shards} and shard_size={self.shard_size} are both set; give one: "
@@ -166,12 +192,36 @@ class TrainConfig:
             raise SamkitError(
                 f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}."
             )
-        for name in ("dataset_options", "model_options"):
+        for name in ("dataset_options", "model_options", "optimizer_options"):
             if not isinstance(getattr(self, name), dict):
                 raise SamkitError(f"{name} must be a mapping of option: value.")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise SamkitError(f"seed must be a non-negative integer, got {self.seed!r}.")
         return self
+
+    def _check_optimizer_options(self) -> None:
+        if not isinstance(self.optimizer_options, dict):
+            raise SamkitError("optimizer_options must be a mapping of option: value.")
+        options = registry.entry(self.optimizer).options
+        flat = sorted(set(self.optimizer_options) & set(_FLAT_OPTIONS))
+        if flat:
+            raise SamkitError(
+                f"{', '.join(flat)} are run settings of their own: set --{flat[0]} (YAML key "
+                f"{flat[0]}), not an optimizer option."
+            )
+        unknown = sorted(set(self.optimizer_options) - set(options))
+        if unknown:
+            accepted = sorted(set(options) - set(_FLAT_OPTIONS))
+            raise SamkitError(
+                f"optimizer {self.optimizer!r} does not take option(s) {', '.join(unknown)}; it "
+                f"accepts: {', '.join(accepted) or '(none)'}."
+            )
+        try:  # the rule checks its own values (types, ranges) when it is built
+            entry = registry.entry(self.optimizer)
+            if entry.rule is not None:
+                entry.rule(**self.rule_options())
+        except TypeError as err:
+            raise SamkitError(f"optimizer {self.optimizer!r}: {err}.") from err
 
     # ---- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -206,7 +256,9 @@ def _coerce_numbers(cfg: TrainConfig) -> None:
     # YAML reads "1e-3" as a string and "1" as an int; accept both where a float is meant.
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        if f.type in ("float",) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        if f.type in ("float", "float | None") and isinstance(value, (int, str)) and not isinstance(
+            value, bool
+        ):
             try:
                 setattr(cfg, f.name, float(value))
             except ValueError as err:
@@ -244,7 +296,11 @@ def _number(
 
 def config_hash(cfg: TrainConfig) -> str:
     """Short SHA-256 of the fields that change the result (see module doc)."""
-    payload = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
+    payload = {
+        k: v
+        for k, v in cfg.to_dict().items()
+        if k not in _NOT_HASHED and not (k in _HASHED_WHEN_SET and v == _HASHED_WHEN_SET[k])
+    }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -306,7 +306,14 @@ class _Run:
             inputs, targets = _slice(inputs, self.local), targets[self.local]
         self.model.train()
         with self.autocast():
-            loss = train_step(self.optimizer, self.model, self.loss_fn, (inputs, targets))
+            loss = train_step(
+                self.optimizer,
+                self.model,
+                self.loss_fn,
+                (inputs, targets),
+                micro_batch_size=cfg.micro_batch_size,
+                max_grad_norm=cfg.max_grad_norm,
+            )
         if self.ranks.distributed:  # log the global batch's loss on every rank
             loss = loss.detach().clone()
             torch.distributed.all_reduce(loss)

@@ -63,27 +63,31 @@ def build_model(cfg: TrainConfig, ds: Any, device: torch.device) -> nn.Module:
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The configured optimizer: a plain base optimizer, or a SAM variant wrapping it."""
-    import samkit
+    """The configured optimizer by its registry name: a plain base optimizer, or a SAM-family rule
+    wrapping the ``base`` optimizer (see :func:`samkit.create_optimizer`)."""
+    from samkit.optim.registry import create_optimizer
 
-    base_cls = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[cfg.base]
-    base_kwargs: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
-    if cfg.base == "sgd":
-        base_kwargs.update(momentum=cfg.momentum, nesterov=cfg.nesterov)
+    settings: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    base = cfg.base if cfg.is_sam else cfg.optimizer
+    if base == "sgd":
+        settings.update(momentum=cfg.momentum, nesterov=cfg.nesterov)
     params = [p for p in model.parameters() if p.requires_grad]
     if not cfg.is_sam:
-        return base_cls(params, **base_kwargs)
+        return create_optimizer(cfg.optimizer, params, **settings)
     shards, shard_size = cfg.sam_shards()
     # "auto" runs the shards in a loop on CPU and vectorized on CUDA.
-    sam_kwargs: dict[str, Any] = dict(
-        rho=cfg.rho, eta=cfg.eta, shards=shards, shard_size=shard_size, execution=cfg.execution
-    )
-    if cfg.optimizer == "fsam":
-        return samkit.FriendlySAM(
-            params, base_cls, sigma=cfg.sigma, lmbda=cfg.lmbda, **sam_kwargs, **base_kwargs
-        )
-    return samkit.SAM(
-        params, base_cls, adaptive=cfg.optimizer == "asam", **sam_kwargs, **base_kwargs
+    return create_optimizer(
+        cfg.optimizer,
+        params,
+        base=cfg.base,
+        rho=cfg.rho,
+        shards=shards,
+        shard_size=shard_size,
+        micro_batch_size=cfg.micro_batch_size,
+        max_grad_norm=cfg.max_grad_norm,
+        execution=cfg.execution,
+        **cfg.rule_options(),
+        **settings,
     )
 
 
@@ -132,21 +136,39 @@ def train_step(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, Batch], Tensor],
     batch: Batch,
+    *,
+    micro_batch_size: int | None = None,
+    max_grad_norm: float | None = None,
 ) -> Tensor:
-    """One update for any optimizer: SAM variants do their own two-pass step; plain base
-    optimizers do zero_grad / forward / backward / step. Returns the detached mean loss."""
+    """One update for any optimizer; returns the detached mean loss.
+
+    SAM-family optimizers do their own step (micro-batches and clipping are their settings). A plain
+    base optimizer: zero_grad, forward/backward (accumulated over micro-batches of at most
+    ``micro_batch_size`` examples, each weighted by its share of the batch), clipping to
+    ``max_grad_norm``, step.
+    """
     step = getattr(optimizer, "train_step", None)
     if step is not None:
         return step(model, loss_fn, batch)
+    from samkit.optim.sharding import micro_batches
+
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model, batch)
-    loss.backward()
+    total: Tensor | None = None
+    for piece, weight in micro_batches(batch, micro_batch_size):
+        loss = loss_fn(model, piece)
+        (loss * weight if weight != 1.0 else loss).backward()
+        part = loss.detach() * weight
+        total = part if total is None else total + part
+    if max_grad_norm is not None:
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
     optimizer.step()
-    return loss.detach()
+    assert total is not None
+    return total
 
 
 def passes_per_step(optimizer: torch.optim.Optimizer) -> int:
-    """Forward-backward passes over the batch per step (1 for plain optimizers, 2 for SAM)."""
+    """Forward-backward passes over the batch per step (1 for plain optimizers, 2 for SAM, ...)."""
     return int(getattr(optimizer, "passes_per_step", 1))
 
 
