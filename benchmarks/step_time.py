@@ -1,5 +1,9 @@
 """Step time of SGD vs the SAM family (samkit and, when installed, pytorch-optimizer), one run.
 
+Rows: SGD; SAM, ASAM, F-SAM; mSAM with 2/4/8 shards (loop and vectorized); every other rule of the
+registry (GSAM, WSAM, GCSAM, USAM, multi-step SAM, Momentum-SAM); SAM with micro-batches and with
+gradient clipping; pytorch-optimizer's SAM and FriendlySAM.
+
 Every number that matters is a ratio between rows of the same run on the same machine: time per
 step relative to plain SGD, and relative to the fastest external SAM. Also reports peak memory
 (CUDA: ``max_memory_allocated`` over the row's own baseline; CPU: growth of the peak resident set size,
@@ -94,6 +98,20 @@ def methods(args) -> dict[str, Callable[[nn.Module], Callable]]:
     for k in args.shards:
         for ex in ("loop", "vectorized"):
             table[f"msam-{k}-{ex}"] = ours(shards=k, execution=ex)
+
+    def named(name, **extra):
+        def make(model, loss_fn):
+            opt = samkit.create_optimizer(name, model.parameters(), base="sgd", rho=0.05,
+                                          nonfinite="unchecked", **kw, **extra)
+            return lambda batch: opt.train_step(model, loss_fn, batch)
+
+        return make
+
+    # every other rule of the registry (multistep_sam: 2 ascent steps, 3 passes)
+    for name in ("gsam", "wsam", "gcsam", "usam", "multistep_sam", "momentum_sam"):
+        table[name] = named(name)
+    table["sam micro-batch 32"] = ours(micro_batch_size=32)
+    table["sam max_grad_norm"] = ours(max_grad_norm=1.0)
     try:
         import pytorch_optimizer as po
     except ImportError:
