@@ -31,3 +31,65 @@ def test_readme_quickstart_runs_and_trains():
         first_loss = first_loss if first_loss is not None else float(scope["loss"])
     assert float(scope["loss"]) < first_loss  # it trains
     assert scope["opt"].base_optimizer.param_groups is scope["opt"].param_groups
+
+
+def _block(path: Path, marker: str) -> str:
+    (code,) = [b for b in python_blocks(path) if marker in b]
+    return code
+
+
+def test_optimizers_doc_two_call_and_closure_blocks_equal_train_step():
+    """docs/optimizers.md says all front ends compute the same update, BatchNorm included."""
+    import copy
+
+    import torch.nn.functional as F
+
+    import samkit
+
+    code = _block(ROOT / "docs" / "optimizers.md", "# first_step / second_step")
+    two_call, closure_part = code.split("# or step(closure)")
+    closure_part = closure_part.split("\n", 1)[1]  # drop the rest of the comment line
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 3)).double()
+    x, y = torch.randn(16, 6, dtype=torch.float64), torch.randint(0, 3, (16,))
+
+    def loss_fn(model, batch):
+        return F.cross_entropy(model(batch[0]), batch[1])
+
+    states = []
+    for part in (None, two_call, closure_part):
+        model = copy.deepcopy(base)
+        opt = samkit.SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, momentum=0.9)
+        for _ in range(3):
+            if part is None:
+                opt.train_step(model, loss_fn, (x, y))
+            else:
+                exec(part, {"model": model, "opt": opt, "loss_fn": loss_fn, "batch": (x, y),
+                            "samkit": samkit})
+        states.append(model.state_dict())
+    for other in states[1:]:
+        for k, v in states[0].items():  # weights and running statistics
+            torch.testing.assert_close(other[k], v, atol=1e-13, rtol=0, msg=k)
+
+
+def test_optimizers_doc_new_rule_example_works():
+    """The "how to add a rule" example is a working rule: e = rho sign(g) / ||sign(g)||."""
+    import samkit
+
+    code = _block(ROOT / "docs" / "optimizers.md", "class SignSAM")
+    scope: dict = {}
+    exec(code.split("# samkit/optim/registry.py")[0], scope)
+    torch.manual_seed(0)
+    model = nn.Linear(5, 2).double()
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 2, (8,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = samkit.SAM(model.parameters(), torch.optim.SGD, rho=0.3, lr=0.1, rule=scope["SignSAM"]())
+    opt.first_step()
+    signs = [g.sign() for g in grads]
+    norm = torch.sqrt(sum((s**2).sum() for s in signs))
+    for p, b, s in zip(model.parameters(), before, signs):
+        torch.testing.assert_close(p.detach() - b, 0.3 * s / (norm + 1e-12), atol=1e-15, rtol=0)
+    opt.second_step()
