@@ -1,13 +1,14 @@
 """The SAM family as composable PyTorch optimizers: rule x sharding x micro-batches x execution."""
 
-from samkit.optim import rules
+from samkit.optim import cadence, rules
 from samkit.optim.batchnorm import frozen_running_stats
 from samkit.optim.compile import compile_step
 from samkit.optim.registry import create_optimizer
-from samkit.optim.sam import SAM, FriendlySAM, NonFiniteError
+from samkit.optim.sam import SAM, FriendlySAM, NonFiniteError, StepRecord
 from samkit.optim.sharding import Sharding
 
 __all__ = [
+    "cadence",
     "compile_step",
     "create_optimizer",
     "rules",
@@ -15,5 +16,6 @@ __all__ = [
     "FriendlySAM",
     "NonFiniteError",
     "Sharding",
+    "StepRecord",
     "frozen_running_stats",
 ]

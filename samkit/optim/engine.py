@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils import _pytree as pytree
 
 from samkit.errors import SamkitError
 from samkit.optim.batchnorm import RunningStats
@@ -41,8 +42,8 @@ from samkit.optim.distributed import (
     local_tensors,
     no_sync,
 )
-from samkit.optim.rules.base import Groups, Rule, RuleContext
-from samkit.optim.sharding import Sharding, micro_batches, shard_batch, split_groups
+from samkit.optim.rules.base import Groups, Rule, RuleContext, global_norm
+from samkit.optim.sharding import Sharding, batch_size, micro_batches, shard_batch, split_groups
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -80,7 +81,13 @@ class WeightBackup:
 
 @dataclass
 class StepContext:
-    """Everything an engine needs for one step: the rule and how to perturb, split and restore."""
+    """Everything an engine needs for one step: the rule and how to perturb, split and restore.
+
+    The cadence's decisions arrive as plain values: ``ascend`` (take the rule's ascent passes),
+    ``fixed`` (the perturbation of a step without ascent: a reused ``e``, or none), ``sample`` (the
+    examples of a shard the ascent gradient is taken on) and ``decide`` (for a decision that needs
+    the step's squared gradient norm, e.g. AE-SAM).
+    """
 
     rule: Rule
     rules: RuleContext
@@ -88,6 +95,11 @@ class StepContext:
     micro_batch_size: int | None = None
     backup: WeightBackup = field(default_factory=WeightBackup)
     sync: PerturbationGroups = field(default_factory=lambda: PerturbationGroups(1))
+    ascend: bool = True
+    fixed: Groups | None = None
+    sample: Callable[[int, torch.device], Tensor | None] | None = None
+    decide: Callable[[Tensor], bool] | None = None
+    keep_full: bool = False  # keep the batch's ascent gradient (for the rule or the cadence)
 
     @property
     def params(self) -> Groups:
@@ -97,10 +109,21 @@ class StepContext:
     def flat(self) -> list[Tensor]:
         return [p for group in self.rules.params for p in group]
 
+    @property
+    def ascent_passes(self) -> int:
+        """Ascent passes this step: the rule's, or none when the cadence skips the ascent."""
+        return self.rule.ascent_passes if self.ascend else 0
+
     def perturbation(
         self, grads: Groups | None, stacked: bool = False, previous: Groups | None = None
     ) -> tuple[Groups | None, Tensor]:
-        """The rule's perturbation per group (``None``: none this step) and its norm (plain tensor)."""
+        """The perturbation per group (``None``: none this step) and its norm (a plain tensor).
+
+        Without an ascent pass: the rule's own (Momentum-SAM) if it needs none, else ``fixed``.
+        """
+        if grads is None and self.rule.ascent_passes > 0:
+            device = self.flat[0].device
+            return self.fixed, torch.zeros((), device=device)
         e, norm = self.rule.perturbation(grads, self.rules, stacked=stacked, previous=previous)
         return e, full_value(norm)
 
@@ -109,10 +132,15 @@ class StepContext:
 class PassResult:
     """What the passes of one step produced (the descent gradient itself is in ``.grad``)."""
 
-    loss: Tensor  # mean loss at w (at w + e for a rule without ascent pass), detached
-    perturbed_loss: Tensor  # mean loss at w + e, detached
+    loss: Tensor | None  # mean loss at w (at w + e when no pass at w was taken), detached
+    perturbed_loss: Tensor | None  # mean loss at w + e, detached (None: no perturbed pass)
     ascent_norm: Tensor  # sum of the norms the rule reported: non-finite iff an ascent value is
-    full_grads: Groups | None  # the batch's ascent gradient per group, when the rule keeps it
+    full_grads: Groups | None  # the batch's ascent gradient per group, when kept
+    ascended: bool = True  # whether an ascent pass shaped this step's perturbation
+    perturbation: Groups | None = None  # e of the step (one shard only), for a cadence to reuse
+    norm_mean: Tensor | None = None  # mean over shards of the first ascent pass's norm
+    examples: int = 0  # examples through every forward-backward pass of the step
+    passes: float = 0.0  # forward-backward passes over the batch (examples / batch size)
 
 
 def loop_passes(
@@ -124,43 +152,62 @@ def loop_passes(
     stats: RunningStats | None,
 ) -> PassResult:
     """One shard after another: ascent, perturb, descent (into ``.grad``), exact restore."""
-    rule, params, flat = ctx.rule, ctx.params, ctx.flat
+    params, flat = ctx.params, ctx.flat
     lengths = [len(g) for g in params]
-    shards, weights = shard_batch(batch, ctx.sharding)
+    passes = ctx.ascent_passes
+    # Shards are about perturbations: a step without ascent is one pass over the whole batch.
+    shards, weights = shard_batch(batch, ctx.sharding) if passes else ([batch], [1.0])
     pieces_of = [micro_batches(shard, ctx.micro_batch_size) for shard in shards]
     ctx.backup.save(flat)
     # With one shard the full-batch gradient is the ascent gradient itself: no accumulator.
-    accumulate = rule.needs_full_grad and len(shards) > 1
+    accumulate = ctx.keep_full and len(shards) > 1 and passes > 0
     full = [[torch.zeros_like(p) for p in g] for g in params] if accumulate else None
     total: Tensor | None = None
     perturbed: Tensor | None = None
     norm_sum: Tensor | None = None
+    first_norms: Tensor | None = None
+    examples = 0
+    e: Groups | None = None
+    ascended = passes > 0
+    moved = False  # whether a descent pass ran at a perturbation
     ddp = ddp_of(model) is not None
     try:
-        for i, (pieces, w) in enumerate(zip(pieces_of, weights, strict=True)):
-            e: Groups | None = None
-            for j in range(rule.ascent_passes):
+        for i, (shard, pieces, w) in enumerate(zip(shards, pieces_of, weights, strict=True)):
+            e = None
+            for j in range(passes):
                 merge = stats if j == 0 else None  # later ascent passes leave the statistics alone
-                loss, grads = ascent(model, loss_fn, pieces, flat, scaler, stats, merge, w, i == 0)
+                ascent_pieces = _sampled(pieces, shard, ctx)
+                loss, grads = ascent(model, loss_fn, ascent_pieces, flat, scaler, stats, merge, w, i == 0)
+                examples += sum(batch_size(p) for p, _ in ascent_pieces)
                 if ddp:
                     ctx.sync.average_(grads)
                 if j == 0:
                     total = loss * w if total is None else total + loss * w
                 by_group = split_groups(grads, lengths)
+                if j == 0 and ctx.decide is not None and not _decided(ctx, grads, ddp):
+                    # A plain step after all (AE-SAM): the gradient at w is the update.
+                    _to_grad(flat, grads, scaler, ddp)
+                    ascended = False
+                    del grads, by_group
+                    break
                 if j == 0 and accumulate:
                     for acc, g in zip(full, by_group, strict=True):
                         torch._foreach_add_(acc, g, alpha=w)
-                elif j == 0 and rule.needs_full_grad:
+                elif j == 0 and ctx.keep_full:
                     full = by_group
                 e, norm = ctx.perturbation(by_group, previous=e)
                 norm_sum = norm if norm_sum is None else norm_sum + norm
+                if j == 0:
+                    first_norms = norm * w if first_norms is None else first_norms + norm * w
                 _move_to(ctx, flat, e, restore_first=j > 0)
                 del grads, by_group
-            if rule.ascent_passes == 0:
+            if not ascended and passes > 0:
+                break  # decided against the ascent: the step's gradient is in .grad already
+            if passes == 0:
                 e, norm = ctx.perturbation(None)
                 norm_sum = norm if norm_sum is None else norm_sum + norm
                 _move_to(ctx, flat, e, restore_first=False)
-            del e
+            moved = moved or e is not None
             for k, (piece, v) in enumerate(pieces):
                 last = i == len(shards) - 1 and k == len(pieces) - 1
                 scale = w * v if v != 1.0 else w
@@ -171,8 +218,9 @@ def loop_passes(
                     perturbed = part if perturbed is None else perturbed + part
                     descent = descent * scale if scale != 1.0 else descent
                     (scaler.scale(descent) if scaler is not None else descent).backward()
+                examples += batch_size(piece)
                 if stats:
-                    if rule.ascent_passes == 0:  # the only pass: its statistics are the step's
+                    if passes == 0:  # the only pass: its statistics are the step's
                         stats.accumulate(scale, first=i == 0 and k == 0)
                     stats.restore()
             ctx.backup.restore(flat)
@@ -184,15 +232,54 @@ def loop_passes(
         for p in flat:
             p.grad = None
         raise
-    assert perturbed is not None and norm_sum is not None
-    if ddp and full is not None:  # the rule's state tracks the global gradient on every rank
+    if norm_sum is None:
+        norm_sum = torch.zeros((), device=flat[0].device)
+    if ddp and full is not None and ascended:  # the rule's state tracks the global gradient
         all_reduce_mean_([t for g in full for t in g])
+    loss = total if total is not None else perturbed
+    assert loss is not None
     return PassResult(
-        loss=perturbed if total is None else total,
-        perturbed_loss=perturbed,
+        loss=loss,
+        perturbed_loss=perturbed if moved else None,
         ascent_norm=norm_sum,
-        full_grads=full,
+        full_grads=full if ascended else None,
+        ascended=ascended,
+        perturbation=e if len(shards) == 1 else None,
+        norm_mean=first_norms,
+        examples=examples,
     )
+
+
+def _sampled(pieces: list[tuple[Any, float]], shard: Any, ctx: StepContext) -> list[tuple[Any, float]]:
+    """The pieces the ascent gradient is taken on: all, or a random share of the shard."""
+    if ctx.sample is None:
+        return pieces
+    n = batch_size(shard)
+    device = next(t for t in pytree.tree_leaves(shard) if isinstance(t, Tensor)).device
+    idx = ctx.sample(n, device)
+    if idx is None:
+        return pieces
+    subset = pytree.tree_map(lambda t: t[idx] if isinstance(t, Tensor) else t, shard)
+    return micro_batches(subset, ctx.micro_batch_size)
+
+
+def _decided(ctx: StepContext, grads: list[Tensor], ddp: bool) -> bool:
+    """Ask the cadence with this step's squared gradient norm (mean over ranks under DDP)."""
+    assert ctx.decide is not None
+    squared = global_norm(grads).square().reshape(1)
+    if ddp:
+        all_reduce_mean_([squared])
+    return ctx.decide(full_value(squared)[0])
+
+
+def _to_grad(flat: list[Tensor], grads: list[Tensor], scaler: torch.amp.GradScaler | None, ddp: bool) -> None:
+    """Put a gradient computed with ``autograd.grad`` into ``.grad`` (all-reduced, scaled back)."""
+    if ddp:
+        all_reduce_mean_(grads)
+    if scaler is not None:  # the base step unscales .grad itself
+        torch._foreach_mul_(grads, scaler.scale(torch.ones((), device=grads[0].device)))
+    for p, g in zip(flat, grads, strict=True):
+        p.grad = g
 
 
 def _move_to(ctx: StepContext, flat: list[Tensor], e: Groups | None, restore_first: bool) -> None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,15 +31,23 @@ from torch.optim import Optimizer
 
 from samkit.errors import SamkitError
 from samkit.optim import rules
-from samkit.optim.batchnorm import RunningStats
+from samkit.optim.batchnorm import RunningStats, frozen_running_stats
+from samkit.optim.cadence import Always, Cadence
 from samkit.optim.distributed import (
     PerturbationGroups,
     all_reduce_mean_,
     full_value,
     is_distributed,
 )
-from samkit.optim.engine import StepContext, WeightBackup, check_dense, loop_passes, weights_moved
-from samkit.optim.rules.base import Groups, Rule, RuleContext, check_number
+from samkit.optim.engine import (
+    PassResult,
+    StepContext,
+    WeightBackup,
+    check_dense,
+    loop_passes,
+    weights_moved,
+)
+from samkit.optim.rules.base import Groups, Rule, RuleContext, check_number, global_norm
 from samkit.optim.sharding import Sharding, batch_size
 from samkit.optim.vectorized import vectorized_passes
 
@@ -51,6 +61,37 @@ _NONFINITE = ("raise", "skip", "unchecked")
 
 class NonFiniteError(SamkitError, FloatingPointError):
     """A loss or gradient was NaN/inf; the weights and optimizer state were left unchanged."""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What the last step did (``opt.last_step``). Tensors stay on the device: reading one syncs.
+
+    ``loss``: mean loss at ``w`` (None for the two-call API, where samkit does not see the loss);
+    ``perturbed_loss``: at ``w + e`` (None when no pass ran at a perturbation); ``ascent_norm``: the
+    norm the rule normalised by (for SAM ``||g||``; the mean over shards); ``ascended``: whether an
+    ascent pass made this step's perturbation; ``taken``: whether the base optimizer stepped;
+    ``passes``: forward-backward passes over the batch this step (1.5 with half-batch ascents).
+    """
+
+    loss: Tensor | None
+    perturbed_loss: Tensor | None
+    ascent_norm: Tensor | None
+    ascended: bool
+    taken: bool
+    passes: float
+
+
+@dataclass
+class _Pending:
+    """A two-call step between ``first_step`` and ``second_step``."""
+
+    ctx: RuleContext
+    full: Groups | None
+    norm: Tensor
+    ascended: bool
+    perturbation: Groups | None
+    passes: float
 
 
 def active_scaler(scaler: torch.amp.GradScaler | None) -> torch.amp.GradScaler | None:
@@ -122,9 +163,11 @@ class SAM(Optimizer):
         shard_size: int | None = None,
         micro_batch_size: int | None = None,
         max_grad_norm: float | None = None,
+        cadence: Cadence | None = None,
         execution: str = "auto",
         nonfinite: str = "raise",
         sync_perturbation_group_size: int = 1,
+        model: nn.Module | None = None,
         **base_kwargs: Any,
     ) -> None:
         if rule is None:
@@ -148,6 +191,23 @@ class SAM(Optimizer):
                 f"the {rule.name} rule takes no per-shard ascent, so {self.sharding} would give every "
                 "shard the same perturbation: use shards=1"
             )
+        cadence = Always() if cadence is None else cadence
+        if not isinstance(cadence, Cadence):
+            raise SamkitError(
+                f"cadence must be a samkit.cadence object such as samkit.cadence.Every(5), got {cadence!r}"
+            )
+        if rule.ascent_passes == 0 and (type(cadence) is not Always or cadence.ascent_fraction is not None):
+            raise SamkitError(
+                f"the {rule.name} rule takes no ascent pass, so the cadence {cadence!r} has nothing to "
+                "skip or shrink: leave cadence out"
+            )
+        if (cadence.reuses_perturbation or cadence.decides_after_gradient) and not self.sharding.is_single:
+            raise SamkitError(
+                f"the cadence {cadence!r} works with one perturbation per step (per rank), not "
+                f"{self.sharding}: use shards=1"
+            )
+        self.cadence = cadence
+        self.model = model
         self.micro_batch_size = _positive_int_or_none("micro_batch_size", micro_batch_size)
         if max_grad_norm is not None:
             check_number("max_grad_norm", max_grad_norm, low=0.0)
@@ -170,17 +230,23 @@ class SAM(Optimizer):
         for group in self.param_groups:
             rule.validate(group)
         rule.check_base(self.base_optimizer)
-        self.steps = 0
-        self.skipped_steps = 0
+        self.steps = 0  # base-optimizer steps taken
+        self.skipped_steps = 0  # steps skipped for non-finite values
+        self.ascent_steps = 0  # taken steps whose perturbation came from an ascent pass
+        self.passes = 0.0  # forward-backward passes over a batch, a pass over a fraction f counting f
+        self.example_passes = 0  # examples through every forward-backward pass (train_step)
+        self.last_step: StepRecord | None = None
         self.execution_used: str | None = None
         self._vectorized_error: str | None = None
         self.geometry = rules.perturbation  # compile_step swaps in a compiled version
         self._backup = WeightBackup()
-        self._pending: tuple[RuleContext, Groups | None, Tensor] | None = None
+        self._pending: _Pending | None = None
 
     @property
     def passes_per_step(self) -> int:
-        """Forward-backward passes over the batch per step: the ascent passes plus the descent."""
+        """Forward-backward passes of a step that ascends: the rule's ascent passes plus the descent.
+
+        What a run really spent, with a cadence that skips ascents, is :attr:`passes`."""
         return self.rule.ascent_passes + 1
 
     # ---- plumbing ------------------------------------------------------------------------------
@@ -207,14 +273,32 @@ class SAM(Optimizer):
             geometry=self.geometry,
         )
 
+    def _plan(self, ctx: RuleContext) -> tuple[bool, Groups | None]:
+        """Whether this step ascends (as far as is known before any gradient), and the
+        perturbation of a step that does not (a reused one, or None)."""
+        if self.rule.ascent_passes == 0:
+            return False, None  # the rule perturbs without an ascent pass (Momentum-SAM)
+        if self.cadence.decides_after_gradient or self.cadence.ascends(self.steps):
+            return True, None
+        return False, self.cadence.reuse(ctx)
+
     def _step_context(self, params: Groups) -> StepContext:
+        rules_ctx = self._rule_context(params)
+        ascend, fixed = self._plan(rules_ctx)
+        cadence, step = self.cadence, self.steps
+        after = cadence.decides_after_gradient and ascend
         return StepContext(
             rule=self.rule,
-            rules=self._rule_context(params),
+            rules=rules_ctx,
             sharding=self.sharding,
             micro_batch_size=self.micro_batch_size,
             backup=self._backup,
             sync=self.perturbation_groups,
+            ascend=ascend,
+            fixed=fixed,
+            sample=cadence.sample if cadence.ascent_fraction is not None else None,
+            decide=(lambda squared: cadence.decide(float(squared), step)) if after else None,
+            keep_full=self.rule.needs_full_grad or cadence.needs_full_grad,
         )
 
     def _finite(self, ascent_norm: Tensor, params: list[Tensor]) -> bool | None:
@@ -225,55 +309,97 @@ class SAM(Optimizer):
         total = ascent_norm + full_value(rules.global_norm(grads)) if grads else ascent_norm
         return bool(torch.isfinite(total))
 
-    def _descent_side(self, ctx: RuleContext, full: Groups | None) -> None:
-        """The rule's descent transform and gradient clipping, on unscaled gradients in ``.grad``."""
-        if self.rule.transforms_descent:
+    def _descent_side(self, ctx: RuleContext, result: PassResult, rule_step: bool) -> None:
+        """Rule and cadence descent transforms, then clipping, on unscaled gradients in ``.grad``."""
+        rule_transforms = rule_step and self.rule.transforms_descent
+        if rule_transforms or self.cadence.transforms_descent:
             for group in ctx.params:
                 for p in group:
                     if p.grad is None:  # unused in the loss: its descent gradient is zero
                         p.grad = torch.zeros_like(p)
-            self.rule.descent([[p.grad for p in group] for group in ctx.params], full, ctx)
+            grads = [[p.grad for p in group] for group in ctx.params]
+            if rule_transforms:
+                self.rule.descent(grads, result.full_grads, ctx)
+            if self.cadence.transforms_descent:
+                self.cadence.descent(grads, result.full_grads, ctx, result.ascended)
         if self.max_grad_norm is not None:
-            grads = [p for group in ctx.params for p in group if p.grad is not None]
-            if grads:
-                torch.nn.utils.clip_grad_norm_(grads, self.max_grad_norm, foreach=True)
+            flat = [p for group in ctx.params for p in group if p.grad is not None]
+            if flat:
+                torch.nn.utils.clip_grad_norm_(flat, self.max_grad_norm, foreach=True)
+
+    @Optimizer.profile_hook_step
+    def _hooked(self, update: Callable[[], bool]) -> bool:
+        """Run the base-optimizer update between this optimizer's step hooks (once per step)."""
+        return update()
 
     def _finish(
         self,
         ok: bool | None,
         ctx: RuleContext,
-        full: Groups | None,
+        result: PassResult,
         scaler: torch.amp.GradScaler | None,
     ) -> None:
         """Base step (or skip) after the weights are restored and the descent grads are in ``.grad``."""
         flat = [p for group in ctx.params for p in group]
-        taken = ok is not False
-        transforms = self.rule.transforms_descent or self.max_grad_norm is not None
-        if scaler is not None:
-            if ok is False:
-                # Make the scaler see the non-finite value (it may be only in the ascent pass), so
-                # that it skips the step and backs off its scale exactly as it always does. Indexing
-                # (not .view) works for any memory layout, channels_last included.
-                bad = next(p for p in flat if p.grad is not None)
-                bad.grad[(0,) * bad.grad.dim()] = float("inf")
-            if transforms:
-                scaler.unscale_(self.base_optimizer)
-                if ok is not False:
-                    self._descent_side(ctx, full)
-            before = scaler.get_scale() if ok is None else None
-            scaler.step(self.base_optimizer)
-            scaler.update()
-            if before is not None:  # unchecked: the scaler alone knows whether it skipped
-                taken = scaler.get_scale() >= before
-        elif ok is not False:
-            if transforms:
-                self._descent_side(ctx, full)
-            self.base_optimizer.step()
+        rule_step = result.ascended or self.rule.ascent_passes == 0
+        transforms = (
+            (rule_step and self.rule.transforms_descent)
+            or self.cadence.transforms_descent
+            or self.max_grad_norm is not None
+        )
+
+        def update() -> bool:
+            taken = ok is not False
+            if scaler is not None:
+                if ok is False:
+                    # Make the scaler see the non-finite value (it may be only in the ascent pass),
+                    # so that it skips the step and backs off its scale exactly as it always does.
+                    # Indexing (not .view) works for any memory layout, channels_last included.
+                    bad = next(p for p in flat if p.grad is not None)
+                    bad.grad[(0,) * bad.grad.dim()] = float("inf")
+                if transforms:
+                    scaler.unscale_(self.base_optimizer)
+                    if ok is not False:
+                        self._descent_side(ctx, result, rule_step)
+                before = scaler.get_scale() if ok is None else None
+                scaler.step(self.base_optimizer)
+                scaler.update()
+                if before is not None:  # unchecked: the scaler alone knows whether it skipped
+                    taken = scaler.get_scale() >= before
+            elif ok is not False:
+                if transforms:
+                    self._descent_side(ctx, result, rule_step)
+                self.base_optimizer.step()
+            return taken
+
+        self._hooked(lambda: self._account(ok, update(), ctx, result, rule_step, scaler))
+
+    def _account(
+        self,
+        ok: bool | None,
+        taken: bool,
+        ctx: RuleContext,
+        result: PassResult,
+        rule_step: bool,
+        scaler: torch.amp.GradScaler | None,
+    ) -> None:
+        """After the base update: counters, the step record, rule and cadence state (or a skip)."""
         # LR schedulers built on this optimizer check this flag to warn about call order.
         self._opt_called = True
+        self.passes += result.passes
+        self.example_passes += result.examples
+        self.last_step = StepRecord(
+            loss=result.loss,
+            perturbed_loss=result.perturbed_loss,
+            ascent_norm=result.norm_mean,
+            ascended=result.ascended,
+            taken=taken,
+            passes=result.passes,
+        )
         if ok is False:
             self.skipped_steps += 1
             self.zero_grad(set_to_none=True)
+            ctx.scratch.clear()
             if scaler is None and self.nonfinite == "raise":
                 raise NonFiniteError(
                     f"non-finite loss or gradient at step {self.steps}: the weights were restored "
@@ -285,45 +411,58 @@ class SAM(Optimizer):
                     f"samkit: skipped a step with a non-finite loss or gradient "
                     f"({self.skipped_steps} so far)",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=7,  # the caller of train_step / second_step
                 )
             return
         if taken:
-            self.rule.observe(full, ctx)
+            if rule_step:
+                self.rule.observe(result.full_grads, ctx)
+            self.cadence.observe(ctx, result.ascended, result.perturbation)
             self.steps += 1
-        else:
-            ctx.scratch.clear()
+            self.ascent_steps += int(result.ascended)
+        ctx.scratch.clear()
 
     # ---- familiar two-call surface (shards=1) ---------------------------------------------------
-    def _require_single_shard(self, what: str) -> None:
+    def _require_single_shard(self, what: str, multistep: bool = False) -> None:
         if not self.sharding.is_single:
             raise SamkitError(
                 f"{what} works on the gradient of one whole batch; with {self.sharding} use "
                 "train_step(model, loss_fn, batch), which splits the batch into shards"
             )
-        if self.rule.ascent_passes > 1:
+        if self.rule.ascent_passes > 1 and not multistep:
             raise SamkitError(
                 f"{what}: the {self.rule.name} rule takes {self.rule.ascent_passes} ascent passes, "
-                "which need the loss function: use train_step(model, loss_fn, batch)"
+                "which need the loss function: use train_step(model, loss_fn, batch) or "
+                "step(closure)"
             )
+
+    def _frozen(self) -> AbstractContextManager[None]:
+        """Freeze BatchNorm statistics for a pass at a perturbation (when the model is known)."""
+        return frozen_running_stats(self.model) if self.model is not None else nullcontext()
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
         """Move to ``w + e(w)`` using the gradients already in ``.grad`` (from your first backward).
 
         For a rule without ascent pass (Momentum-SAM) no gradient is needed: call it before the
-        only forward/backward of the step.
+        only forward/backward of the step. A cadence that skips this step's ascent leaves the
+        weights where they are (or moves them by the reused perturbation).
         """
         self._require_single_shard("first_step()")
+        self._begin()
+        if zero_grad:
+            self.zero_grad()
+
+    def _begin(self) -> None:
         if self._pending is not None:
             raise SamkitError("first_step() called twice: call second_step() to restore the weights")
-        if self.rule.ascent_passes == 0:
-            params, grads, full = self._groups(with_grad=False), None, None
+        rule = self.rule
+        if rule.ascent_passes == 0:
+            params, grads = self._groups(with_grad=False), None
         else:
             params = self._groups(with_grad=True)
             grads = [[p.grad for p in group] for group in params]
             check_dense([g for group in grads for g in group])
-            full = [[g.clone() for g in group] for group in grads] if self.rule.needs_full_grad else None
         flat = [p for group in params for p in group]
         if not flat:
             raise SamkitError(
@@ -331,51 +470,111 @@ class SAM(Optimizer):
                 "call loss.backward() before first_step() (or use train_step)"
             )
         ctx = self._rule_context(params)
-        e, norm = self.rule.perturbation(grads, ctx)
+        ascend, fixed = self._plan(ctx)
+        if ascend and self.cadence.decides_after_gradient and grads is not None:
+            squared = global_norm([g for group in grads for g in group]).square()
+            ascend = self.cadence.decide(float(full_value(squared)), self.steps)
+        keep = ascend and (rule.needs_full_grad or self.cadence.needs_full_grad) and grads is not None
+        full = [[g.clone() for g in group] for group in grads] if keep else None  # type: ignore[union-attr]
+        if rule.ascent_passes == 0 or ascend:
+            e, norm = rule.perturbation(grads, ctx)
+        else:
+            e, norm = fixed, torch.zeros((), device=flat[0].device)
         self._backup.save(flat)
         if e is not None:
             torch._foreach_add_(flat, [t for group in e for t in group])
             weights_moved()
-        self._pending = (ctx, full, full_value(norm))
-        if zero_grad:
-            self.zero_grad()
+        passes = 2.0 if rule.ascent_passes > 0 else 1.0  # the caller's backward(s)
+        self._pending = _Pending(ctx, full, full_value(norm), ascend and rule.ascent_passes > 0, e, passes)
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
         """Restore ``w`` exactly and step the base optimizer with the gradient taken at ``w + e``."""
         if self._pending is None:
             raise SamkitError("second_step() called without first_step(): nothing to restore")
-        ctx, full, norm = self._pending
-        self._pending = None
-        flat = [p for group in ctx.params for p in group]
+        pending, self._pending = self._pending, None
+        flat = [p for group in pending.ctx.params for p in group]
         self._backup.restore(flat)
-        self._finish(self._finite(norm, flat), ctx, full, None)
+        result = PassResult(
+            loss=None,
+            perturbed_loss=None,
+            ascent_norm=pending.norm,
+            full_grads=pending.full,
+            ascended=pending.ascended,
+            perturbation=pending.perturbation,
+            norm_mean=pending.norm if pending.ascended else None,
+            passes=pending.passes,
+        )
+        self._finish(self._finite(pending.norm, flat), pending.ctx, result, None)
         if zero_grad:
             self.zero_grad()
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """``first_step``; ``closure()`` (a forward and ``backward()`` at ``w + e``); ``second_step``.
+        """A whole step from a closure that computes the loss and calls ``backward()``.
 
-        As in the popular SAM code, you run the first forward/backward yourself before ``step``.
-        Returns what the closure returns (the perturbed loss).
+        Two conventions, told apart by whether gradients are present when ``step`` is called:
+
+        * torch's (LBFGS, Lightning, ...): no gradients yet. ``closure()`` gives the gradient at
+          ``w``; samkit perturbs, calls ``closure()`` again at ``w + e`` (and at each further
+          ascent step of multi-step SAM), restores ``w`` and steps. Returns the first loss.
+        * the popular SAM code's: you ran the first forward/backward before ``step``; samkit
+          perturbs, calls ``closure()`` at ``w + e``, restores and steps. Returns the closure's
+          (perturbed) loss.
+
+        With ``SAM(..., model=model)`` the passes at ``w + e`` leave BatchNorm statistics alone.
+        A cadence step without ascent calls the closure once (or not at all, when the gradient at
+        ``w`` is already there). Under DDP the closure's backward all-reduces, so the perturbation
+        is the global batch's (plain SAM on the global batch); ``train_step`` perturbs per rank.
         """
         if closure is None:
             raise SamkitError(
-                "SAM.step() needs a closure that recomputes the loss and calls loss.backward() at "
-                "the perturbed weights: opt.step(closure). Or call first_step()/second_step() "
-                "yourself, or let opt.train_step(model, loss_fn, batch) do the whole update"
+                "SAM.step() needs a closure that recomputes the loss and calls loss.backward(): "
+                "opt.step(closure). Or call first_step()/second_step() yourself, or let "
+                "opt.train_step(model, loss_fn, batch) do the whole update"
             )
-        self.first_step(zero_grad=True)
+        self._require_single_shard("step(closure)", multistep=True)
+        closure = torch.enable_grad()(closure)
+        rule = self.rule
+        first_loss = None
+        calls = 0
+        fresh = not any(p.grad is not None for g in self.param_groups for p in g["params"])
+        if rule.ascent_passes > 0 and fresh:  # torch's convention: the closure makes the gradient
+            first_loss = closure()
+            calls += 1
+        with torch.no_grad():
+            self._begin()
+        pending = self._pending
+        assert pending is not None
+        out = first_loss
         try:
-            with torch.enable_grad():
-                loss = closure()
+            if pending.perturbation is not None or pending.ascended or rule.ascent_passes == 0:
+                flat = [p for group in pending.ctx.params for p in group]
+                for _ in range(1, rule.ascent_passes if pending.ascended else 1):
+                    self.zero_grad(set_to_none=True)
+                    with self._frozen():
+                        closure()
+                    calls += 1
+                    grads = [[p.grad if p.grad is not None else torch.zeros_like(p) for p in group]
+                             for group in pending.ctx.params]
+                    with torch.no_grad():
+                        e, norm = rule.perturbation(grads, pending.ctx, previous=pending.perturbation)
+                        self._backup.restore(flat)
+                        torch._foreach_add_(flat, [t for group in e or [] for t in group])
+                        weights_moved()
+                    pending.perturbation, pending.norm = e, pending.norm + full_value(norm)
+                self.zero_grad(set_to_none=True)
+                with self._frozen() if rule.ascent_passes > 0 else nullcontext():
+                    out = closure()
+                calls += 1
         except BaseException:
-            assert self._pending is not None
-            self._backup.restore([p for group in self._pending[0].params for p in group])
+            self._backup.restore([p for group in pending.ctx.params for p in group])
             self._pending = None
             raise
+        pending.passes = float(calls + (0 if fresh or rule.ascent_passes == 0 else 1))
         self.second_step()
-        return loss
+        return first_loss if first_loss is not None else out
+
+    step.hooked = True  # type: ignore[attr-defined]  # hooks fire in _finish, once per step
 
     # ---- the whole update ----------------------------------------------------------------------
     def train_step(
@@ -394,8 +593,9 @@ class SAM(Optimizer):
         ``GradScaler`` the ascent gradient is unscaled before its norm, and a non-finite value
         anywhere makes the scaler skip the step and back off (``scaler.step`` and ``scaler.update``
         are called here); a disabled scaler is ignored. Under autocast, wrap this call (or the body
-        of ``loss_fn``) in ``torch.autocast``. A rule without ascent pass (Momentum-SAM) returns the
-        loss at ``w + e``, its only pass.
+        of ``loss_fn``) in ``torch.autocast``. A step without ascent pass (Momentum-SAM, or a
+        cadence that skips it) takes one pass, whose loss it returns; ``opt.last_step`` describes
+        the step.
         """
         if self._pending is not None:
             raise SamkitError("train_step() called between first_step() and second_step()")
@@ -404,12 +604,13 @@ class SAM(Optimizer):
         flat = [p for group in params for p in group]
         if not flat:
             raise SamkitError("the optimizer holds no parameter that requires grad")
-        execution = self._choose_execution(model)
+        ctx = self._step_context(params)
+        vectorizable = ctx.ascent_passes > 0 and ctx.decide is None
+        execution = self._choose_execution(model) if vectorizable else "loop"
         stats = RunningStats(model) if model.training else None
         self.zero_grad(set_to_none=True)
         if stats:
             stats.save()
-        ctx = self._step_context(params)
         result = None
         if execution == "vectorized":
             sizes = self.sharding.sizes(batch_size(batch))
@@ -434,7 +635,8 @@ class SAM(Optimizer):
         if execution == "loop":
             result = loop_passes(ctx, model, loss_fn, batch, scaler, stats)
         self.execution_used = execution
-        assert result is not None
+        assert result is not None and result.loss is not None
+        result.passes = result.examples / batch_size(batch)
         ok = self._finite(result.ascent_norm + result.loss.float() * 0, flat)
         if ok is None and scaler is not None:
             ok = bool(torch.isfinite(result.ascent_norm))
@@ -447,7 +649,7 @@ class SAM(Optimizer):
                 if is_distributed(model):
                     all_reduce_mean_(stats.floats, weight=float(batch_size(batch)))
             stats.clear()
-        self._finish(ok, ctx.rules, result.full_grads, scaler)
+        self._finish(ok, ctx.rules, result, scaler)
         return result.loss
 
     def _choose_execution(self, model: nn.Module) -> str:
@@ -456,7 +658,6 @@ class SAM(Optimizer):
             self.sharding.is_single
             or self.execution == "loop"
             or self._vectorized_error
-            or self.rule.ascent_passes == 0
             or is_distributed(model)  # under DDP/FSDP the loop runs one rank's shards
         ):
             choice = "loop"
@@ -470,8 +671,11 @@ class SAM(Optimizer):
         return choice
 
     # ---- state ---------------------------------------------------------------------------------
+    _COUNTERS = ("steps", "skipped_steps", "ascent_steps", "passes", "example_passes")
+
     def state_dict(self) -> dict[str, Any]:
-        """Rule state (e.g. the F-SAM EMA), the base optimizer's state and the step counters."""
+        """Rule state (e.g. the F-SAM EMA), the base optimizer's state, the cadence's state and the
+        counters — everything a resumed run needs, no copy of the weights."""
         if self._pending is not None:
             raise SamkitError(
                 "state_dict() between first_step() and second_step() would save perturbed weights' "
@@ -479,14 +683,15 @@ class SAM(Optimizer):
             )
         sd = super().state_dict()
         sd["base"] = self.base_optimizer.state_dict()
-        sd["samkit"] = {"steps": self.steps, "skipped_steps": self.skipped_steps}
+        sd["samkit"] = {k: getattr(self, k) for k in self._COUNTERS}
+        sd["samkit"]["cadence"] = self.cadence.state_dict()
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         try:
             base = state_dict.pop("base")
-            counters = state_dict.pop("samkit")
+            counters = dict(state_dict.pop("samkit"))
         except KeyError as exc:
             raise SamkitError(
                 f"not a samkit optimizer state_dict (missing {exc}); was it saved from "
@@ -496,8 +701,11 @@ class SAM(Optimizer):
         super().load_state_dict(state_dict)
         # Optimizer.load_state_dict builds new group dicts: share them with the base again.
         self.base_optimizer.param_groups = self.param_groups
-        self.steps = int(counters["steps"])
-        self.skipped_steps = int(counters["skipped_steps"])
+        cadence = counters.pop("cadence", None)
+        if cadence is not None:
+            self.cadence.load_state_dict(cadence)
+        for key in self._COUNTERS:  # counters added later default to 0 in older checkpoints
+            setattr(self, key, type(getattr(self, key))(counters.get(key, 0)))
 
 
 class FriendlySAM(SAM):

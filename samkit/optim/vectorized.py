@@ -99,11 +99,11 @@ def vectorized_passes(
 
     Writes the merged running statistics into ``stats``.
     """
-    rule, params, flat = ctx.rule, ctx.params, ctx.flat
-    if rule.ascent_passes < 1:
+    params, flat = ctx.params, ctx.flat
+    if ctx.ascent_passes < 1 or ctx.decide is not None:
         raise SamkitError(
-            f"the {rule.name} rule has no ascent pass, so there is nothing to vectorize: use "
-            "execution='loop'"
+            "a step without ascent pass (or one decided after the gradient) has nothing to "
+            "vectorize: use execution='loop'"
         )
     names = parameter_names(model, flat)
     bound = _Bound(model, loss_fn)
@@ -124,11 +124,13 @@ def vectorized_passes(
     def scaled(target: Tensor) -> Tensor:
         return scaler.scale(target) if scaler is not None else target
 
-    full = [[torch.zeros_like(p) for p in g] for g in params] if rule.needs_full_grad else None
+    full = [[torch.zeros_like(p) for p in g] for g in params] if ctx.keep_full else None
     merged: list[Tensor] | None = None
     total: Tensor | None = None
     perturbed_total: Tensor | None = None
     norm_sum: Tensor | None = None
+    first_norms: Tensor | None = None
+    examples = 0
     lengths = [len(g) for g in params]
     for first, count, size in equal_runs(sizes):
         w = size / n
@@ -140,15 +142,12 @@ def vectorized_passes(
             else t,
             batch,
         )
-        pieces = [
-            (pytree.tree_map(lambda t, a=a, m=m: t[:, a : a + m] if isinstance(t, Tensor) else t, sub)
-             if (a, m) != (0, size) else sub, m / size)
-            for a, m in chunks(size, ctx.micro_batch_size)
-        ]
+        pieces = _pieces(sub, size, ctx.micro_batch_size)
+        ascent_pieces = _pieces(*_sampled(sub, count, size, ctx), ctx.micro_batch_size)
         e: Groups | None = None
-        for j in range(rule.ascent_passes):
+        for j in range(ctx.ascent_passes):
             grads: list[Tensor] | None = None
-            for piece, v in pieces:
+            for piece, v in ascent_pieces:
                 if j == 0:
                     # Ascent at w for every shard: the stacked copies are expanded views (no memory).
                     stacked = [p.detach().unsqueeze(0).expand(count, *p.shape).requires_grad_() for p in flat]
@@ -168,6 +167,7 @@ def vectorized_passes(
                 else:
                     torch._foreach_add_(grads, piece_grads)
                 del stacked, piece_grads
+                examples += count * _size_of(piece)
                 if j > 0:
                     continue
                 weight = w * v if v != 1.0 else w
@@ -189,6 +189,9 @@ def vectorized_passes(
             e, norms = ctx.perturbation(by_group, stacked=True, previous=e)
             del grads, by_group
             norm_sum = norms.sum() if norm_sum is None else norm_sum + norms.sum()
+            if j == 0:
+                part = norms.sum() * w
+                first_norms = part if first_norms is None else first_norms + part
         # Descent at w + e_s for every shard; running statistics go to throw-away copies.
         for piece, v in pieces:
             perturbed = _perturbed(e, flat)
@@ -200,6 +203,7 @@ def vectorized_passes(
             descent = torch.autograd.grad(
                 scaled(target), perturbed, allow_unused=True, materialize_grads=True
             )
+            examples += count * _size_of(piece)
             del perturbed
             summed = [h.sum(0) for h in descent]
             if flat[0].grad is None:
@@ -211,7 +215,41 @@ def vectorized_passes(
     if stats and merged is not None:
         stats.set_merged(merged)
     assert total is not None and perturbed_total is not None and norm_sum is not None
-    return PassResult(loss=total, perturbed_loss=perturbed_total, ascent_norm=norm_sum, full_grads=full)
+    return PassResult(
+        loss=total,
+        perturbed_loss=perturbed_total,
+        ascent_norm=norm_sum,
+        full_grads=full,
+        norm_mean=first_norms,
+        examples=examples,
+    )
+
+
+def _pieces(sub: Any, size: int, micro_batch_size: int | None) -> list[tuple[Any, float]]:
+    """A stacked run ``[count, size, ...]`` cut along the example dimension, with weights."""
+    return [
+        (pytree.tree_map(lambda t, a=a, m=m: t[:, a : a + m] if isinstance(t, Tensor) else t, sub)
+         if (a, m) != (0, size) else sub, m / size)
+        for a, m in chunks(size, micro_batch_size)
+    ]
+
+
+def _sampled(sub: Any, count: int, size: int, ctx: StepContext) -> tuple[Any, int]:
+    """Each shard's examples for the ascent: all, or the cadence's random share (per shard)."""
+    if ctx.sample is None:
+        return sub, size
+    device = next(t for t in pytree.tree_leaves(sub) if isinstance(t, Tensor)).device
+    drawn = [ctx.sample(size, device) for _ in range(count)]
+    if drawn[0] is None:
+        return sub, size
+    idx = torch.stack(drawn)  # [count, m]
+    rows = torch.arange(count, device=device).unsqueeze(1)
+    return pytree.tree_map(lambda t: t[rows, idx] if isinstance(t, Tensor) else t, sub), idx.shape[1]
+
+
+def _size_of(piece: Any) -> int:
+    """Examples per shard of a stacked piece ``[count, m, ...]``."""
+    return next(t for t in pytree.tree_leaves(piece) if isinstance(t, Tensor)).shape[1]
 
 
 def _perturbed(e: Groups | None, flat: list[Tensor]) -> list[Tensor]:

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from optim_helpers import assert_states, ce, make_batch, make_cnn, make_mlp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from samkit import SAM, FriendlySAM, rules
+from samkit import SAM, FriendlySAM, cadence, rules
 
 WORLD, N, STEPS = 2, 8, 3
 
@@ -36,6 +36,15 @@ SCENARIOS = {
     # micro-batches on each rank; clipping of the all-reduced gradient
     "micro_clip_mlp": (make_mlp, SAM, {"micro_batch_size": 3, "max_grad_norm": 0.05},
                        {"shards": 2, "max_grad_norm": 0.05}),
+    # cadences: every rank takes the same decision from the same seeded state, no communication
+    # (no BatchNorm: a step without ascent normalises the local batch, one shard per rank)
+    "random_switch_mlp": (make_mlp, SAM, {"cadence": cadence.RandomSwitch(0.5, seed=1)},
+                          {"shards": 2, "cadence": cadence.RandomSwitch(0.5, seed=1)}),
+    "looksam_mlp": (make_mlp, SAM, {"cadence": cadence.Every(2, reuse="looksam")},
+                   {"shards": 2, "cadence": cadence.Every(2, reuse="looksam")}),
+    # AE-SAM reads the squared gradient norm, averaged over the ranks: no single-process twin
+    "gradnorm_mlp": (make_mlp, SAM, {"cadence": cadence.GradNormTrigger(total_steps=STEPS, lambda1=-0.5)},
+                     None),
 }
 KW = dict(lr=0.1, momentum=0.9, rho=0.1)
 
@@ -56,7 +65,8 @@ def _worker(rank: int, out: str) -> None:
                     torch.save({"model": model.module.state_dict(), "opt": opt.state_dict()},
                                f"{out}/{name}_ckpt.pt")
             ema = [opt.state[p]["ema"] for p in model.parameters()] if cls is FriendlySAM else []
-            torch.save({"model": model.module.state_dict(), "ema": ema}, f"{out}/{name}_{rank}.pt")
+            torch.save({"model": model.module.state_dict(), "ema": ema, "ascents": opt.ascent_steps},
+                       f"{out}/{name}_{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -81,17 +91,24 @@ def single_process(name, steps=STEPS, start=None):
     return model, opt
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", [n for n, v in SCENARIOS.items() if v[3] is not None])
 def test_ddp_equals_single_process_msam(ddp_results, name):
     model, opt = single_process(name)
     ranks = [torch.load(f"{ddp_results}/{name}_{r}.pt") for r in range(WORLD)]
     assert_states(ranks[0]["model"], ranks[1]["model"])  # replicas agree bit for bit
+    assert ranks[0]["ascents"] == ranks[1]["ascents"] == opt.ascent_steps
     expected = {k: v for k, v in model.state_dict().items()}
     assert_states(ranks[0]["model"], expected, atol=1e-10)  # weights and BatchNorm statistics
     if SCENARIOS[name][1] is FriendlySAM:
         for e0, e1, p in zip(ranks[0]["ema"], ranks[1]["ema"], model.parameters()):
             assert torch.equal(e0, e1)  # the EMA is identical on both ranks
             torch.testing.assert_close(e0, opt.state[p]["ema"], atol=1e-10, rtol=0)
+
+
+def test_ranks_decide_alike_with_a_gradient_norm_trigger(ddp_results):
+    ranks = [torch.load(f"{ddp_results}/gradnorm_mlp_{r}.pt") for r in range(WORLD)]
+    assert_states(ranks[0]["model"], ranks[1]["model"])
+    assert ranks[0]["ascents"] == ranks[1]["ascents"]
 
 
 @pytest.mark.parametrize("name", ["sam_bn", "fsam_bn"])

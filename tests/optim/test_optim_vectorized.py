@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from optim_helpers import assert_states, ce, make_batch, make_cnn, state_of
 from torch import nn
 
-from samkit import SAM, FriendlySAM, SamkitError, rules
+from samkit import SAM, FriendlySAM, SamkitError, cadence, rules
 
 
 def trajectory(execution, cls=SAM, steps=3, n=8, scaler=None, **kw):
@@ -190,8 +190,12 @@ def count_host_syncs(monkeypatch):
         {"rule": rules.MultiStepSAM(steps=2, step_size=1.5), "shards": 2},
         {"rule": rules.MomentumSAM(), "momentum": 0.9},
         {"adaptive": True, "eta": 0.01, "rule": rules.GCSAM()},
+        {"cadence": cadence.Every(2, reuse="looksam")},
+        {"cadence": cadence.RandomSwitch(0.5), "shards": 2, "execution": "vectorized"},
+        {"cadence": cadence.Every(2, reuse="perturbation", ascent_fraction=0.5)},
     ],
-    ids=["loop", "vectorized", "fsam", "gsam_clip", "wsam_micro", "multistep", "momentum", "gcsam"],
+    ids=["loop", "vectorized", "fsam", "gsam_clip", "wsam_micro", "multistep", "momentum", "gcsam",
+         "looksam", "random", "reuse_fraction"],
 )
 def test_unchecked_step_reads_no_tensor_value_on_the_host(monkeypatch, kw):
     """CPU proxy of "no host sync": with nonfinite='unchecked' a step reads no tensor value."""

@@ -1,0 +1,339 @@
+r"""Cadence: *when* the ascent happens, and on how much of the batch.
+
+SAM pays two forward-backward passes per step. A cadence decides, step by step, whether to take the
+ascent pass; a step without one costs one pass. Whatever the rule (SAM, GSAM, F-SAM, ...), a step
+that does not ascend is a step of the base optimizer on the gradient at ``w`` — or, with
+``reuse="perturbation"``, at ``w + e`` with the last perturbation, or LookSAM's corrected gradient.
+
+* :class:`Always` — every step (the default; SAM as written).
+* :class:`Every` — every ``k``-th step (MosaicML Composer's ``interval``); in between, plain steps,
+  the last perturbation again, or LookSAM's update (Liu et al., CVPR 2022):
+  :math:`g + \alpha\, \frac{\lVert g\rVert}{\lVert g_v\rVert} g_v`, with :math:`g_v` the part of
+  the last SAM gradient orthogonal to the plain gradient of that step.
+* :class:`RandomSwitch` — with probability ``p`` (Zhao et al., 2022), from a seeded stream that is
+  the same on every rank.
+* :class:`GradNormTrigger` — AE-SAM (Jiang et al., ICLR 2023): when the squared gradient norm is
+  unusually large against its running mean and variance.
+* :class:`Window` — only in a fraction of training, e.g. the last 20% ("late-phase SAM", Zhou et
+  al., ICLR 2025).
+
+Every cadence takes ``ascent_fraction=f`` (Bahri et al., ACL 2022): the ascent gradient of each
+shard from a random ``ceil(f n_s)`` of its examples, the descent on all of them.
+
+A cadence holds its own state (its step counter, random stream, running statistics) in
+:meth:`state_dict`; tensors per parameter (the reused perturbation, LookSAM's ``g_v``) live in the
+optimizer's state, so resuming mid-cycle is exact. Decisions depend only on the step count and that
+state — the same on every rank, with no communication — except :class:`GradNormTrigger`, which reads
+one number per step (the squared gradient norm, averaged over ranks).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from samkit.errors import SamkitError
+from samkit.optim.rules.base import EPS, Groups, RuleContext, check_number
+
+__all__ = ["Cadence", "Always", "Every", "RandomSwitch", "GradNormTrigger", "Window"]
+
+REUSE = (None, "perturbation", "looksam")
+
+
+class Cadence:
+    """When to ascend. The base class ascends at every step (see :class:`Always`)."""
+
+    name = "always"
+    decides_after_gradient = False  # the decision needs this step's gradient (AE-SAM)
+    reuses_perturbation = False  # a step without ascent perturbs with the last e
+    needs_full_grad = False  # ascent steps must keep the batch's ascent gradient
+    transforms_descent = False  # non-ascent steps change the gradient (LookSAM)
+
+    def __init__(self, *, ascent_fraction: float | None = None) -> None:
+        if ascent_fraction is not None:
+            check_number("ascent_fraction", ascent_fraction)
+            if not 0 < ascent_fraction <= 1:
+                raise SamkitError(
+                    f"ascent_fraction must be in (0, 1] (the share of each shard the ascent gradient "
+                    f"is taken on), got {ascent_fraction!r}"
+                )
+        self.ascent_fraction = ascent_fraction
+        self.total_steps: int | None = None
+        self._sampler = torch.Generator().manual_seed(0)
+
+    # ---- decisions ------------------------------------------------------------------------------
+    def ascends(self, step: int) -> bool:
+        """Whether step ``step`` (0-based, counting taken steps) takes the ascent pass."""
+        return True
+
+    def decide(self, squared_norm: float, step: int) -> bool:
+        """For :attr:`decides_after_gradient`: the decision from this step's squared gradient norm."""
+        raise NotImplementedError
+
+    def needs_total_steps(self) -> bool:
+        return False
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """How many steps training has (for cadences defined by fractions of training)."""
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise SamkitError(f"total_steps must be a positive integer, got {total_steps!r}")
+        self.total_steps = total_steps
+
+    def _total(self) -> int:
+        if self.total_steps is None:
+            raise SamkitError(
+                f"the {self.name} cadence is defined by fractions of training: give it total_steps "
+                f"({type(self).__name__}(..., total_steps=N) or opt.cadence.set_total_steps(N))"
+            )
+        return self.total_steps
+
+    def sample(self, n: int, device: torch.device) -> Tensor | None:
+        """The examples (indices) of a shard of ``n`` the ascent gradient is taken on (None: all)."""
+        if self.ascent_fraction is None or self.ascent_fraction == 1:
+            return None
+        m = max(1, math.ceil(self.ascent_fraction * n))
+        return torch.randperm(n, generator=self._sampler)[:m].sort().values.to(device)
+
+    # ---- non-ascent steps -------------------------------------------------------------------------
+    def reuse(self, ctx: RuleContext) -> Groups | None:
+        """The perturbation of a step without ascent (None: none, a plain base-optimizer step)."""
+        return None
+
+    def descent(self, grads: Groups, full_grads: Groups | None, ctx: RuleContext, ascended: bool) -> None:
+        """Before the base step, on unscaled gradients (set :attr:`transforms_descent`): change the
+        gradient of a step without ascent in place, or note what an ascent step leaves for later
+        (in ``ctx.scratch``; kept by :meth:`observe` if the step is taken)."""
+
+    def observe(self, ctx: RuleContext, ascended: bool, perturbation: Groups | None) -> None:
+        """After a taken step: remember what later steps reuse."""
+
+    # ---- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"total_steps": self.total_steps}
+        if self.ascent_fraction is not None:  # the stream that picks the ascent examples
+            state["sampler"] = self._sampler.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "sampler" in state:
+            self._sampler.set_state(state["sampler"])
+        if state.get("total_steps") is not None:
+            self.total_steps = state["total_steps"]
+
+    def __repr__(self) -> str:
+        extra = "" if self.ascent_fraction is None else f"ascent_fraction={self.ascent_fraction}"
+        return f"{type(self).__name__}({extra})"
+
+
+def _inner(a: list[Tensor], b: list[Tensor]) -> Tensor:
+    """Sum of the inner products of two tensor lists, in at least float32 (no host sync)."""
+    dtype = torch.promote_types(a[0].dtype, torch.float32)
+    return torch.stack([torch.sum(x.to(dtype) * y.to(dtype)) for x, y in zip(a, b, strict=True)]).sum()
+
+
+class Always(Cadence):
+    """Ascend at every step: SAM as written (two passes per step), the default."""
+
+    name = "always"
+
+
+class Every(Cadence):
+    r"""Ascend at steps ``0, k, 2k, ...``; ``(k + 1) / k`` passes per step on average.
+
+    ``reuse`` says what the steps in between do:
+
+    * ``None`` — a step of the base optimizer on the plain gradient (MosaicML Composer's SAM with
+      ``interval=k``);
+    * ``"perturbation"`` — the gradient at ``w + e`` with the ``e`` of the last ascent step (one pass;
+      one perturbation per step, so ``shards=1``);
+    * ``"looksam"`` — LookSAM (Liu et al., "Towards Efficient and Scalable Sharpness-Aware
+      Minimization", CVPR 2022): at an ascent step keep :math:`g_v = h - \frac{\langle g, h\rangle}
+      {\lVert g\rVert^2} g`, the part of the SAM gradient :math:`h` orthogonal to the plain gradient
+      :math:`g`; in between step with :math:`g + \alpha \frac{\lVert g\rVert}{\lVert g_v\rVert}
+      g_v`. The paper uses ``alpha`` around 0.7.
+    """
+
+    name = "every"
+
+    def __init__(self, k: int, reuse: str | None = None, alpha: float = 0.7, *,
+                 ascent_fraction: float | None = None) -> None:
+        super().__init__(ascent_fraction=ascent_fraction)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise SamkitError(f"k must be a positive integer (ascend every k-th step), got {k!r}")
+        if reuse not in REUSE:
+            raise SamkitError(f"reuse must be one of {REUSE}, got {reuse!r}")
+        check_number("alpha", alpha, low=0.0)
+        self.k, self.reuse_mode, self.alpha = k, reuse, alpha
+        self.reuses_perturbation = reuse == "perturbation"
+        self.needs_full_grad = self.transforms_descent = reuse == "looksam"
+
+    def ascends(self, step: int) -> bool:
+        return step % self.k == 0
+
+    def reuse(self, ctx: RuleContext) -> Groups | None:
+        if self.reuse_mode != "perturbation":
+            return None
+        e = [[s.get("cadence_e") for s in states] for states in ctx.state]
+        if any(x is None for group in e for x in group):
+            return None
+        return e  # type: ignore[return-value]
+
+    def descent(self, grads: Groups, full_grads: Groups | None, ctx: RuleContext, ascended: bool) -> None:
+        if self.reuse_mode != "looksam":
+            return
+        g = [x for group in (full_grads if ascended else grads) or [] for x in group]
+        if ascended:  # g_v = h - <g, h> / ||g||^2 g: the part of the SAM gradient orthogonal to g
+            h = [x for group in grads for x in group]
+            coef = (_inner(g, h) / (_inner(g, g) + EPS)).to(g[0].dtype)
+            ctx.scratch["looksam_gv"] = [torch._foreach_sub(hs, torch._foreach_mul(gs, coef))
+                                         for hs, gs in zip(grads, full_grads or [], strict=True)]
+            return
+        gv = [[s.get("looksam_gv") for s in states] for states in ctx.state]
+        if any(x is None for group in gv for x in group):
+            return  # no SAM step seen yet: the plain gradient
+        v = [x for group in gv for x in group]
+        norms = torch._foreach_norm(g + v)  # type: ignore[operator]
+        g_norm = torch.linalg.vector_norm(torch.stack(norms[: len(g)]))
+        v_norm = torch.linalg.vector_norm(torch.stack(norms[len(g) :]))
+        scale = (self.alpha * g_norm / (v_norm + EPS)).to(g[0].dtype)
+        torch._foreach_add_(g, torch._foreach_mul(v, scale))  # type: ignore[arg-type]
+
+    def observe(self, ctx: RuleContext, ascended: bool, perturbation: Groups | None) -> None:
+        if not ascended:
+            return
+        if self.reuse_mode == "perturbation" and perturbation is not None:
+            for states, e in zip(ctx.state, perturbation, strict=True):
+                for s, x in zip(states, e, strict=True):
+                    s["cadence_e"] = x.detach().clone()
+        elif self.reuse_mode == "looksam":
+            for states, gv in zip(ctx.state, ctx.scratch.pop("looksam_gv"), strict=True):
+                for s, x in zip(states, gv, strict=True):
+                    s["looksam_gv"] = x
+
+    def __repr__(self) -> str:
+        extra = f", ascent_fraction={self.ascent_fraction}" if self.ascent_fraction is not None else ""
+        return f"Every(k={self.k}, reuse={self.reuse_mode!r}, alpha={self.alpha}{extra})"
+
+
+class RandomSwitch(Cadence):
+    """Ascend with probability ``p`` at each step (SS-SAM's Bernoulli switch, Zhao et al., 2022).
+
+    The draws come from ``random.Random(seed)``: the same decisions on every rank, and the stream is
+    saved in the state, so a resumed run draws what the uninterrupted one would.
+    """
+
+    name = "random"
+
+    def __init__(self, p: float, seed: int = 0, *, ascent_fraction: float | None = None) -> None:
+        super().__init__(ascent_fraction=ascent_fraction)
+        check_number("p", p, low=0.0, high=1.0)
+        self.p, self.seed = p, seed
+        self._stream = random.Random(seed)
+        self._sampler.manual_seed(seed)
+
+    def ascends(self, step: int) -> bool:
+        return self._stream.random() < self.p
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "stream": self._stream.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        version, internal, gauss = state["stream"]
+        self._stream.setstate((version, tuple(internal), gauss))
+
+    def __repr__(self) -> str:
+        return f"RandomSwitch(p={self.p}, seed={self.seed})"
+
+
+class GradNormTrigger(Cadence):
+    r"""AE-SAM (Jiang et al., "An Adaptive Policy to Employ Sharpness-Aware Minimization", ICLR 2023).
+
+    With :math:`s_t = \lVert g_t\rVert^2` the squared norm of the step's (plain) gradient, running
+    mean and variance
+
+    .. math::
+        \mu_t = \delta \mu_{t-1} + (1-\delta) s_t, \qquad
+        \sigma_t^2 = \delta \sigma_{t-1}^2 + (1-\delta)(s_t - \mu_t)^2
+
+    the step ascends (SAM) iff :math:`s_t \ge \mu_t + c_t \sigma_t`, with the threshold
+    :math:`c_t` moving linearly from ``lambda1`` to ``lambda2`` over ``total_steps`` (so SAM is used
+    more early and less late when ``lambda1 < lambda2``). Otherwise the step is a base-optimizer step on
+    :math:`g_t`: one pass. Defaults ``delta=0.9``, ``lambda1=-1``, ``lambda2=1`` are our reading of the
+    paper's CIFAR setting; tune them. The gradient is computed first, so this cadence reads one number
+    per step on the host (under DDP, the mean over ranks of their local :math:`s_t`: every rank decides
+    alike); it needs one shard per rank.
+    """
+
+    name = "gradnorm"
+    decides_after_gradient = True
+
+    def __init__(self, total_steps: int | None = None, delta: float = 0.9, lambda1: float = -1.0,
+                 lambda2: float = 1.0, *, ascent_fraction: float | None = None) -> None:
+        super().__init__(ascent_fraction=ascent_fraction)
+        check_number("delta", delta, low=0.0, high=1.0, high_open=True)
+        check_number("lambda1", lambda1)
+        check_number("lambda2", lambda2)
+        self.delta, self.lambda1, self.lambda2 = delta, lambda1, lambda2
+        self.mean = 0.0
+        self.var = 0.0
+        if total_steps is not None:
+            self.set_total_steps(total_steps)
+
+    def needs_total_steps(self) -> bool:
+        return True
+
+    def threshold(self, step: int) -> float:
+        """:math:`c_t`, linear from ``lambda1`` (step 0) to ``lambda2`` (the last step)."""
+        frac = min(1.0, step / max(1, self._total() - 1))
+        return self.lambda1 + (self.lambda2 - self.lambda1) * frac
+
+    def decide(self, squared_norm: float, step: int) -> bool:
+        d = self.delta
+        self.mean = d * self.mean + (1 - d) * squared_norm
+        self.var = d * self.var + (1 - d) * (squared_norm - self.mean) ** 2
+        return squared_norm >= self.mean + self.threshold(step) * math.sqrt(self.var)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "mean": self.mean, "var": self.var}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.mean, self.var = float(state["mean"]), float(state["var"])
+
+    def __repr__(self) -> str:
+        return (f"GradNormTrigger(total_steps={self.total_steps}, delta={self.delta}, "
+                f"lambda1={self.lambda1}, lambda2={self.lambda2})")
+
+
+class Window(Cadence):
+    """Ascend only for steps in ``[start, end)`` fractions of ``total_steps`` (late-phase SAM:
+    ``Window(0.8, 1.0)``; Zhou et al., "Sharpness-Aware Minimization Efficiently Selects Flatter
+    Minima Late in Training", ICLR 2025)."""
+
+    name = "window"
+
+    def __init__(self, start: float, end: float = 1.0, total_steps: int | None = None, *,
+                 ascent_fraction: float | None = None) -> None:
+        super().__init__(ascent_fraction=ascent_fraction)
+        check_number("start", start, low=0.0, high=1.0)
+        check_number("end", end, low=0.0, high=1.0)
+        if not start < end:
+            raise SamkitError(f"the window must have start < end (fractions of training), got {start}, {end}")
+        self.start, self.end = start, end
+        if total_steps is not None:
+            self.set_total_steps(total_steps)
+
+    def needs_total_steps(self) -> bool:
+        return True
+
+    def ascends(self, step: int) -> bool:
+        total = self._total()
+        return self.start * total <= step < self.end * total
+
+    def __repr__(self) -> str:
+        return f"Window(start={self.start}, end={self.end}, total_steps={self.total_steps})"

@@ -1,0 +1,267 @@
+"""Cadences: decisions match their definitions, skipped ascents are base steps, LookSAM's update is
+the paper's, resume mid-cycle is exact, and the pass counts are exact."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import pytest
+import torch
+from optim_helpers import assert_states, ce, make_batch, make_cnn, make_mlp, state_of
+from rule_reference import EPS, _dot, _norm
+
+from samkit import SAM, SamkitError, cadence, rules
+
+LR = 0.1
+
+
+def run(steps=6, model=None, **kw):
+    model = model if model is not None else make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, momentum=0.9, rho=0.1, **kw)
+    pattern = []
+    for s in range(steps):
+        opt.train_step(model, ce, make_batch(seed=s))
+        pattern.append(opt.last_step.ascended)
+    return model, opt, pattern
+
+
+def test_always_is_todays_sam_bit_for_bit():
+    a, _, pattern = run(cadence=cadence.Always())
+    b, _, _ = run()
+    assert_states(state_of(a), state_of(b)) and all(pattern)
+
+
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda: cadence.Every(3), [s % 3 == 0 for s in range(10)]),
+        (lambda: cadence.Window(0.5, 0.8, total_steps=10), [5 <= s < 8 for s in range(10)]),
+        (lambda: cadence.RandomSwitch(0.3, seed=7), None),
+    ],
+    ids=["every", "window", "random"],
+)
+def test_decisions_follow_the_definition(make, expected):
+    if expected is None:  # the seeded stream, drawn once per step
+        stream = random.Random(7)
+        expected = [stream.random() < 0.3 for _ in range(10)]
+    model, opt, pattern = run(10, cadence=make())
+    assert pattern == expected and any(pattern) and not all(pattern)
+    assert opt.ascent_steps == sum(expected)
+    assert opt.passes == 10 + sum(expected)  # one pass per step plus one per ascent: exact
+    assert opt.example_passes == 8 * (10 + sum(expected))
+
+
+@pytest.mark.parametrize("shards,execution", [(1, "loop"), (3, "loop"), (3, "vectorized")])
+def test_a_skipped_ascent_is_a_base_optimizer_step_on_the_same_batch(shards, execution):
+    model = make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, momentum=0.9, rho=0.1, shards=shards,
+              execution=execution, cadence=cadence.Every(2))
+    opt.train_step(model, ce, make_batch(seed=0))  # step 0: SAM
+    twin = copy.deepcopy(model)
+    base = torch.optim.SGD(twin.parameters(), lr=LR, momentum=0.9)
+    base.load_state_dict(copy.deepcopy(opt.base_optimizer.state_dict()))  # load aliases tensors
+    loss = opt.train_step(model, ce, make_batch(seed=1))  # step 1: no ascent
+    base.zero_grad()
+    plain = ce(twin, make_batch(seed=1))
+    plain.backward()
+    base.step()
+    assert not opt.last_step.ascended and torch.equal(loss, plain.detach())
+    assert_states(state_of(model), state_of(twin))  # weights and BatchNorm statistics, bit for bit
+
+
+def test_every_with_vectorized_shards_equals_the_loop():
+    a, _, _ = run(shards=3, execution="loop", cadence=cadence.Every(2))
+    b, opt, _ = run(shards=3, execution="vectorized", cadence=cadence.Every(2))
+    assert_states(state_of(b), state_of(a), atol=1e-10)
+
+
+def sgd_step(params, grads, lr=LR):
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p -= lr * g
+
+
+def test_reused_perturbation_is_the_last_ascent_steps():
+    model = make_mlp()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, rho=0.1,
+              cadence=cadence.Every(3, reuse="perturbation"))
+    ref = make_mlp()
+    params = list(ref.parameters())
+    e = None
+    for s in range(5):
+        batch = make_batch(seed=s)
+        opt.train_step(model, ce, batch)
+        w = [p.detach().clone() for p in params]
+        if s % 3 == 0:
+            g = torch.autograd.grad(ce(ref, batch), params)
+            e = [0.1 * x / (_norm(g) + EPS) for x in g]
+        with torch.no_grad():
+            for p, wi, ei in zip(params, w, e):
+                p.copy_(wi + ei)
+        h = torch.autograd.grad(ce(ref, batch), params)
+        with torch.no_grad():
+            for p, wi in zip(params, w):
+                p.copy_(wi)
+        sgd_step(params, h)
+    assert_states(state_of(model), state_of(ref), atol=1e-12)
+    assert opt.passes == 5 + 2
+
+
+def test_looksam_in_between_update_equals_the_reference():
+    """At SAM steps g_v = h - <g,h>/||g||^2 g; in between g + alpha ||g|| / ||g_v|| g_v."""
+    alpha = 0.7
+    model = make_mlp()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, rho=0.1,
+              cadence=cadence.Every(2, reuse="looksam", alpha=alpha))
+    ref = make_mlp()
+    params = list(ref.parameters())
+    gv = None
+    for s in range(5):
+        batch = make_batch(seed=s)
+        opt.train_step(model, ce, batch)
+        g = list(torch.autograd.grad(ce(ref, batch), params))
+        if s % 2 == 0:
+            w = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for p, x in zip(params, g):
+                    p += 0.1 * x / (_norm(g) + EPS)
+            h = list(torch.autograd.grad(ce(ref, batch), params))
+            with torch.no_grad():
+                for p, wi in zip(params, w):
+                    p.copy_(wi)
+            gv = [hi - _dot(g, h) / (_dot(g, g) + EPS) * gi for hi, gi in zip(h, g)]
+            update = h
+        else:
+            update = [gi + alpha * _norm(g) / (_norm(gv) + EPS) * vi for gi, vi in zip(g, gv)]
+        sgd_step(params, update)
+    assert_states(state_of(model), state_of(ref), atol=1e-12)
+
+
+def test_gradnorm_trigger_decisions_follow_ae_sam():
+    """The running mean/variance and the linear threshold, against a hand-written loop."""
+    trigger = cadence.GradNormTrigger(total_steps=8, delta=0.7, lambda1=-0.5, lambda2=1.5)
+    norms = [4.0, 3.0, 9.0, 2.0, 2.5, 7.0, 1.0, 1.2]
+    mu = var = 0.0
+    expected = []
+    for t, s in enumerate(norms):
+        mu = 0.7 * mu + 0.3 * s
+        var = 0.7 * var + 0.3 * (s - mu) ** 2
+        c = -0.5 + 2.0 * t / 7
+        expected.append(s >= mu + c * math.sqrt(var))
+    assert [trigger.decide(s, t) for t, s in enumerate(norms)] == expected
+    assert any(expected) and not all(expected)
+
+
+@pytest.mark.parametrize("threshold,twin", [(-1e9, "sam"), (1e9, "sgd")])
+def test_gradnorm_trigger_steps_are_sam_or_base_steps(threshold, twin):
+    model = make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, momentum=0.9, rho=0.1,
+              cadence=cadence.GradNormTrigger(total_steps=4, lambda1=threshold, lambda2=threshold))
+    other = make_cnn()
+    if twin == "sam":
+        other_opt = SAM(other.parameters(), torch.optim.SGD, lr=LR, momentum=0.9, rho=0.1)
+    else:
+        other_opt = torch.optim.SGD(other.parameters(), lr=LR, momentum=0.9)
+    for s in range(4):
+        batch = make_batch(seed=s)
+        opt.train_step(model, ce, batch)
+        if twin == "sam":
+            other_opt.train_step(other, ce, batch)
+        else:
+            other_opt.zero_grad()
+            ce(other, batch).backward()
+            other_opt.step()
+    assert_states(state_of(model), state_of(other))
+    assert opt.passes == (8 if twin == "sam" else 4)
+
+
+def test_ascent_fraction_takes_the_ascent_gradient_on_a_sampled_share():
+    model = make_mlp()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, rho=0.1,
+              cadence=cadence.Always(ascent_fraction=0.5))
+    ref = make_mlp()
+    params = list(ref.parameters())
+    sampler = torch.Generator().manual_seed(0)
+    for s in range(3):
+        x, y = make_batch(seed=s)
+        opt.train_step(model, ce, (x, y))
+        idx = torch.randperm(8, generator=sampler)[:4].sort().values
+        g = torch.autograd.grad(ce(ref, (x[idx], y[idx])), params)
+        w = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, gi in zip(params, g):
+                p += 0.1 * gi / (_norm(g) + EPS)
+        h = torch.autograd.grad(ce(ref, (x, y)), params)
+        with torch.no_grad():
+            for p, wi in zip(params, w):
+                p.copy_(wi)
+        sgd_step(params, h)
+    assert_states(state_of(model), state_of(ref), atol=1e-12)
+    assert opt.passes == 3 * 1.5 and opt.example_passes == 3 * (4 + 8)
+
+
+def test_ascent_fraction_per_shard_vectorized_equals_loop():
+    kw = dict(shards=2, cadence=None)
+    a, _, _ = run(**{**kw, "execution": "loop", "cadence": cadence.Always(ascent_fraction=0.5)})
+    b, opt, _ = run(**{**kw, "execution": "vectorized", "cadence": cadence.Always(ascent_fraction=0.5)})
+    assert_states(state_of(b), state_of(a), atol=1e-10)
+    assert opt.passes == 6 * 1.5
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: cadence.Every(3, reuse="looksam"), lambda: cadence.RandomSwitch(0.5, seed=3),
+     lambda: cadence.Every(3, reuse="perturbation"), lambda: cadence.Always(ascent_fraction=0.5),
+     lambda: cadence.GradNormTrigger(total_steps=6)],
+    ids=["looksam", "random", "reuse", "fraction", "gradnorm"],
+)
+def test_resume_mid_cycle_is_bit_exact(make):
+    full, _, _ = run(6, cadence=make())
+    model, opt, _ = run(2, cadence=make())
+    saved = copy.deepcopy({"m": model.state_dict(), "o": opt.state_dict()})
+    model = make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, momentum=0.9, rho=0.1, cadence=make())
+    model.load_state_dict(saved["m"])
+    opt.load_state_dict(saved["o"])
+    for s in range(2, 6):
+        opt.train_step(model, ce, make_batch(seed=s))
+    assert_states(state_of(model), state_of(full))
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"rule": rules.MomentumSAM(), "momentum": 0.9, "cadence": cadence.Every(2)}, "nothing to skip"),
+        ({"shards": 2, "cadence": cadence.Every(2, reuse="perturbation")}, "use shards=1"),
+        ({"shards": 2, "cadence": cadence.GradNormTrigger(total_steps=4)}, "use shards=1"),
+        ({"cadence": "every"}, "samkit.cadence object"),
+    ],
+)
+def test_cadences_refuse_what_they_cannot_do(kw, match):
+    with pytest.raises(SamkitError, match=match):
+        SAM(make_cnn().parameters(), torch.optim.SGD, lr=LR, **kw)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [(lambda: cadence.Every(0), "k must be a positive integer"),
+     (lambda: cadence.Every(2, reuse="half"), "reuse must be one of"),
+     (lambda: cadence.RandomSwitch(1.5), "p must be <= 1"),
+     (lambda: cadence.Window(0.9, 0.2), "start < end"),
+     (lambda: cadence.Always(ascent_fraction=0.0), r"ascent_fraction must be in \(0, 1\]")],
+)
+def test_bad_cadence_settings(make, match):
+    with pytest.raises(SamkitError, match=match):
+        make()
+
+
+def test_a_window_without_total_steps_says_how_to_give_it():
+    model = make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, cadence=cadence.Window(0.8))
+    with pytest.raises(SamkitError, match="give it total_steps"):
+        opt.train_step(model, ce, make_batch())
+    opt.cadence.set_total_steps(10)
+    opt.train_step(model, ce, make_batch())
+    assert not opt.last_step.ascended
