@@ -63,6 +63,14 @@ _CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--nesterov", "nesterov", None, "Nesterov momentum (SGD)"),
     ("--max-grad-norm", "max_grad_norm", float, "clip the (descent) gradient to this global norm"),
     (
+        "--cadence",
+        "cadence",
+        str,
+        "when the SAM family ascends: always | every:k=5[,reuse=looksam|perturbation] | "
+        "random:p=0.3 | gradnorm | window:start=0.8 (any: ascent_fraction=0.5); "
+        "see docs/optimizers.md",
+    ),
+    (
         "--weight-decay",
         "weight_decay",
         float,
@@ -188,7 +196,7 @@ def _train(args: argparse.Namespace) -> int:
     print(
         f"{summary['label']}: test acc {summary['test_acc']:.4f}, test loss "
         f"{summary['test_loss']:.4f}, train loss {summary['train_loss']:.4f} after "
-        f"{summary['epochs']} epochs, {summary['steps']} steps, {summary['passes']} passes, "
+        f"{summary['epochs']} epochs, {summary['steps']} steps, {summary['passes']:g} passes, "
         f"{summary['wall_time']:.1f} s -> {out}"
     )
     return 0

@@ -39,7 +39,16 @@ from torch import Tensor
 from samkit.errors import SamkitError
 from samkit.optim.rules.base import EPS, Groups, RuleContext, check_number
 
-__all__ = ["Cadence", "Always", "Every", "RandomSwitch", "GradNormTrigger", "Window"]
+__all__ = [
+    "CADENCES",
+    "Always",
+    "Cadence",
+    "Every",
+    "GradNormTrigger",
+    "RandomSwitch",
+    "Window",
+    "parse_cadence",
+]
 
 REUSE = (None, "perturbation", "looksam")
 
@@ -337,3 +346,48 @@ class Window(Cadence):
 
     def __repr__(self) -> str:
         return f"Window(start={self.start}, end={self.end}, total_steps={self.total_steps})"
+
+
+CADENCES: dict[str, type[Cadence]] = {
+    "always": Always,
+    "every": Every,
+    "random": RandomSwitch,
+    "gradnorm": GradNormTrigger,
+    "window": Window,
+}
+
+
+def parse_cadence(spec: str) -> Cadence:
+    """``"every:k=5,reuse=looksam"`` -> ``Every(5, reuse="looksam")`` (options may also be
+    separated by ``;``, which fits inside a study method such as ``sam:cadence=every:k=5;reuse=looksam``).
+
+    Names: ``always``, ``every``, ``random``, ``gradnorm``, ``window``; values are read as YAML
+    scalars (``5`` an int, ``0.3`` a float, ``none`` None).
+    """
+    import inspect
+
+    import yaml
+
+    name, _, rest = str(spec).partition(":")
+    name = name.strip()
+    if name not in CADENCES:
+        raise SamkitError(
+            f"unknown cadence {name!r} in {spec!r}; known cadences: {', '.join(CADENCES)} "
+            "(e.g. every:k=5,reuse=looksam or random:p=0.3)"
+        )
+    cls = CADENCES[name]
+    accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
+    options: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in rest.replace(";", ",").split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in accepted:
+            raise SamkitError(
+                f"cadence {spec!r}: {item!r} is not one of its options key=value "
+                f"({', '.join(accepted)})"
+            )
+        options[key] = yaml.safe_load(value)
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise SamkitError(f"cadence {spec!r}: {err}") from err

@@ -34,7 +34,12 @@ EXECUTIONS = ("auto", "loop", "vectorized")
 _NOT_HASHED = ("data_root", "download", "device", "label", "quiet", "execution")
 # Fields added after runs were first saved enter the hash only when they differ from these values,
 # which reproduce the earlier behaviour: a run folder saved before a field existed keeps its hash.
-_HASHED_WHEN_SET: dict[str, Any] = {"optimizer_options": {}, "micro_batch_size": None, "max_grad_norm": None}
+_HASHED_WHEN_SET: dict[str, Any] = {
+    "optimizer_options": {},
+    "micro_batch_size": None,
+    "max_grad_norm": None,
+    "cadence": None,
+}
 # Rule options that are run settings of their own (flags --eta, --sigma, --lmbda), not optimizer_options.
 _FLAT_OPTIONS = ("eta", "sigma", "lmbda")
 
@@ -78,6 +83,7 @@ class TrainConfig:
     sigma: float = 1.0
     lmbda: float = 0.9
     optimizer_options: dict[str, Any] = field(default_factory=dict)  # the rule's other options
+    cadence: str | None = None  # when to ascend, e.g. "every:k=5,reuse=looksam" (None: always)
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -150,6 +156,14 @@ class TrainConfig:
         for name in ("shards", "shard_size"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
+        if self.cadence is not None:
+            from samkit.optim.cadence import parse_cadence
+
+            if not self.is_sam:
+                raise SamkitError(
+                    f"cadence only applies to the SAM family, not optimizer={self.optimizer!r}."
+                )
+            parse_cadence(self.cadence)  # a bad spec is refused up front
         if self.micro_batch_size is not None:
             _positive_int("micro_batch_size", self.micro_batch_size)
         if self.max_grad_norm is not None:

@@ -36,6 +36,7 @@ from samkit.train.setup import (
     load_data,
     lr_factor,
     make_loss_fn,
+    passes_of_last_step,
     passes_per_step,
     train_step,
 )
@@ -214,7 +215,7 @@ class _Run:
         self.local = self.ranks.local_slice(cfg.batch_size)  # this rank's part of each batch
         # Under torchrun: DDP, so a SAM optimizer perturbs per rank (m-sharpness across ranks).
         self.model = wrap(build_model(cfg, self.ds, self.device), self.ranks, self.device)
-        self.optimizer = build_optimizer(cfg, self.model)
+        self.optimizer = build_optimizer(cfg, self.model, cfg.epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
         )
@@ -326,8 +327,9 @@ class _Run:
         self.epoch_loss += loss.double().cpu()
         self.step_in_epoch += 1
         self.steps += 1
-        self.passes += self.passes_per_step
-        self.example_passes += self.passes_per_step * cfg.batch_size
+        step_passes = passes_of_last_step(self.optimizer)  # counted by the optimizer
+        self.passes += step_passes
+        self.example_passes += round(step_passes * cfg.batch_size)
         self.last_lr = self.optimizer.param_groups[0]["lr"]  # the LR this step used
         if cfg.schedule_unit == "step":
             self.scheduler.step()
@@ -385,6 +387,7 @@ class _Run:
             "passes": self.passes,
             "example_passes": self.example_passes,
             "passes_per_step": self.passes_per_step,
+            "ascent_steps": getattr(self.optimizer, "ascent_steps", None),
             "train_time": self.train_time,
             "wall_time": self.wall_time,
             "num_params": sum(p.numel() for p in self.model.parameters()),

@@ -62,9 +62,13 @@ def build_model(cfg: TrainConfig, ds: Any, device: torch.device) -> nn.Module:
     return model.to(device)
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: TrainConfig, model: nn.Module, total_steps: int | None = None
+) -> torch.optim.Optimizer:
     """The configured optimizer by its registry name: a plain base optimizer, or a SAM-family rule
-    wrapping the ``base`` optimizer (see :func:`samkit.create_optimizer`)."""
+    wrapping the ``base`` optimizer (see :func:`samkit.create_optimizer`), with its cadence
+    (told ``total_steps`` when it is defined by fractions of training)."""
+    from samkit.optim.cadence import parse_cadence
     from samkit.optim.registry import create_optimizer
 
     settings: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
@@ -75,6 +79,11 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     if not cfg.is_sam:
         return create_optimizer(cfg.optimizer, params, **settings)
     shards, shard_size = cfg.sam_shards()
+    cadence = parse_cadence(cfg.cadence) if cfg.cadence is not None else None
+    if cadence is not None and cadence.needs_total_steps() and cadence.total_steps is None:
+        if total_steps is None:
+            raise SamkitError(f"cadence {cfg.cadence!r} needs the number of training steps.")
+        cadence.set_total_steps(total_steps)
     # "auto" runs the shards in a loop on CPU and vectorized on CUDA.
     return create_optimizer(
         cfg.optimizer,
@@ -85,6 +94,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
         shard_size=shard_size,
         micro_batch_size=cfg.micro_batch_size,
         max_grad_norm=cfg.max_grad_norm,
+        cadence=cadence,
         execution=cfg.execution,
         **cfg.rule_options(),
         **settings,
@@ -168,8 +178,15 @@ def train_step(
 
 
 def passes_per_step(optimizer: torch.optim.Optimizer) -> int:
-    """Forward-backward passes over the batch per step (1 for plain optimizers, 2 for SAM, ...)."""
+    """Forward-backward passes of a full step (1 for plain optimizers, 2 for SAM, ...)."""
     return int(getattr(optimizer, "passes_per_step", 1))
+
+
+def passes_of_last_step(optimizer: torch.optim.Optimizer) -> float:
+    """Forward-backward passes over the batch the last step really took (a cadence may skip the
+    ascent; half-batch ascents count half); 1 for a plain optimizer."""
+    record = getattr(optimizer, "last_step", None)
+    return float(record.passes) if record is not None else 1.0
 
 
 @torch.no_grad()

@@ -58,3 +58,51 @@ def test_study_methods_take_rule_options():
     )
     with pytest.raises(SamkitError, match="'beta' is neither a run setting nor an option of 'gsam'"):
         parse_method("gsam:beta=1")
+
+
+def test_cadence_from_the_command_line_counts_its_passes(harness, tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY, "--epochs", "2", "--optimizer", "sam", "--cadence",
+                     "window:start=0.5", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    steps = summary["steps"]
+    assert steps == 4 and summary["ascent_steps"] == 2  # the second half of training: 2 of 4 steps
+    assert summary["passes"] == steps + 2 and summary["example_passes"] == 32 * (steps + 2)
+    assert load_config(out / "config.yaml").cadence == "window:start=0.5"
+
+
+def test_cadence_resume_mid_run_equals_the_uninterrupted_run(harness, tmp_path):
+    from samkit.train import TrainConfig, train
+
+    cfg = TrainConfig(dataset="mnist1d", model="mlp", model_options={"width": 16}, epochs=2,
+                      batch_size=32, max_steps_per_epoch=3, train_subset=128, test_subset=64,
+                      optimizer="sam", cadence="random:p=0.5,seed=3")
+    full = train(cfg, tmp_path / "full", quiet=True)
+    from samkit.train import RunInterrupted
+
+    with pytest.raises(RunInterrupted):
+        train(cfg, tmp_path / "cut", quiet=True, interrupt_after_steps=4)
+    resumed = train(None, tmp_path / "cut", resume=True, quiet=True)
+    for key in ("train_loss", "test_loss", "passes", "ascent_steps"):
+        assert resumed[key] == full[key], key
+
+
+def test_bad_cadence_specs_are_an_error_line(harness, tmp_path, capsys):
+    for spec, message in (("sometimes", "unknown cadence 'sometimes'"),
+                          ("every:k=0", "k must be a positive integer"),
+                          ("every:kk=2", "'kk=2' is not one of its options")):
+        code = cli.main(["train", *TINY, "--optimizer", "sam", "--cadence", spec,
+                         "--out", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and message in err
+    assert cli.main(["train", *TINY, "--cadence", "every:k=2", "--out", str(tmp_path / "r")]) == 2
+    assert "cadence only applies to the SAM family" in capsys.readouterr().err
+
+
+def test_study_methods_take_a_cadence_with_several_options():
+    label, overrides = parse_method("sam:cadence=every:k=5;reuse=looksam,label=look")
+    assert label == "look" and overrides["cadence"] == "every:k=5;reuse=looksam"
+    from samkit.optim.cadence import Every, parse_cadence
+
+    c = parse_cadence(overrides["cadence"])
+    assert isinstance(c, Every) and (c.k, c.reuse_mode) == (5, "looksam")

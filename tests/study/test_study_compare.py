@@ -42,7 +42,7 @@ def test_compare_two_methods_two_seeds_writes_rows_and_report(harness, tmp_path)
     ]
     assert all(r["status"] == "complete" for r in rows)
     assert [r["rho"] for r in rows] == ["", "", "0.1", "0.1"]
-    assert [int(r["passes"]) for r in rows] == [8, 8, 16, 16]  # 2 epochs x 4 steps x 1 or 2
+    assert [float(r["passes"]) for r in rows] == [8, 8, 16, 16]  # 2 epochs x 4 steps x 1 or 2
     for r in rows:  # each row is its run's summary
         summary = json.loads((out / r["dir"] / "summary.json").read_text())
         assert float(r["test_acc"]) == summary["test_acc"] and summary["seed"] == int(r["seed"])

@@ -43,6 +43,7 @@ SUMMARY_KEYS = {
     "passes",
     "example_passes",
     "passes_per_step",
+    "ascent_steps",
     "train_time",
     "wall_time",
     "num_params",
