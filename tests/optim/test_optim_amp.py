@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import pytest
@@ -38,17 +39,19 @@ def test_bf16_autocast_takes_the_sam_step_not_the_sgd_step(kw):
     assert (sam16 - sam32).norm() < 0.06 * sam32.norm()
 
 
+def scaled_run(scaler, cls=SAM, steps=3, **kw):
+    """The model's state after a few steps with ``scaler`` (or none)."""
+    model = make_cnn()
+    opt = cls(model.parameters(), torch.optim.SGD, lr=0.1, **{"momentum": 0.9, "shards": 2, **kw})
+    for s in range(steps):
+        opt.train_step(model, ce, make_batch(seed=s), scaler=scaler)
+    return state_of(model)
+
+
 @pytest.mark.parametrize("cls", [SAM, FriendlySAM])
 def test_grad_scaler_equals_unscaled_update(cls):
     """Power-of-two scaling is exact in float64, so the update is the same to rounding."""
-
-    def run(scaler):
-        model = make_cnn()
-        opt = cls(model.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9, shards=2)
-        for s in range(3):
-            opt.train_step(model, ce, make_batch(seed=s), scaler=scaler)
-        return state_of(model)
-
+    run = functools.partial(scaled_run, cls=cls)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     assert_states(run(scaler), run(None), atol=1e-13)
     assert scaler.get_scale() == 2.0**10  # nothing was skipped
@@ -92,13 +95,7 @@ def test_grad_scaler_skips_on_inf_in_descent_and_ascent():
     ids=["gsam", "wsam", "gcsam", "multistep", "momentum", "usam", "clip_micro"],
 )
 def test_grad_scaler_equals_unscaled_update_for_every_rule(kw):
-    def run(scaler):
-        model = make_cnn()
-        opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9, **{"shards": 2, **kw})
-        for s in range(3):
-            opt.train_step(model, ce, make_batch(seed=s), scaler=scaler)
-        return state_of(model)
-
+    run = functools.partial(scaled_run, **kw)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     assert_states(run(scaler), run(None), atol=1e-13)
     assert scaler.get_scale() == 2.0**10
@@ -108,13 +105,7 @@ def test_friendly_sam_with_a_scale_that_changes_every_step():
     """F-SAM mixes this step's gradient with an EMA of earlier ones: both must be unscaled, or the
     direction depends on the scale (SAM's normalised direction would hide a missing unscale)."""
 
-    def run(scaler):
-        model = make_cnn()
-        opt = FriendlySAM(model.parameters(), torch.optim.SGD, lr=0.1, sigma=0.9, lmbda=0.5, shards=2)
-        for s in range(4):
-            opt.train_step(model, ce, make_batch(seed=s), scaler=scaler)
-        return state_of(model)
-
+    run = functools.partial(scaled_run, cls=FriendlySAM, steps=4, sigma=0.9, lmbda=0.5, momentum=0.0)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4, growth_interval=1)
     assert_states(run(scaler), run(None), atol=1e-13)
     assert scaler.get_scale() == 2.0**8  # it really changed at every step
@@ -123,14 +114,7 @@ def test_friendly_sam_with_a_scale_that_changes_every_step():
 def test_disabled_grad_scaler_is_a_no_op():
     """``GradScaler(enabled=use_amp)`` with use_amp False (and torch's own disabling) must just work."""
 
-    def run(scaler):
-        model = make_cnn()
-        opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9, shards=2)
-        for s in range(2):
-            opt.train_step(model, ce, make_batch(seed=s), scaler=scaler)
-        return state_of(model)
-
-    assert_states(run(torch.amp.GradScaler("cpu", enabled=False)), run(None))
+    assert_states(scaled_run(torch.amp.GradScaler("cpu", enabled=False)), scaled_run(None))
 
 
 def test_channels_last_with_grad_scaler_skips_a_non_finite_step():

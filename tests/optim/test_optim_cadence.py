@@ -83,6 +83,19 @@ def sgd_step(params, grads, lr=LR):
             p -= lr * g
 
 
+def gradient_at(model, params, e, batch):
+    """The gradient at w + e, the weights put back to w afterwards."""
+    w = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, ei in zip(params, e):
+            p += ei
+    h = list(torch.autograd.grad(ce(model, batch), params))
+    with torch.no_grad():
+        for p, wi in zip(params, w):
+            p.copy_(wi)
+    return h
+
+
 def test_reused_perturbation_is_the_last_ascent_steps():
     model = make_mlp()
     opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, rho=0.1,
@@ -93,18 +106,10 @@ def test_reused_perturbation_is_the_last_ascent_steps():
     for s in range(5):
         batch = make_batch(seed=s)
         opt.train_step(model, ce, batch)
-        w = [p.detach().clone() for p in params]
         if s % 3 == 0:
             g = torch.autograd.grad(ce(ref, batch), params)
             e = [0.1 * x / (_norm(g) + EPS) for x in g]
-        with torch.no_grad():
-            for p, wi, ei in zip(params, w, e):
-                p.copy_(wi + ei)
-        h = torch.autograd.grad(ce(ref, batch), params)
-        with torch.no_grad():
-            for p, wi in zip(params, w):
-                p.copy_(wi)
-        sgd_step(params, h)
+        sgd_step(params, gradient_at(ref, params, e, batch))
     assert_states(state_of(model), state_of(ref), atol=1e-12)
     assert opt.passes == 5 + 2
 
@@ -123,14 +128,7 @@ def test_looksam_in_between_update_equals_the_reference():
         opt.train_step(model, ce, batch)
         g = list(torch.autograd.grad(ce(ref, batch), params))
         if s % 2 == 0:
-            w = [p.detach().clone() for p in params]
-            with torch.no_grad():
-                for p, x in zip(params, g):
-                    p += 0.1 * x / (_norm(g) + EPS)
-            h = list(torch.autograd.grad(ce(ref, batch), params))
-            with torch.no_grad():
-                for p, wi in zip(params, w):
-                    p.copy_(wi)
+            h = gradient_at(ref, params, [0.1 * x / (_norm(g) + EPS) for x in g], batch)
             gv = [hi - _dot(g, h) / (_dot(g, g) + EPS) * gi for hi, gi in zip(h, g)]
             update = h
         else:
@@ -189,15 +187,7 @@ def test_ascent_fraction_takes_the_ascent_gradient_on_a_sampled_share():
         opt.train_step(model, ce, (x, y))
         idx = torch.randperm(8, generator=sampler)[:4].sort().values
         g = torch.autograd.grad(ce(ref, (x[idx], y[idx])), params)
-        w = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for p, gi in zip(params, g):
-                p += 0.1 * gi / (_norm(g) + EPS)
-        h = torch.autograd.grad(ce(ref, (x, y)), params)
-        with torch.no_grad():
-            for p, wi in zip(params, w):
-                p.copy_(wi)
-        sgd_step(params, h)
+        sgd_step(params, gradient_at(ref, params, [0.1 * gi / (_norm(g) + EPS) for gi in g], (x, y)))
     assert_states(state_of(model), state_of(ref), atol=1e-12)
     assert opt.passes == 3 * 1.5 and opt.example_passes == 3 * (4 + 8)
 
