@@ -1,5 +1,5 @@
 """The ``samkit`` command line: ``train | compare | sweep | report`` (+ ``sharpness``,
-``landscape``, ``dln`` from :mod:`samkit.measure.cli` and :mod:`samkit.theory.cli`).
+``landscape`` from :mod:`samkit.cli_measure`, ``dln`` from :mod:`samkit.theory.cli`).
 
 Every training flag is also a key of a YAML ``--config`` (``--weight-decay`` is ``weight_decay``);
 flags given on the command line override the file, which overrides the defaults of
@@ -10,7 +10,6 @@ flags given on the command line override the file, which overrides the defaults 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,9 @@ from typing import Any
 
 import yaml
 
+from samkit import cli_measure
 from samkit.errors import SamkitError
+from samkit.theory import cli as theory_cli
 from samkit.train import config
 
 # (flag, config key, type, help). type None: a boolean switch. Defaults live in TrainConfig and
@@ -322,14 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, help="folder written by samkit compare or samkit sweep")
     p.set_defaults(func=_report)
 
-    for module in ("samkit.theory.cli", "samkit.measure.cli"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a broken dependency inside it is a real error
-                raise
-            continue
-        mod.add_parsers(sub)
+    theory_cli.add_parsers(sub)
+    cli_measure.add_parsers(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The sharpness / landscape subcommands against a fake `samkit.train.load_run`."""
+"""The sharpness / landscape subcommands against a fake `load_run` (a model with known data)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from measure_helpers import bn_mlp, ce, class_data, error_rate
 
-import samkit.train
+from samkit import cli_measure
+from samkit.cli_measure import add_parsers
 from samkit.errors import SamkitError
 from samkit.measure import landscape_1d, sharpness
-from samkit.measure.cli import add_parsers
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def fake_run(monkeypatch, tmp_path):
         assert device == "cpu"
         return SimpleNamespace(model=model, loss_fn=ce, error_fn=error_rate, batches=batches)
 
-    monkeypatch.setattr(samkit.train, "load_run", load_run, raising=False)
+    monkeypatch.setattr(cli_measure, "load_run", load_run)
     return SimpleNamespace(dir=tmp_path, model=model, data=(x, y), calls=calls, batches=batches)
 
 

@@ -1,10 +1,9 @@
 """``samkit sharpness`` and ``samkit landscape``: measure a trained run folder.
 
-``samkit/cli.py`` calls :func:`add_parsers` with its subparsers. The run is loaded through
-``samkit.train.load_run`` (imported inside the handlers: ``samkit.measure`` does not depend on
-``samkit.train``), which returns an object with ``.model``, ``.loss_fn``, ``.error_fn`` and
-``.batches(split, batch_size, max_examples)``. Results are written as JSON (and PNG) into the run
-folder unless ``--out`` says otherwise.
+:mod:`samkit.cli` calls :func:`add_parsers` with its subparsers. This wrapper lives with the
+command line, not in :mod:`samkit.measure`, because it needs a trained run
+(:func:`samkit.train.load_run`): ``measure`` itself depends on nothing above it. Results are
+written as JSON (and, for ``landscape``, PNG) into the run folder unless ``--out`` says otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
+from samkit.train import load_run
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -118,12 +118,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    try:
-        from samkit.train import load_run
-    except ImportError as err:
-        raise SamkitError(
-            "samkit.train.load_run is not available in this installation; cannot load --run."
-        ) from err
     if not Path(args.run).is_dir():
         raise SamkitError(f"--run {args.run}: no such run folder.")
     if args.num_examples is not None and args.num_examples < 1:
