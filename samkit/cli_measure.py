@@ -9,12 +9,10 @@ written as JSON (and, for ``landscape``, PNG) into the run folder unless ``--out
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from samkit import _atomic
 from samkit.errors import SamkitError
 from samkit.train import load_run
 
@@ -129,14 +127,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     return run, batches
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)  # atomic: readers never see half a file
-
-
 def _sharpness(args: argparse.Namespace) -> int:
     from samkit.measure.sharpness import sharpness
 
@@ -161,7 +151,7 @@ def _sharpness(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run) / "sharpness.json"
     payload = res.to_dict()
     payload.update(split=args.split, run=str(args.run))
-    _write_json(out, payload)
+    _atomic.write_json(out, payload)
     err = "" if res.error_increase is None else f", error +{res.error_increase:.4f}"
     print(
         f"{res.kind}-case sharpness (rho={res.rho}, m={res.shard_size}): "
@@ -197,7 +187,7 @@ def _landscape(args: argparse.Namespace) -> int:
         png = plot_landscape_2d(res, out.with_suffix(".png"), kind=args.plot)
     payload = res.to_dict()
     payload.update(split=args.split, run=str(args.run))
-    _write_json(out, payload)
+    _atomic.write_json(out, payload)
     print(
         f"landscape {args.dim}-D on {args.split}: min loss {float(res.loss.min()):.5g} "
         f"-> {out}, {png}"

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from samkit.data._core import Dataset, Split
 from samkit.data.noise import flip_labels
@@ -79,20 +76,3 @@ def cache_dir(root: Path | None) -> Path:
     if root is not None:
         return Path(root)
     return Path(os.environ.get("SAMKIT_CACHE", Path.home() / ".cache" / "samkit"))
-
-
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` so readers never see a half-written file.
-
-    Concurrent runs (a sweep) may generate the same cache at once; each writes its own temporary
-    file in the same directory and renames it into place, which is atomic on POSIX and Windows.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from samkit import _atomic
 from samkit.data._core import Dataset, Split
-from samkit.data._registry import cache_dir, register_dataset, save_npz_atomic
+from samkit.data._registry import cache_dir, register_dataset
 from samkit.errors import SamkitError
 
 # Ten 12-point profiles, one per class: humps, steps, ramps and spikes at different places so
@@ -168,7 +169,10 @@ def load_mnist1d(
             arrays = _reference_arrays()
         else:
             arrays = generate_mnist1d(data_seed, **params)
-        save_npz_atomic(path, arrays)
+        # Concurrent runs (a sweep) may generate the same cache at once: each writes its own
+        # temporary file and renames it into place, so a reader never sees half an archive.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic.save_npz(path, arrays)
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
         inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from samkit._atomic import save_figure
 from samkit.errors import SamkitError
 from samkit.measure._common import (
     LossFn,
@@ -539,6 +540,6 @@ def plot_density(
     ax.set_title(title or f"Hessian spectral density (SLQ, {result.num_runs} runs)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

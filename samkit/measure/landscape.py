@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from samkit._atomic import save_figure
 from samkit.errors import SamkitError
 from samkit.measure._common import (
     LossFn,
@@ -357,7 +358,7 @@ def plot_landscape_1d(
     ax.set_title(title or "loss along a direction")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -387,6 +388,6 @@ def plot_landscape_2d(
     ax.set_title(title or "loss surface")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

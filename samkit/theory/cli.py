@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from itertools import product
@@ -13,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from samkit import _atomic
 from samkit.errors import SamkitError
 from samkit.theory import dln
 
@@ -105,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
         results = [_job(config, a, lr, rhos) for a, lr in tqdm(combos, desc="dln",
                                                                 disable=len(combos) < 2)]
     payload = {"config": config, "seconds": time.perf_counter() - t0, "runs": results}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, out / "results.json")
+    _atomic.write_json(out / "results.json", payload, indent=None)
     print(summary_table(payload))
     if not args.no_plots:
         for path in plot(payload, out):
@@ -162,8 +159,7 @@ def plot(payload: dict, out: Path) -> list[Path]:
     axes[0].set_yscale("log")
     fig.suptitle(f"diagonal linear network, alpha={r['alpha']}, lr={r['lr']}")
     fig.tight_layout()
-    paths.append(out / "test_loss_vs_rho.png")
-    fig.savefig(paths[-1], dpi=120)
+    paths.append(_atomic.save_figure(fig, out / "test_loss_vs_rho.png", dpi=120))
     plt.close(fig)
 
     best = None
@@ -184,7 +180,6 @@ def plot(payload: dict, out: Path) -> list[Path]:
             ax.set_yscale("log")
         ax.legend()
         fig.tight_layout()
-        paths.append(out / fname)
-        fig.savefig(paths[-1], dpi=120)
+        paths.append(_atomic.save_figure(fig, out / fname, dpi=120))
         plt.close(fig)
     return paths

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 from types import SimpleNamespace
 
 import pytest
@@ -111,9 +113,15 @@ def test_landscape_command_writes_json_and_png(fake_run, dim):
             "--no-progress",
         ]
     )
-    assert args.func(args) == 0
+    old = os.umask(0o002)  # a group-shared study: every file it writes is group-readable
+    try:
+        assert args.func(args) == 0
+    finally:
+        os.umask(old)
     data = json.loads(out.read_text())
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    for path in (out, out.with_suffix(".png")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664
     assert fake_run.calls[-1][0] == "test"
     if dim == 1:
         direct = landscape_1d(fake_run.model, ce, fake_run.batches(), steps=3, progress=False)

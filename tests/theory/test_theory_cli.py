@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 
 import pytest
 
@@ -22,7 +24,11 @@ def test_dln_writes_results_and_figures(tmp_path, capsys):
     args = parse(["--n", "6", "--d", "8", "--k", "2", "--n-test", "100", "--steps", "200",
                   "--every", "50", "--rho", "0.01", "0.1", "--alpha", "0.1", "0.2", "--jobs", "2",
                   "--out", str(out)])
-    assert args.func(args) == 0
+    old = os.umask(0o022)
+    try:
+        assert args.func(args) == 0
+    finally:
+        os.umask(old)
     res = json.loads((out / "results.json").read_text())
     assert [(r["alpha"], r["lr"]) for r in res["runs"]] == [(0.1, 0.05), (0.2, 0.05)]
     for r in res["runs"]:
@@ -32,6 +38,8 @@ def test_dln_writes_results_and_figures(tmp_path, capsys):
         assert len(r["methods"]["nsam"]["test_loss"][-1]) == 2
     for name in ("test_loss_vs_rho.png", "learning_curves.png", "l1_vs_steps.png"):
         assert (out / name).stat().st_size > 1000
+    for path in out.iterdir():  # written with the umask's mode, like every samkit file
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
     assert "| 1-SAM | 0.1 |" in capsys.readouterr().out
     again = parse(["--steps", "10", "--out", str(out)])
     with pytest.raises(SamkitError, match="exists and is not empty"):
