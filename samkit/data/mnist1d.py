@@ -23,6 +23,7 @@ from samkit import _atomic
 from samkit.data._core import Dataset, Split
 from samkit.data._registry import cache_dir, register_dataset
 from samkit.errors import SamkitError
+from samkit.registry import check_option
 
 # Ten 12-point profiles, one per class: humps, steps, ramps and spikes at different places so
 # that the classes differ in shape, not only in position (translation is random).
@@ -103,12 +104,7 @@ def generate_mnist1d(data_seed: int = 42, **params: Any) -> dict[str, np.ndarray
 
     ``params`` override :data:`DEFAULTS`. Classes are balanced (``num_samples // 10`` each).
     """
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise SamkitError(
-            f"unknown MNIST-1D parameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}"
-        )
-    p = {**DEFAULTS, **params}
+    p = {**DEFAULTS, **_checked(params)}
     rng = np.random.default_rng(data_seed)
     per_class = p["num_samples"] // len(_TEMPLATES)
     ys = np.repeat(np.arange(len(_TEMPLATES)), per_class)
@@ -119,6 +115,19 @@ def generate_mnist1d(data_seed: int = 42, **params: Any) -> dict[str, np.ndarray
     cut = int(len(ys) * p["train_split"])
     xs = xs.astype(np.float32)
     return {"x": xs[:cut], "y": ys[:cut], "x_test": xs[cut:], "y_test": ys[cut:]}
+
+
+def _checked(params: dict[str, Any]) -> dict[str, Any]:
+    """Generator options: known names, each of its default's type (a number may be text)."""
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise SamkitError(
+            f"unknown MNIST-1D parameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}"
+        )
+    return {
+        key: check_option("dataset 'mnist1d'", key, value, type(DEFAULTS[key]), DEFAULTS[key])
+        for key, value in params.items()
+    }
 
 
 def _reference_arrays() -> dict[str, np.ndarray]:
@@ -157,6 +166,7 @@ def load_mnist1d(
         raise SamkitError(
             "mnist1d variant='reference' is fixed: drop data_seed and generator options"
         )
+    params = _checked(params)  # before the cache key, so "0.8" and 0.8 share one cache file
     config = {"variant": variant, "data_seed": data_seed, "version": _CACHE_VERSION, **params}
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode()).hexdigest()[:12]
     path = cache_dir(root) / "mnist1d" / f"mnist1d-{variant}-{key}.npz"
