@@ -113,6 +113,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="output JSON path (default: in the run folder); a PNG is written next to it",
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="measure an unfinished run's last checkpoint (refused by default: finish it with "
+        "samkit train --resume DIR)",
+    )
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
@@ -120,11 +126,27 @@ def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
         raise SamkitError(f"--run {args.run}: no such run folder.")
     if args.num_examples is not None and args.num_examples < 1:
         raise SamkitError(f"--num-examples must be >= 1; got {args.num_examples}.")
-    run = load_run(args.run, device=args.device)
+    run = load_run(args.run, device=args.device, allow_incomplete=args.allow_incomplete)
     batches = run.batches(
         split=args.split, batch_size=args.batch_size, max_examples=args.num_examples
     )
     return run, batches
+
+
+def _write_result(args: argparse.Namespace, run: Any, out: Path, payload: dict[str, Any]) -> None:
+    """The result JSON, with where it was measured; an unfinished run is said in the output."""
+    payload.update(split=args.split, run=str(args.run), epoch=run.epoch, complete=run.complete)
+    if not run.complete:
+        payload["step_in_epoch"] = run.step_in_epoch
+        print(f"incomplete run: measured the weights at the {run.position()} (--allow-incomplete)")
+    _atomic.write_json(out, payload)
+
+
+def _output(args: argparse.Namespace, name: str) -> Path:
+    """``--out`` or ``<run>/<name>``, its folder created (as for any output file a user names)."""
+    out = Path(args.out) if args.out else Path(args.run) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _sharpness(args: argparse.Namespace) -> int:
@@ -148,10 +170,8 @@ def _sharpness(args: argparse.Namespace) -> int:
         mode=args.mode,
         progress=not args.no_progress,
     )
-    out = Path(args.out) if args.out else Path(args.run) / "sharpness.json"
-    payload = res.to_dict()
-    payload.update(split=args.split, run=str(args.run))
-    _atomic.write_json(out, payload)
+    out = _output(args, "sharpness.json")
+    _write_result(args, run, out, res.to_dict())
     err = "" if res.error_increase is None else f", error +{res.error_increase:.4f}"
     print(
         f"{res.kind}-case sharpness (rho={res.rho}, m={res.shard_size}): "
@@ -178,16 +198,14 @@ def _landscape(args: argparse.Namespace) -> int:
         error_fn=getattr(run, "error_fn", None),
         progress=not args.no_progress,
     )
-    out = Path(args.out) if args.out else Path(args.run) / f"landscape_{args.dim}d.json"
+    out = _output(args, f"landscape_{args.dim}d.json")
     if args.dim == 1:
         res = landscape_1d(run.model, run.loss_fn, batches, **kw)
         png = plot_landscape_1d(res, out.with_suffix(".png"))
     else:
         res = landscape_2d(run.model, run.loss_fn, batches, **kw)
         png = plot_landscape_2d(res, out.with_suffix(".png"), kind=args.plot)
-    payload = res.to_dict()
-    payload.update(split=args.split, run=str(args.run))
-    _atomic.write_json(out, payload)
+    _write_result(args, run, out, res.to_dict())
     print(
         f"landscape {args.dim}-D on {args.split}: min loss {float(res.loss.min()):.5g} "
         f"-> {out}, {png}"

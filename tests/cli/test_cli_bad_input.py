@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -40,6 +41,28 @@ def test_bad_option_values(harness, tmp_path, capsys, args, message):
     code, err = run_cli(["train", *args, *SMALL, "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and err.startswith("error: ") and message in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["sharpness", "landscape"])
+def test_measuring_an_incomplete_run(harness, tmp_path, capsys, command):
+    from harness_fixtures import tiny_config
+
+    from samkit.train import RunInterrupted, train
+
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        train(tiny_config(), run, quiet=True, interrupt_after_steps=4)  # Ctrl-C at step 4 of 4
+    args = [command, "--run", str(run), "--num-examples", "64", "--steps", "3", "--no-progress"]
+    code, err = run_cli(args, capsys)
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert "incomplete" in err and f"samkit train --resume {run}" in err
+    assert "--allow-incomplete" in err
+    assert not list(run.glob(f"{command}*.json")) and not list(run.glob("landscape*"))
+    assert cli.main([*args, "--allow-incomplete"]) == 0
+    out = capsys.readouterr().out
+    assert "incomplete run: measured the weights at the step 4 of epoch 1 of 2" in out
+    result = json.loads(next(run.glob(f"{command}*.json")).read_text())
+    assert (result["epoch"], result["step_in_epoch"], result["complete"]) == (0, 4, False)
 
 
 def test_a_bad_option_in_a_real_process_prints_no_traceback(tmp_path):

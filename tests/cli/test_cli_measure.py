@@ -32,9 +32,11 @@ def fake_run(monkeypatch, tmp_path):
             for i in range(0, n, batch_size)
         ]
 
-    def load_run(run_dir, device="cpu"):
+    def load_run(run_dir, device="cpu", allow_incomplete=False):
         assert device == "cpu"
-        return SimpleNamespace(model=model, loss_fn=ce, error_fn=error_rate, batches=batches)
+        return SimpleNamespace(
+            model=model, loss_fn=ce, error_fn=error_rate, batches=batches, epoch=3, complete=True
+        )
 
     monkeypatch.setattr(cli_measure, "load_run", load_run)
     return SimpleNamespace(dir=tmp_path, model=model, data=(x, y), calls=calls, batches=batches)

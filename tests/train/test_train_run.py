@@ -208,6 +208,21 @@ def test_load_run_rebuilds_the_trained_model(harness, tmp_path):
         run.batches("val")
 
 
+def test_load_run_refuses_an_incomplete_run_unless_asked(harness, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted):  # epochs=2 of 4 steps: stop after epoch 1 and a step
+        train(tiny_config(), run, quiet=True, interrupt_after_steps=5)
+    with pytest.raises(SamkitError, match=r"incomplete.*step 1 of epoch 2 of 2.*samkit train --resume"):
+        load_run(run)
+    partial = load_run(run, allow_incomplete=True)
+    assert partial.summary is None and (partial.epoch, partial.step_in_epoch) == (1, 1)
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert all(torch.equal(v, state["model"][k]) for k, v in partial.model.state_dict().items())
+    train(None, run, resume=True, quiet=True)
+    done = load_run(run)
+    assert done.summary["status"] == "complete" and (done.epoch, done.step_in_epoch) == (2, 0)
+
+
 def test_lr_schedules():
     from samkit.train.setup import lr_factor
 
