@@ -61,8 +61,10 @@ def train(
     Args:
         cfg: the run's config; ``None`` with ``resume=True`` (the folder's ``config.yaml`` is used).
         out: the run folder. A new run refuses a non-empty folder unless ``overwrite``.
-        resume: continue the run in ``out`` from its checkpoint (from the start if it has none
-            yet). A complete run is returned as is.
+        resume: continue the run in ``out`` from its checkpoint. A folder with no checkpoint
+            and no epoch recorded (killed before its first checkpoint) starts from the beginning;
+            one whose ``metrics.jsonl`` records epochs but whose checkpoint is missing is refused
+            (restarting would silently discard them). A complete run is returned as is.
         overrides: with ``resume``, config fields to change that do not alter the computation
             (``device``) or extend it (``epochs``, which re-derives the LR schedule).
         interrupt_after_steps: test hook: behave as if Ctrl-C came after this many steps.
@@ -141,6 +143,7 @@ def _resume_config(
             "`samkit train`?)."
         )
     saved = load_config(out / files.CONFIG)
+    _check_checkpoint_present(out)
     if cfg is not None and config_hash(cfg.validated()) != config_hash(saved):
         raise SamkitError(
             f"cannot resume {out}: its config.yaml differs from the requested config; "
@@ -161,6 +164,22 @@ def _resume_config(
         if write:
             save_config(saved, out / files.CONFIG)
     return saved
+
+
+def _check_checkpoint_present(out: Path) -> None:
+    """Refuse to restart from scratch a run whose recorded epochs have lost their checkpoint."""
+    if (out / files.CHECKPOINT).is_file() or (out / files.SUMMARY).is_file():
+        return
+    metrics = out / files.METRICS
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    epochs = sum(1 for line in lines if line.strip())
+    if epochs:
+        raise SamkitError(
+            f"cannot resume {out}: its {files.METRICS} records {epochs} finished epoch(s) but "
+            f"there is no {files.CHECKPOINT} to continue from (deleted or lost?); nothing was "
+            f"changed. Restore {files.CHECKPOINT}, or train again from the beginning with "
+            "--overwrite (or another --out)."
+        )
 
 
 class _Interrupts:

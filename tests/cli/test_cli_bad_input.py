@@ -65,6 +65,20 @@ def test_measuring_an_incomplete_run(harness, tmp_path, capsys, command):
     assert (result["epoch"], result["step_in_epoch"], result["complete"]) == (0, 4, False)
 
 
+def test_resume_with_the_checkpoint_missing(harness, tmp_path, capsys):
+    from harness_fixtures import tiny_config
+
+    from samkit.train import RunInterrupted, train
+
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        train(tiny_config(), run, quiet=True, interrupt_after_steps=5)
+    (run / "checkpoint.pt").unlink()
+    code, err = run_cli(["train", "--resume", str(run), "--quiet"], capsys)
+    assert code == 2 and err.startswith("error: cannot resume") and "Traceback" not in err
+    assert "no checkpoint.pt" in err and not (run / "summary.json").exists()
+
+
 def test_a_bad_option_in_a_real_process_prints_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "samkit", "train", "--dataset", "synthetic", "--model", "mlp",
