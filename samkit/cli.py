@@ -156,7 +156,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.config is not None or args.out is not None or args.overwrite:
             raise SamkitError(
                 "--resume DIR continues the run saved in DIR; it takes no --config, --out or "
-                "--overwrite (only --epochs, --device, --quiet)."
+                "--overwrite (only --epochs, --device, --execution, --quiet)."
             )
         summary = train(
             None, args.resume, resume=True, quiet=args.quiet, overrides=given_settings(args)

@@ -66,7 +66,8 @@ def train(
             one whose ``metrics.jsonl`` records epochs but whose checkpoint is missing is refused
             (restarting would silently discard them). A complete run is returned as is.
         overrides: with ``resume``, config fields to change that do not alter the computation
-            (``device``) or extend it (``epochs``, which re-derives the LR schedule).
+            (``device``, ``execution``) or extend it (``epochs``, which re-derives the LR
+            schedule).
         interrupt_after_steps: test hook: behave as if Ctrl-C came after this many steps.
 
     Raises:
@@ -129,9 +130,10 @@ def _prepare_new_folder(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-# Fields a resumed run may change: they do not alter what the finished run computes (device) or
-# they extend it (epochs).
-RESUMABLE_OVERRIDES = ("epochs", "device")
+# Fields a resumed run may change: they do not alter what the finished run computes (device, and
+# execution: loop and vectorized shards compute the same update, so it is not hashed either) or
+# they extend it (epochs). A folder left by a failed vectorized run can continue with the loop.
+RESUMABLE_OVERRIDES = ("epochs", "device", "execution")
 
 
 def _resume_config(
