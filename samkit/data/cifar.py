@@ -148,6 +148,14 @@ def _load_cifar(
     # Statistics from the train split (for the real data: the usual CIFAR constants).
     mean = train_f.mean(dim=(0, 2, 3)) if normalize else torch.zeros(3)
     std = train_f.std(dim=(0, 2, 3)) if normalize else torch.ones(3)
+    if not bool((std > 0).all()):  # (NaN std, from a single pixel value, fails this too)
+        flat = [channel for channel, s in zip("RGB", std.tolist(), strict=True) if not s > 0]
+        raise SamkitError(
+            f"{folder}: the train images are constant in channel(s) {', '.join(flat)} (standard "
+            "deviation 0), so per-channel normalisation would divide by zero and every input "
+            "would be NaN. The files look damaged: delete them and reload with --download, or "
+            "load them as they are with --dataset-option normalize=false"
+        )
     train_f = (train_f - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     test_f = (test_f - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     # Pad crops with black (pixel 0 before normalisation), as torchvision's pad-then-normalise does.

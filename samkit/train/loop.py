@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from samkit.errors import SamkitError
+from samkit.optim import NonFiniteError
 from samkit.train import files
 from samkit.train.config import TrainConfig, config_hash, load_config, save_config
 from samkit.train.distributed import Ranks, from_environment, unwrap, wrap
@@ -327,16 +328,16 @@ class _Run:
             inputs, targets = _slice(inputs, self.local), targets[self.local]
         self.model.train()
         with self.autocast():
-            loss = train_step(self.optimizer, self.model, self.loss_fn, (inputs, targets))
+            try:
+                loss = train_step(self.optimizer, self.model, self.loss_fn, (inputs, targets))
+            except NonFiniteError as err:  # a SAM variant refused the step: same diagnosis
+                raise self._non_finite(inputs, None) from err
         if self.ranks.distributed:  # log the global batch's loss on every rank
             loss = loss.detach().clone()
             torch.distributed.all_reduce(loss)
             loss /= self.ranks.world_size
         if not torch.isfinite(loss):
-            raise SamkitError(
-                f"the training loss became {float(loss)} at epoch {self.epoch + 1}, step "
-                f"{self.step_in_epoch + 1}; lower --lr (or --rho) and start again."
-            )
+            raise self._non_finite(inputs, float(loss))
         self.epoch_loss += loss.double().cpu()
         self.step_in_epoch += 1
         self.steps += 1
@@ -346,6 +347,34 @@ class _Run:
         if cfg.schedule_unit == "step":
             self.scheduler.step()
         return float(loss)
+
+    def _non_finite(self, inputs: Any, loss: float | None) -> SamkitError:
+        """The error for a NaN/inf loss or gradient: blames the data when the inputs are not
+        finite, else the optimization, with the command-line flags that address it."""
+        cfg = self.cfg
+        where = f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}"
+        tensors = inputs.values() if isinstance(inputs, dict) else [inputs]
+        if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
+            return SamkitError(
+                f"the training inputs of {where} are not finite (NaN or inf): the data is broken, "
+                f"not the optimization, and no training setting can fix it. Check the files of "
+                f"dataset {cfg.dataset!r} (--data-root {cfg.data_root}) and its "
+                "--dataset-option values (e.g. a constant feature divided by a zero standard "
+                "deviation)."
+            )
+        remedies = f"lower --lr (now {cfg.lr:g})"
+        if cfg.is_sam:
+            remedies += f" or --rho (now {cfg.rho:g})"
+        if cfg.warmup_epochs == 0:
+            remedies += ", or add a warmup (--warmup-epochs)"
+        if cfg.precision != "fp32":
+            remedies += ", or train in --precision fp32"
+        what = "or its gradient became non-finite" if loss is None else f"became {loss}"
+        return SamkitError(
+            f"the training loss {what} at {where} (the inputs are finite): the optimization "
+            f"diverged. To fix it, {remedies}; then start again with --overwrite (or another "
+            "--out)."
+        )
 
     def _end_epoch(self, wall_time: float, writer: Any) -> None:
         cfg = self.cfg

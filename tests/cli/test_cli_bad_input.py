@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from samkit import cli
 
@@ -77,6 +78,60 @@ def test_resume_with_the_checkpoint_missing(harness, tmp_path, capsys):
     code, err = run_cli(["train", "--resume", str(run), "--quiet"], capsys)
     assert code == 2 and err.startswith("error: cannot resume") and "Traceback" not in err
     assert "no checkpoint.pt" in err and not (run / "summary.json").exists()
+
+
+TINY = ["--dataset", "mnist1d", "--model", "mlp", "--train-subset", "64", "--test-subset", "32",
+        *SMALL]  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sam"])
+def test_a_diverging_run_names_the_cause_and_cli_remedies(harness, tmp_path, capsys, optimizer):
+    args = ["train", *TINY, "--max-steps-per-epoch", "4", "--optimizer", optimizer, "--lr", "1e6",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    code, err = run_cli(args, capsys)
+    assert code == 2 and err.startswith("error: the training loss") and "Traceback" not in err
+    assert "the inputs are finite" in err and "the optimization diverged" in err
+    assert "--lr (now 1e+06)" in err and "--overwrite" in err
+    assert ("--rho (now 0.05)" in err) == (optimizer == "sam")
+    assert "GradScaler" not in err and "nonfinite" not in err  # Python-API advice: no such flag
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sam"])
+def test_non_finite_inputs_are_blamed_on_the_data(harness, tmp_path, capsys, monkeypatch, optimizer):
+    from samkit.data._core import Dataset, Split
+    from samkit.data._registry import _DATASETS
+
+    def nan_inputs(root=None, download=False):  # data with NaN features (as from a bad file)
+        x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+        x[::4, 5] = float("nan")  # in every batch
+        y = torch.arange(64) % 2
+        return Dataset("nan-inputs", 2, (8,), Split(x, y), Split(x[3:], y[3:]))
+
+    monkeypatch.setitem(_DATASETS._entries, "nan-inputs", nan_inputs)
+    args = ["train", "--dataset", "nan-inputs", "--model", "mlp", "--optimizer", optimizer,
+            *SMALL, "--out", str(tmp_path / "r")]  # fmt: skip
+    code, err = run_cli(args, capsys)
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert "inputs of epoch 1, step 1 are not finite" in err and "--data-root" in err
+    assert "--lr" not in err and "GradScaler" not in err
+
+
+def test_cifar_files_with_constant_pixels(harness, tmp_path, capsys):
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batch = {b"labels": list(range(10)) * 2, b"data": np.full((20, 3072), 7, dtype=np.uint8)}
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c"] * 10}, protocol=2))
+    args = ["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"), "--model",
+            "mlp", *SMALL, "--out", str(tmp_path / "r")]  # fmt: skip
+    code, err = run_cli(args, capsys)
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert "standard deviation 0" in err and "normalize=false" in err
 
 
 def test_a_bad_option_in_a_real_process_prints_no_traceback(tmp_path):
