@@ -10,6 +10,7 @@ flags given on the command line override the file, which overrides the defaults 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -328,10 +329,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrLog(logging.Handler):
+    """The ``samkit`` log as ``samkit: <message>`` lines on the current ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"samkit: {record.getMessage().removeprefix('samkit: ')}", file=sys.stderr)
+
+
+def _show_log() -> None:
+    # What the library logs at INFO and above (a cache folder it created, a fallback it took)
+    # is part of what a command tells its user; Python users configure logging themselves.
+    logger = logging.getLogger("samkit")
+    if not any(isinstance(h, _StderrLog) for h in logger.handlers):
+        logger.addHandler(_StderrLog())
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     from samkit.train import RunInterrupted
 
+    _show_log()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -21,7 +21,7 @@ import torch
 
 from samkit import _atomic
 from samkit.data._core import Dataset, Split
-from samkit.data._registry import cache_dir, register_dataset
+from samkit.data._registry import cache_folder, register_dataset
 from samkit.errors import SamkitError
 from samkit.registry import check_option
 
@@ -169,7 +169,7 @@ def load_mnist1d(
     params = _checked(params)  # before the cache key, so "0.8" and 0.8 share one cache file
     config = {"variant": variant, "data_seed": data_seed, "version": _CACHE_VERSION, **params}
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode()).hexdigest()[:12]
-    path = cache_dir(root) / "mnist1d" / f"mnist1d-{variant}-{key}.npz"
+    path = cache_folder(root, "mnist1d", "MNIST-1D") / f"mnist1d-{variant}-{key}.npz"
     try:
         with np.load(path) as cached:
             arrays = {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
@@ -181,7 +181,6 @@ def load_mnist1d(
             arrays = generate_mnist1d(data_seed, **params)
         # Concurrent runs (a sweep) may generate the same cache at once: each writes its own
         # temporary file and renames it into place, so a reader never sees half an archive.
-        path.parent.mkdir(parents=True, exist_ok=True)
         _atomic.save_npz(path, arrays)
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:

@@ -15,9 +15,10 @@ SMALL = ["--epochs", "1", "--batch-size", "16", "--max-steps-per-epoch", "2", "-
 
 
 def run_cli(argv, capsys):
+    """Exit status and stderr without the ``samkit:`` log lines (e.g. a cache folder created)."""
     code = cli.main(argv)  # an uncaught exception would fail the test with its traceback
-    err = capsys.readouterr().err
-    return code, err
+    lines = capsys.readouterr().err.splitlines(keepends=True)
+    return code, "".join(line for line in lines if not line.startswith("samkit: "))
 
 
 @pytest.mark.parametrize(
@@ -132,6 +133,20 @@ def test_cifar_files_with_constant_pixels(harness, tmp_path, capsys):
     code, err = run_cli(args, capsys)
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err
     assert "standard deviation 0" in err and "normalize=false" in err
+
+
+def test_a_data_root_with_a_typo_is_refused_and_a_new_one_is_said(tmp_path, capsys):
+    typo = tmp_path / "typo" / "path"
+    args = ["train", *TINY, "--data-root", str(typo), "--out", str(tmp_path / "r")]
+    code, err = run_cli(args, capsys)
+    assert code == 2 and err.startswith(f"error: data root {typo} (--data-root) does not exist")
+    assert "Traceback" not in err and not (tmp_path / "typo").exists()
+    fresh = tmp_path / "data"
+    args = ["train", *TINY, "--data-root", str(fresh), "--out", str(tmp_path / "r2")]
+    assert cli.main(args) == 0
+    assert f"samkit: created {fresh / 'mnist1d'} for the generated MNIST-1D data" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_bad_option_in_a_real_process_prints_no_traceback(tmp_path):
