@@ -152,6 +152,7 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
 # ---- train ------------------------------------------------------------------------------------
 def _train(args: argparse.Namespace) -> int:
     from samkit.train import train
+    from samkit.train.distributed import is_main_process
 
     if args.resume is not None:
         if args.config is not None or args.out is not None or args.overwrite:
@@ -167,6 +168,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else _default_out(cfg)
         summary = train(cfg, out, overwrite=args.overwrite, quiet=args.quiet)
+    if not is_main_process():  # under torchrun: one summary line, from rank 0
+        return 0
     print(
         f"{summary['label']}: test acc {summary['test_acc']:.4f}, test loss "
         f"{summary['test_loss']:.4f}, train loss {summary['train_loss']:.4f} after "
