@@ -26,7 +26,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "weights: the loss (and error) increase under a perturbation of radius rho, one "
         "perturbation per group of --shard-size examples. Writes sharpness.json to the run.",
     )
-    _common(p)
+    _common(p, "output JSON path (default: <run>/sharpness.json)")
     p.add_argument("--rho", type=float, default=0.05, help="perturbation radius (default 0.05)")
     p.add_argument(
         "--kind",
@@ -64,7 +64,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         description="Loss (and error) of a run's final weights along filter-normalized random "
         "directions (Li et al. 2018). Writes landscape_<dim>d.json and .png to the run.",
     )
-    _common(p)
+    _common(p, "output JSON path (default: <run>/landscape_<dim>d.json); the PNG figure is "
+            "written next to it")
     p.add_argument("--dim", type=int, choices=(1, 2), default=1, help="1-D curve or 2-D surface")
     p.add_argument("--steps", type=int, default=21, help="points per axis (default 21)")
     p.add_argument(
@@ -84,7 +85,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_landscape)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--run", required=True, help="run folder written by `samkit train`")
     p.add_argument(
         "--split",
@@ -107,12 +108,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="device to load the run on (default cpu)")
+    p.add_argument("--out", default=None, help=out_help)
     p.add_argument(
-        "--out",
-        default=None,
-        help="output JSON path (default: in the run folder); a PNG is written next to it",
+        "--quiet",
+        "--no-progress",
+        dest="quiet",
+        action="store_true",
+        help="no progress bars (--no-progress is the older name)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument(
         "--allow-incomplete",
         action="store_true",
@@ -168,17 +171,29 @@ def _sharpness(args: argparse.Namespace) -> int:
         seed=args.seed,
         error_fn=getattr(run, "error_fn", None),
         mode=args.mode,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     out = _output(args, "sharpness.json")
     _write_result(args, run, out, res.to_dict())
-    err = "" if res.error_increase is None else f", error +{res.error_increase:.4f}"
-    print(
-        f"{res.kind}-case sharpness (rho={res.rho}, m={res.shard_size}): "
-        f"loss +{res.loss_increase:.5g}"
-        f" ± {res.loss_increase_stderr:.2g}{err} over {res.num_groups} groups -> {out}"
-    )
+    print(_sharpness_line(res, args.split, out))
     return 0
+
+
+def _sharpness_line(res: Any, split: str, out: Path) -> str:
+    """What was measured, in one line; an interval only where there is a spread to show."""
+    if res.shard_size is not None:
+        m = f"m={res.shard_size}"
+    else:  # one perturbation per batch: m is the batch (the largest group; the last may be short)
+        m = f"m={max(size for size, _, _ in res.per_group)} (one perturbation per batch)"
+    if res.num_groups > 1:
+        spread = f" ± {res.loss_increase_stderr:.2g} (standard error over {res.num_groups} groups)"
+    else:
+        spread = " (one group: no interval; --shard-size gives several)"
+    err = "" if res.error_increase is None else f", error {res.error_increase:+.4f}"
+    return (
+        f"{res.kind}-case {res.norm} sharpness, rho={res.rho:g}, {m}, on {res.num_examples} "
+        f"{split} examples: loss {res.loss_increase:+.5g}{spread}{err} -> {out}"
+    )
 
 
 def _landscape(args: argparse.Namespace) -> int:
@@ -196,7 +211,7 @@ def _landscape(args: argparse.Namespace) -> int:
         seed=args.seed,
         mode=args.mode,
         error_fn=getattr(run, "error_fn", None),
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     out = _output(args, f"landscape_{args.dim}d.json")
     if args.dim == 1:

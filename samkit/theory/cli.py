@@ -54,6 +54,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, help="output folder (default runs/dln-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -96,13 +97,13 @@ def run(args: argparse.Namespace) -> int:
     config["rho_values"] = rhos
     combos = list(product(args.alpha, args.lr))
     t0 = time.perf_counter()
+    no_bar = args.quiet or len(combos) < 2  # (a single combination has nothing to count)
     if args.jobs > 1 and len(combos) > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(_job, config, a, lr, rhos) for a, lr in combos]
-            results = [f.result() for f in tqdm(futures, desc="dln", disable=len(combos) < 2)]
+            results = [f.result() for f in tqdm(futures, desc="dln", disable=no_bar)]
     else:
-        results = [_job(config, a, lr, rhos) for a, lr in tqdm(combos, desc="dln",
-                                                                disable=len(combos) < 2)]
+        results = [_job(config, a, lr, rhos) for a, lr in tqdm(combos, desc="dln", disable=no_bar)]
     payload = {"config": config, "seconds": time.perf_counter() - t0, "runs": results}
     _atomic.write_json(out / "results.json", payload, indent=None)
     print(summary_table(payload))

@@ -149,6 +149,23 @@ def test_a_data_root_with_a_typo_is_refused_and_a_new_one_is_said(tmp_path, caps
     )
 
 
+def test_an_hf_model_missing_offline(harness, tmp_path, capsys, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+
+    def offline(*args, **kwargs):  # what from_pretrained raises with no network and no cache
+        raise OSError(
+            "We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find "
+            "them in the cached files."
+        )
+
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", offline)
+    args = ["train", "--dataset", "synthetic", "--model", "hf:prajjwal1/bert-tiny", *SMALL,
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    code, err = run_cli(args, capsys)
+    assert code == 2 and err.startswith("error: model 'hf:prajjwal1/bert-tiny' could not be loaded")
+    assert "Traceback" not in err and "local Hugging Face cache" in err and "HF_HOME" in err
+
+
 def test_a_bad_option_in_a_real_process_prints_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "samkit", "train", "--dataset", "synthetic", "--model", "mlp",

@@ -132,6 +132,39 @@ def test_landscape_command_writes_json_and_png(fake_run, dim):
         assert len(data["loss"]) == 3 and len(data["loss"][0]) == 3
 
 
+def test_help_promises_only_the_files_each_command_writes():
+    parser = argparse.ArgumentParser(prog="samkit")
+    sub = parser.add_subparsers()
+    add_parsers(sub)
+    sharp, land = (sub.choices[name].format_help() for name in ("sharpness", "landscape"))
+    assert "PNG" not in sharp and "png" not in sharp.lower()  # sharpness writes JSON only
+    assert "PNG" in land
+
+
+@pytest.mark.parametrize("flag", ["--quiet", "--no-progress"])
+def test_quiet_and_its_alias_hide_progress(fake_run, capsys, flag):
+    args = parse(["sharpness", "--run", str(fake_run.dir), "--steps", "2", flag])
+    assert args.quiet and args.func(args) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_sharpness_prints_what_was_measured(fake_run, capsys):
+    base = ["sharpness", "--run", str(fake_run.dir), "--steps", "2", "--quiet"]
+    args = parse([*base, "--num-examples", "12"])  # default: one perturbation per batch
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((fake_run.dir / "sharpness.json").read_text())
+    assert "m=12" in out and "m=None" not in out  # the one batch holds the 12 examples
+    assert "±" not in out and "one group: no interval" in out
+    assert f"loss {saved['loss_increase']:+.5g}" in out
+    args = parse([*base, "--num-examples", "12", "--shard-size", "4"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((fake_run.dir / "sharpness.json").read_text())
+    assert "m=4" in out and "on 12 train examples" in out
+    assert f"± {saved['loss_increase_stderr']:.2g} (standard error over 3 groups)" in out
+
+
 def test_missing_run_folder(fake_run):
     args = parse(["sharpness", "--run", str(fake_run.dir / "nope")])
     with pytest.raises(SamkitError, match="no such run folder"):

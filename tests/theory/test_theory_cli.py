@@ -47,6 +47,15 @@ def test_dln_writes_results_and_figures(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text()) == res  # nothing lost
 
 
+def test_dln_quiet_hides_the_progress_bar(tmp_path, capsys):
+    argv = ["--n", "4", "--d", "5", "--k", "1", "--n-test", "10", "--steps", "20", "--every", "10",
+            "--rho", "0.1", "--alpha", "0.1", "0.2", "--no-plots"]  # fmt: skip
+    args = parse([*argv, "--out", str(tmp_path / "a")])
+    assert args.func(args) == 0 and "dln: 100%" in capsys.readouterr().err  # 2 combos: a bar
+    args = parse([*argv, "--quiet", "--out", str(tmp_path / "b")])
+    assert args.func(args) == 0 and capsys.readouterr().err == ""
+
+
 def test_dln_rejects_a_bad_grid(tmp_path):
     args = parse(["--rho-min", "0", "--out", str(tmp_path / "x")])
     with pytest.raises(SamkitError, match="rho grid"):
