@@ -178,8 +178,18 @@ def test_density_reproduces_the_spectrum():
         assert 0.02 < res.density[near].sum() * dx < 0.6
 
 
-def test_plot_density_writes_file(tmp_path):
+def test_plot_density_writes_file(tmp_path, monkeypatch):
+    import samkit.measure.hessian as hessian_module
+
     model, x, y, _ = least_squares(d=5)
-    res = hessian_density(model, mse_half, (x, y), lanczos_steps=5, num_points=50)
+    res = hessian_density(model, mse_half, (x, y), lanczos_steps=5, num_points=50, sigma=0.02)
     out = plot_density(res, tmp_path / "d.png")
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+    figures = []
+    monkeypatch.setattr(hessian_module, "save_figure", lambda fig, path: figures.append(fig))
+    plot_density(res, tmp_path / "e.png")
+    ax = figures[0].axes[0]
+    # the bumps are the broadening's, not the spectrum's: the title says how wide it is
+    assert "σ = 0.02" in ax.get_title() and "5 Lanczos steps" in ax.get_title()
+    low, high = ax.get_ylim()  # a log axis spans what is there, not down to the 1e-12 floor
+    assert low >= 1e-7 * res.density.max() and high >= res.density.max()
