@@ -23,7 +23,6 @@ eigenvector, and each trace estimate with its standard error. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import time
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samkit._atomic import write_json
 from samkit.measure import HessianOperator, hessian_eigenvalues, hessian_trace
 
 
@@ -331,7 +331,7 @@ def main() -> None:
         else Path(__file__).parent / "results" / f"hessian_time_{device.type}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     print(f"wrote {out}")
 
 

@@ -17,7 +17,6 @@ only indicative because the CPU allocator caches and reuses memory across rows).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,6 +31,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import samkit  # noqa: E402
+from samkit._atomic import write_json  # noqa: E402
 
 
 class SmallCNN(nn.Module):
@@ -308,9 +308,7 @@ def main(argv=None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         payload = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                    "machine": machine(device), "results": results}
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        os.replace(tmp, args.out)
+        write_json(args.out, payload, indent=1)
     return 0
 
 

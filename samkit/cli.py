@@ -1,5 +1,5 @@
 """The ``samkit`` command line: ``train | compare | sweep | report`` (+ ``sharpness``,
-``landscape``, ``dln`` from :mod:`samkit.measure.cli` and :mod:`samkit.theory.cli`).
+``landscape`` from :mod:`samkit.cli_measure`, ``dln`` from :mod:`samkit.theory.cli`).
 
 Every training flag is also a key of a YAML ``--config`` (``--weight-decay`` is ``weight_decay``);
 flags given on the command line override the file, which overrides the defaults of
@@ -10,7 +10,7 @@ flags given on the command line override the file, which overrides the defaults 
 from __future__ import annotations
 
 import argparse
-import importlib
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
+from samkit import cli_measure
 from samkit.errors import SamkitError
+from samkit.theory import cli as theory_cli
 from samkit.train import config
 
 # (flag, config key, type, help). type None: a boolean switch. Defaults live in TrainConfig and
@@ -178,12 +180,13 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
 # ---- train ------------------------------------------------------------------------------------
 def _train(args: argparse.Namespace) -> int:
     from samkit.train import train
+    from samkit.train.distributed import is_main_process
 
     if args.resume is not None:
         if args.config is not None or args.out is not None or args.overwrite:
             raise SamkitError(
                 "--resume DIR continues the run saved in DIR; it takes no --config, --out or "
-                "--overwrite (only --epochs, --device, --quiet)."
+                "--overwrite (only --epochs, --device, --execution, --quiet)."
             )
         summary = train(
             None, args.resume, resume=True, quiet=args.quiet, overrides=given_settings(args)
@@ -193,6 +196,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else _default_out(cfg)
         summary = train(cfg, out, overwrite=args.overwrite, quiet=args.quiet)
+    if not is_main_process():  # under torchrun: one summary line, from rank 0
+        return 0
     print(
         f"{summary['label']}: test acc {summary['test_acc']:.4f}, test loss "
         f"{summary['test_loss']:.4f}, train loss {summary['train_loss']:.4f} after "
@@ -381,21 +386,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_optimizers)
 
-    for module in ("samkit.theory.cli", "samkit.measure.cli"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a broken dependency inside it is a real error
-                raise
-            continue
-        mod.add_parsers(sub)
+    theory_cli.add_parsers(sub)
+    cli_measure.add_parsers(sub)
     return parser
+
+
+class _StderrLog(logging.Handler):
+    """The ``samkit`` log as ``samkit: <message>`` lines on the current ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"samkit: {record.getMessage().removeprefix('samkit: ')}", file=sys.stderr)
+
+
+def _show_log() -> None:
+    # What the library logs at INFO and above (a cache folder it created, a fallback it took)
+    # is part of what a command tells its user; Python users configure logging themselves.
+    logger = logging.getLogger("samkit")
+    if not any(isinstance(h, _StderrLog) for h in logger.handlers):
+        logger.addHandler(_StderrLog())
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     from samkit.train import RunInterrupted
 
+    _show_log()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

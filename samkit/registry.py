@@ -2,13 +2,18 @@
 
 A name registered with ``prefix=True`` is a family that takes a sub-name after a colon:
 ``"timm:resnet18"`` calls the ``timm`` entry with ``name="resnet18"``, ``"glue:sst2"`` the ``glue``
-entry with ``task="sst2"``. Unknown names and unknown options fail with the accepted ones listed.
+entry with ``task="sst2"``. Unknown names, unknown options and options of the wrong type (checked
+against the entry's type hints) fail with a :class:`SamkitError` that says what is accepted.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Iterable
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from samkit.errors import SamkitError
@@ -50,16 +55,128 @@ class Registry(Generic[F]):
             return self._entries[name], {}
         raise SamkitError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}")
 
-    def check_options(self, name: str, fn: F, options: Iterable[str], reserved: Iterable[str]) -> None:
-        """A typo in an option fails loudly with the accepted names, not as a ``TypeError``."""
+    def check_options(
+        self, name: str, fn: F, options: dict[str, Any], reserved: Iterable[str]
+    ) -> None:
+        """Check option names and types against ``fn``'s signature and type hints.
+
+        A typo fails loudly with the accepted names, a value of the wrong type (``width="abc"``,
+        ``input_shape="(3,32,32)"``) with the option's type and default, instead of a
+        ``TypeError`` deep inside the constructor. A number written as text (YAML reads ``1e-3``
+        as a string) is replaced in ``options`` by the float it spells where the hint is
+        ``float``.
+        """
         params = inspect.signature(fn).parameters
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return  # open-ended options: the entry checks them itself
         reserved = set(reserved)
-        unknown = sorted(set(options) - set(params) - reserved)
-        if unknown:
-            accepted = sorted(set(params) - reserved)
-            raise SamkitError(
-                f"{self.kind} {name!r} does not take option(s) {', '.join(unknown)}; "
-                f"it accepts: {', '.join(accepted) or '(none)'}"
-            )
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            # (open-ended entries check the names they take through **kwargs themselves)
+            unknown = sorted(set(options) - set(params) - reserved)
+            if unknown:
+                accepted = sorted(set(params) - reserved)
+                raise SamkitError(
+                    f"{self.kind} {name!r} does not take option(s) {', '.join(unknown)}; "
+                    f"it accepts: {', '.join(accepted) or '(none)'}"
+                )
+        hints = _type_hints(fn)
+        for key, value in options.items():
+            if key in hints and key in params:
+                default = params[key].default
+                example = None if default is inspect.Parameter.empty else default
+                options[key] = check_option(f"{self.kind} {name!r}", key, value, hints[key], example)
+
+
+def check_option(owner: str, key: str, value: Any, hint: Any, example: Any = None) -> Any:
+    """``value`` if it fits the type ``hint`` (a float hint also takes a number written as text,
+    returned as a float); else a :class:`SamkitError` such as ``dataset 'synthetic' option n
+    expects an integer, got 'abc' (e.g. n=1024, its default)``."""
+    if _fits(value, hint):
+        return value
+    if isinstance(value, str) and _fits(1.0, hint):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    got = f"{value!r}" + (" (text)" if isinstance(value, str) else "")
+    hint_text = f"; e.g. {key}={_literal(example)}, its default" if example is not None else ""
+    raise SamkitError(f"{owner} option {key} expects {_describe(hint)}, got {got}{hint_text}.")
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    # functools.partial (one loader registered twice) keeps the hints on the wrapped function.
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # a hint that does not evaluate (e.g. a name under TYPE_CHECKING): no check
+        return {}
+
+
+def _union_args(hint: Any) -> tuple[Any, ...] | None:
+    if typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType):
+        return typing.get_args(hint)
+    return None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (as YAML or Python gives it) is acceptable for the type ``hint``."""
+    if hint is Any:
+        return True
+    alternatives = _union_args(hint)
+    if alternatives is not None:
+        return any(_fits(value, h) for h in alternatives)
+    if hint is type(None) or hint is None:
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (tuple, list, Sequence) or hint in (tuple, list):
+        # YAML has no tuples: a list (or a tuple from Python) stands for any sequence hint
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(_fits, value, args))
+        return not args or all(_fits(v, args[0]) for v in value)
+    if origin in (dict, Mapping) or hint in (dict,):
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # a hint we do not model (a Protocol, a TypeVar): the entry checks it itself
+
+
+def _describe(hint: Any) -> str:
+    alternatives = _union_args(hint)
+    if alternatives is not None:
+        described = []
+        for h in alternatives:
+            text = _describe(h)
+            if text not in described:  # tuple[int, ...] | list[int]: "a list of integers" once
+                described.append(text)
+        return " or ".join(described)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if hint is type(None) or hint is None:
+        return "null"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (tuple, list, Sequence) or hint in (tuple, list):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} values"
+        inner = {int: "integers", float: "numbers", str: "strings"}.get(args[0] if args else None)
+        return f"a list of {inner}" if inner else "a list"
+    if origin in (dict, Mapping) or hint is dict:
+        return "a mapping of key: value"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _literal(value: Any) -> str:
+    # How to write the value on the command line / in YAML (flow style, as JSON spells it).
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from samkit.data._core import Dataset, Split
 from samkit.data.noise import flip_labels
+from samkit.errors import SamkitError
 from samkit.registry import Registry
 
 Loader = Callable[..., Dataset]
 
 _DATASETS: Registry[Loader] = Registry("dataset", "task")
+log = logging.getLogger("samkit.data")
 
 
 def register_dataset(name: str, *, prefix: bool = False) -> Callable[[Loader], Loader]:
@@ -81,18 +81,39 @@ def cache_dir(root: Path | None) -> Path:
     return Path(os.environ.get("SAMKIT_CACHE", Path.home() / ".cache" / "samkit"))
 
 
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` so readers never see a half-written file.
+def writable_root(root: Path | None) -> Path:
+    """:func:`cache_dir`, created if missing, for a loader about to write data into it.
 
-    Concurrent runs (a sweep) may generate the same cache at once; each writes its own temporary
-    file in the same directory and renames it into place, which is atomic on POSIX and Windows.
+    A data root the user named (``root``, i.e. ``--data-root``, or ``$SAMKIT_CACHE``) is created
+    only if its parent exists: a missing parent is more likely a typo than a wish for a new
+    directory tree, so it is refused and nothing is created. The default ``~/.cache/samkit`` is
+    samkit's own and is created with its parents.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    base = cache_dir(root)
+    if base.is_dir():
+        return base
+    named = "--data-root" if root is not None else "$SAMKIT_CACHE"
+    if root is None and "SAMKIT_CACHE" not in os.environ:
+        base.mkdir(parents=True, exist_ok=True)
+    elif base.exists():
+        raise SamkitError(f"data root {base} ({named}) is a file, not a folder.")
+    elif not base.parent.is_dir():
+        raise SamkitError(
+            f"data root {base} ({named}) does not exist, and neither does its parent "
+            f"{base.parent}: a typo? Nothing was created. Point {named} at an existing folder, "
+            f"or create it first (mkdir -p {base})."
+        )
+    else:
+        base.mkdir(exist_ok=True)
+    return base
+
+
+def cache_folder(root: Path | None, name: str, what: str) -> Path:
+    """``<cache_dir(root)>/<name>`` for generated data, created if missing (see
+    :func:`writable_root`); a new folder is said in the ``samkit`` log."""
+    folder = cache_dir(root) / name
+    if not folder.is_dir():
+        folder = writable_root(root) / name
+        folder.mkdir(exist_ok=True)
+        log.info("created %s for the generated %s data", folder, what)
+    return folder

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from samkit.data._core import Dataset, Split
-from samkit.data._registry import cache_dir, register_dataset
+from samkit.data._registry import cache_dir, register_dataset, writable_root
 from samkit.data.augment import CropFlip
 from samkit.errors import SamkitError
 
@@ -89,8 +89,9 @@ def _read_files(folder: Path, files: list[str], label_key: str) -> tuple[np.ndar
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _ensure_present(name: str, root: Path, download: bool) -> Path:
+def _ensure_present(name: str, data_root: Path | None, download: bool) -> Path:
     layout = _LAYOUTS[name]
+    root = cache_dir(data_root)
     folder = root / layout["folder"]
     expected = [*layout["train"], *layout["test"], layout["meta"]]
     missing = [f for f in expected if not (folder / f).is_file()]
@@ -103,6 +104,7 @@ def _ensure_present(name: str, root: Path, download: bool) -> Path:
                 f"the 'python version' archive from https://www.cs.toronto.edu/~kriz/cifar.html "
                 f"and extract it into {root}"
             ) from err
+        writable_root(data_root)  # a typo'd --data-root is refused, not created
         dataset_class = getattr(torchvision.datasets, layout["torchvision"])
         dataset_class(str(root), train=True, download=True)
         dataset_class(str(root), train=False, download=True)
@@ -131,7 +133,7 @@ def _load_cifar(
     ``crop_padding`` + horizontal flip, plus a ``cutout``-sized square when ``cutout > 0``).
     """
     layout = _LAYOUTS[name]
-    folder = _ensure_present(name, cache_dir(root), download)
+    folder = _ensure_present(name, root, download)
     x_train, y_train = _read_files(folder, layout["train"], layout["labels"])
     x_test, y_test = _read_files(folder, layout["test"], layout["labels"])
     meta = _read_pickle(folder / layout["meta"])
@@ -148,6 +150,14 @@ def _load_cifar(
     # Statistics from the train split (for the real data: the usual CIFAR constants).
     mean = train_f.mean(dim=(0, 2, 3)) if normalize else torch.zeros(3)
     std = train_f.std(dim=(0, 2, 3)) if normalize else torch.ones(3)
+    if not bool((std > 0).all()):  # (NaN std, from a single pixel value, fails this too)
+        flat = [channel for channel, s in zip("RGB", std.tolist(), strict=True) if not s > 0]
+        raise SamkitError(
+            f"{folder}: the train images are constant in channel(s) {', '.join(flat)} (standard "
+            "deviation 0), so per-channel normalisation would divide by zero and every input "
+            "would be NaN. The files look damaged: delete them and reload with --download, or "
+            "load them as they are with --dataset-option normalize=false"
+        )
     train_f = (train_f - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     test_f = (test_f - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     # Pad crops with black (pixel 0 before normalisation), as torchvision's pad-then-normalise does.

@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from samkit import _atomic
 from samkit.data._core import Dataset, Split
-from samkit.data._registry import cache_dir, register_dataset, save_npz_atomic
+from samkit.data._registry import cache_folder, register_dataset
 from samkit.errors import SamkitError
+from samkit.registry import check_option
 
 # Ten 12-point profiles, one per class: humps, steps, ramps and spikes at different places so
 # that the classes differ in shape, not only in position (translation is random).
@@ -102,12 +104,7 @@ def generate_mnist1d(data_seed: int = 42, **params: Any) -> dict[str, np.ndarray
 
     ``params`` override :data:`DEFAULTS`. Classes are balanced (``num_samples // 10`` each).
     """
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise SamkitError(
-            f"unknown MNIST-1D parameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}"
-        )
-    p = {**DEFAULTS, **params}
+    p = {**DEFAULTS, **_checked(params)}
     rng = np.random.default_rng(data_seed)
     per_class = p["num_samples"] // len(_TEMPLATES)
     ys = np.repeat(np.arange(len(_TEMPLATES)), per_class)
@@ -118,6 +115,19 @@ def generate_mnist1d(data_seed: int = 42, **params: Any) -> dict[str, np.ndarray
     cut = int(len(ys) * p["train_split"])
     xs = xs.astype(np.float32)
     return {"x": xs[:cut], "y": ys[:cut], "x_test": xs[cut:], "y_test": ys[cut:]}
+
+
+def _checked(params: dict[str, Any]) -> dict[str, Any]:
+    """Generator options: known names, each of its default's type (a number may be text)."""
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise SamkitError(
+            f"unknown MNIST-1D parameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}"
+        )
+    return {
+        key: check_option("dataset 'mnist1d'", key, value, type(DEFAULTS[key]), DEFAULTS[key])
+        for key, value in params.items()
+    }
 
 
 def _reference_arrays() -> dict[str, np.ndarray]:
@@ -156,9 +166,10 @@ def load_mnist1d(
         raise SamkitError(
             "mnist1d variant='reference' is fixed: drop data_seed and generator options"
         )
+    params = _checked(params)  # before the cache key, so "0.8" and 0.8 share one cache file
     config = {"variant": variant, "data_seed": data_seed, "version": _CACHE_VERSION, **params}
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode()).hexdigest()[:12]
-    path = cache_dir(root) / "mnist1d" / f"mnist1d-{variant}-{key}.npz"
+    path = cache_folder(root, "mnist1d", "MNIST-1D") / f"mnist1d-{variant}-{key}.npz"
     try:
         with np.load(path) as cached:
             arrays = {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
@@ -168,7 +179,9 @@ def load_mnist1d(
             arrays = _reference_arrays()
         else:
             arrays = generate_mnist1d(data_seed, **params)
-        save_npz_atomic(path, arrays)
+        # Concurrent runs (a sweep) may generate the same cache at once: each writes its own
+        # temporary file and renames it into place, so a reader never sees half an archive.
+        _atomic.save_npz(path, arrays)
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
         inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

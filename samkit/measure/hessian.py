@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from samkit._atomic import save_figure
 from samkit.errors import SamkitError
 from samkit.measure._common import (
     LossFn,
@@ -529,16 +530,27 @@ def plot_density(
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    y = np.maximum(result.density, 1e-12) if log else result.density
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    peak = float(result.density.max())
+    # on a log axis, show six decades below the peak: the Gaussian tails at the grid's ends
+    # would otherwise stretch it down to the clip value and squash the spectrum
+    floor = 1e-6 * peak if peak > 0 else 1e-12
+    y = np.maximum(result.density, floor) if log else result.density
     ax.plot(result.grid, y)
     if log:
         ax.set_yscale("log")
+        ax.set_ylim(floor, 2 * peak if peak > 0 else 1.0)
     ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density")
-    ax.set_title(title or f"Hessian spectral density (SLQ, {result.num_runs} runs)")
+    ax.set_ylabel("density (Gaussian-broadened)")
+    runs = "1 run" if result.num_runs == 1 else f"{result.num_runs} runs"
+    ax.set_title(
+        title
+        or f"Hessian spectral density\n(SLQ: {runs} x {result.lanczos_steps} Lanczos steps, "
+        f"σ = {result.sigma:.2g})",
+        fontsize="medium",
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from samkit._atomic import save_figure
 from samkit.errors import SamkitError
 from samkit.measure._common import (
     LossFn,
@@ -343,23 +344,7 @@ def plot_landscape_1d(
 ) -> Path:
     """Loss (and error on a second axis) against alpha, or against distance ``|alpha| * ||d||``
     if ``distance``. PNG or PDF by the suffix of ``path``."""
-    plt = _pyplot()
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    x = result.distances if distance else result.alphas
-    ax.plot(x, result.loss, color="C0", label="loss")
-    ax.set_xlabel("distance ||alpha d||" if distance else "alpha")
-    ax.set_ylabel("loss")
-    if result.error is not None:
-        ax2 = ax.twinx()
-        ax2.plot(x, result.error, color="C1", ls="--", label="error")
-        ax2.set_ylabel("error")
-    ax.set_title(title or "loss along a direction")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(_figure_1d(result, distance, title), path)
 
 
 def plot_landscape_2d(
@@ -367,26 +352,88 @@ def plot_landscape_2d(
 ) -> Path:
     """``kind="contour"`` (filled contour with lines) or ``"surface"`` (3-D surface) of the loss."""
     check_choice("kind", kind, ("contour", "surface"))
-    plt = _pyplot()
+    return _save(_figure_2d(result, kind, levels, title), path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
-    a, b = np.meshgrid(result.alphas, result.betas, indexing="ij")
-    if kind == "contour":
-        fig, ax = plt.subplots(figsize=(5, 4))
-        cs = ax.contourf(a, b, result.loss, levels=levels, cmap="viridis")
-        ax.contour(a, b, result.loss, levels=levels, colors="k", linewidths=0.3)
-        fig.colorbar(cs, ax=ax, label="loss")
-        ax.set_xlabel("alpha (d1)")
-        ax.set_ylabel("beta (d2)")
-    else:
-        fig = plt.figure(figsize=(5.5, 4.5))
-        ax = fig.add_subplot(projection="3d")
-        ax.plot_surface(a, b, result.loss, cmap="viridis", linewidth=0)
-        ax.set_xlabel("alpha (d1)")
-        ax.set_ylabel("beta (d2)")
-        ax.set_zlabel("loss")
-    ax.set_title(title or "loss surface")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
+    _pyplot().close(fig)
     return path
+
+
+def _figure_1d(result: Landscape1D, distance: bool, title: str) -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.xaxis.set_major_locator(MaxNLocator(6, steps=[1, 2, 5, 10]))  # round, uncrowded ticks
+    x = result.distances if distance else result.alphas
+    lines = ax.plot(x, result.loss, color="C0", label="loss (left axis)")
+    ax.set_xlabel(
+        "distance ||alpha d|| from the model" if distance
+        else "alpha (step along the direction d)"
+    )
+    ax.set_ylabel("loss", color="C0")
+    if result.error is not None:
+        # error on its own scale (a fraction), so a legend says which line is which
+        ax2 = ax.twinx()
+        lines += ax2.plot(x, result.error, color="C1", ls="--", label="error (right axis)")
+        ax2.set_ylabel("error (fraction wrong)", color="C1")
+    if x.min() <= 0 <= x.max():
+        lines.append(ax.axvline(0.0, color="0.5", ls=":", lw=1, label="the model (alpha = 0)"))
+    ax.legend(handles=lines, loc="upper center", fontsize="small", framealpha=0.9)
+    ax.set_title(title or "loss along a filter-normalized direction")
+    fig.tight_layout()
+    return fig
+
+
+def _figure_2d(result: Landscape2D, kind: str, levels: int, title: str) -> Any:
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    plt = _pyplot()
+    a, b = np.meshgrid(result.alphas, result.betas, indexing="ij")
+    loss = result.loss
+    # the model's own point: the grid point nearest (0, 0)
+    i0, j0 = int(np.abs(result.alphas).argmin()), int(np.abs(result.betas).argmin())
+    origin = (result.alphas[i0], result.betas[j0])
+    if kind == "contour":
+        fig, ax = plt.subplots(figsize=(5.5, 4.3))
+        lo, hi = float(np.nanmin(loss)), float(np.nanmax(loss))
+        # A steep rim (loss 1 -> 1000) would put every level there and paint the basin one
+        # colour: space the levels geometrically when the loss spans more than a decade.
+        log = lo > 0 and hi / lo > 10
+        if log:
+            kw: dict[str, Any] = dict(levels=np.geomspace(lo, hi, levels), norm=LogNorm(lo, hi))
+        else:
+            kw = dict(levels=levels)
+        cs = ax.contourf(a, b, loss, cmap="viridis", **kw)
+        ax.contour(a, b, loss, colors="k", linewidths=0.3, **kw)
+        bar = fig.colorbar(cs, ax=ax, label="loss (log scale)" if log else "loss")
+        if log:  # ticks at 1, 2, 5 x 10^k, written plainly (not the levels' long decimals)
+            bar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            bar.ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.plot(*origin, marker="+", color="white", ms=12, mew=2, ls="", label="the model (0, 0)")
+        ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
+    else:
+        fig = plt.figure(figsize=(6, 5))
+        ax = fig.add_subplot(projection="3d")
+        ax.plot_surface(a, b, loss, cmap="viridis", linewidth=0, alpha=0.9)
+        ax.plot(
+            [origin[0]], [origin[1]], [loss[i0, j0]], marker="o", color="red", ls="",
+            label="the model (0, 0)", zorder=10,
+        )  # fmt: skip
+        ax.legend(loc="upper left", fontsize="small")
+        ax.zaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 5, 10]))
+        ax.set_zlabel("loss")
+        ax.tick_params(labelsize="small", pad=0)
+    for axis in (ax.xaxis, ax.yaxis):  # a few round ticks: 3-D (and narrow) labels crowd
+        axis.set_major_locator(MaxNLocator(5, steps=[1, 2, 5, 10]))
+    ax.set_xlabel("alpha (direction 1)")
+    ax.set_ylabel("beta (direction 2)")
+    ax.set_title(title or "loss around the model\n(two filter-normalized directions)")
+    fig.tight_layout()
+    return fig

@@ -86,13 +86,7 @@ def measure_flatness(folder: Path, settings: FlatnessSettings) -> dict[str, Any]
         old = run_files.read_json(path)
         if all(old.get(k) == v for k, v in wanted.items()):
             return old
-    try:
-        from samkit.measure import hessian_eigenvalues, sharpness
-    except ImportError as err:
-        raise SamkitError(
-            f"flatness needs samkit.measure, which failed to import ({err}); run with "
-            "--no-flatness or fix the installation."
-        ) from err
+    from samkit.measure import hessian_eigenvalues, sharpness
     from samkit.train import load_run
 
     t0 = time.perf_counter()

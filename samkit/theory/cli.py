@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from itertools import product
@@ -13,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from samkit import _atomic
 from samkit.errors import SamkitError
 from samkit.theory import dln
 
@@ -55,6 +54,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, help="output folder (default runs/dln-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -97,17 +97,15 @@ def run(args: argparse.Namespace) -> int:
     config["rho_values"] = rhos
     combos = list(product(args.alpha, args.lr))
     t0 = time.perf_counter()
+    no_bar = args.quiet or len(combos) < 2  # (a single combination has nothing to count)
     if args.jobs > 1 and len(combos) > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(_job, config, a, lr, rhos) for a, lr in combos]
-            results = [f.result() for f in tqdm(futures, desc="dln", disable=len(combos) < 2)]
+            results = [f.result() for f in tqdm(futures, desc="dln", disable=no_bar)]
     else:
-        results = [_job(config, a, lr, rhos) for a, lr in tqdm(combos, desc="dln",
-                                                                disable=len(combos) < 2)]
+        results = [_job(config, a, lr, rhos) for a, lr in tqdm(combos, desc="dln", disable=no_bar)]
     payload = {"config": config, "seconds": time.perf_counter() - t0, "runs": results}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, out / "results.json")
+    _atomic.write_json(out / "results.json", payload, indent=None)
     print(summary_table(payload))
     if not args.no_plots:
         for path in plot(payload, out):
@@ -134,7 +132,8 @@ def summary_table(payload: dict) -> str:
 
 
 def plot(payload: dict, out: Path) -> list[Path]:
-    """Test loss vs rho per method; learning curves and ||beta||_1 vs steps at the best 1-SAM rho."""
+    """Final test loss and ||beta||_1 vs rho per method; learning curves and ||beta||_1 along
+    training at the rho where 1-SAM's final test loss is lowest. For the first alpha x lr."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,27 +142,43 @@ def plot(payload: dict, out: Path) -> list[Path]:
     paths = []
     r = payload["runs"][0]
     ms = r["methods"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    setting = f"α = {r['alpha']:g}, lr = {r['lr']:g}, {payload['config']['steps']} steps"
+    short = setting
+    if len(payload["runs"]) > 1:  # the figures show one setting; say which, and where the rest is
+        setting += f" (first of {len(payload['runs'])} α × lr settings; all in results.json)"
+        short += f" (first of {len(payload['runs'])} settings)"
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for m, res in ms.items():
-        rho = np.asarray(res["rho"])
-        test = np.asarray(res["test_loss"][-1])
-        l1 = np.asarray(res["l1"][-1])
+        rho = np.asarray(res["rho"], dtype=float)
+        test = np.asarray(res["test_loss"][-1], dtype=float)
+        l1 = np.asarray(res["l1"][-1], dtype=float)
         if m == "gd":
             for ax, val in zip(axes, (test[0], l1[0]), strict=True):
                 ax.axhline(val, color="k", ls="--", label=LABELS[m])
-        else:
-            axes[0].plot(rho, test, "o-", label=LABELS[m])
-            axes[1].plot(rho, l1, "o-", label=LABELS[m])
-    for ax, name in zip(axes, ("test loss", r"$\|\beta\|_1$"), strict=True):
+            continue
+        for ax, val in zip(axes, (test, l1), strict=True):
+            (line,) = ax.plot(rho, val, "o-", label=LABELS[m])
+            bad = ~np.isfinite(val)
+            if bad.any():  # a diverged rho would be a silent gap in the line: mark it on top
+                ax.plot(rho[bad], np.ones(int(bad.sum())), "x", color=line.get_color(), ms=9,
+                        mew=2, transform=ax.get_xaxis_transform(), clip_on=False,
+                        label=f"{LABELS[m]} diverged")
+        # too large a rho drives the network to the saddle u = v = 0 (it gets there slowly:
+        # "collapsed" is a norm a millionth of the largest one, not an exact zero)
+        collapsed = np.flatnonzero(np.isfinite(l1) & (l1 < 1e-6 * np.nanmax(np.abs(l1))))
+        if collapsed.size:
+            axes[1].annotate("collapsed to β = 0", (rho[collapsed[0]], 0.0), xytext=(-12, 25),
+                             textcoords="offset points", ha="right", fontsize="small",
+                             arrowprops={"arrowstyle": "->", "lw": 0.8})
+    for ax, name in zip(axes, ("final test loss", r"final $\|\beta\|_1$"), strict=True):
         ax.set_xscale("log")
         ax.set_xlabel(r"$\rho$")
         ax.set_ylabel(name)
-        ax.legend()
+        ax.legend(fontsize="small")
     axes[0].set_yscale("log")
-    fig.suptitle(f"diagonal linear network, alpha={r['alpha']}, lr={r['lr']}")
+    fig.suptitle(f"diagonal linear network: {setting}")
     fig.tight_layout()
-    paths.append(out / "test_loss_vs_rho.png")
-    fig.savefig(paths[-1], dpi=120)
+    paths.append(_atomic.save_figure(fig, out / "test_loss_vs_rho.png", dpi=120))
     plt.close(fig)
 
     best = None
@@ -172,19 +187,22 @@ def plot(payload: dict, out: Path) -> list[Path]:
         best = int(np.nanargmin(test)) if np.isfinite(test).any() else 0
     for key, fname, ylabel in (("test_loss", "learning_curves.png", "test loss"),
                                ("l1", "l1_vs_steps.png", r"$\|\beta\|_1$")):
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
         for m, res in ms.items():
             i = 0 if m == "gd" or best is None else min(best, len(res["rho"]) - 1)
             vals = np.asarray(res[key], dtype=float)[:, i]
-            label = LABELS[m] if m == "gd" else f"{LABELS[m]} (rho={res['rho'][i]:.3g})"
+            label = LABELS[m] if m == "gd" else f"{LABELS[m]} (ρ = {res['rho'][i]:.3g})"
             ax.plot(res["steps"], vals, label=label)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         if key == "test_loss":
             ax.set_yscale("log")
-        ax.legend()
+        if best is not None:
+            rho = ms["1sam"]["rho"][best]
+            ax.set_title(f"at ρ = {rho:.3g}, where 1-SAM's final test loss is lowest\n{short}",
+                         fontsize="medium")
+        ax.legend(fontsize="small")
         fig.tight_layout()
-        paths.append(out / fname)
-        fig.savefig(paths[-1], dpi=120)
+        paths.append(_atomic.save_figure(fig, out / fname, dpi=120))
         plt.close(fig)
     return paths

@@ -11,13 +11,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from samkit import _atomic
 from samkit.errors import SamkitError
 from samkit.optim import registry
 
@@ -332,18 +332,7 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
-    """Write ``cfg`` as YAML, atomically."""
-    write_text_atomic(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``: never half a file."""
+    """Write ``cfg`` as YAML, atomically (missing parent folders are created)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic.write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -52,6 +52,11 @@ class Ranks:
         return slice(self.rank * part, (self.rank + 1) * part)
 
 
+def is_main_process() -> bool:
+    """False on ranks > 0 of a torchrun job: every rank trains, only rank 0 writes and prints."""
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or int(os.environ.get("RANK", "0")) == 0
+
+
 def from_environment(device: str) -> tuple[Ranks, str]:
     """Join the torchrun job if there is one; returns the ranks and this process's device.
 

@@ -1,4 +1,4 @@
-"""The files of a run folder, each written atomically (temporary file + ``os.replace``).
+"""The files of a run folder, each written atomically by :mod:`samkit._atomic`.
 
 ``config.yaml`` (the :class:`~samkit.train.config.TrainConfig`), ``env.json`` (where and how it
 ran), ``metrics.jsonl`` (one line per epoch), ``summary.json`` (written once, when the run is
@@ -13,7 +13,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from samkit import _atomic
 from samkit.errors import SamkitError
-from samkit.train.config import write_text_atomic
+
+# Kept for the study report, which writes results.csv and report.md through this module.
+write_text_atomic = _atomic.write_text
 
 CONFIG = "config.yaml"
 ENV = "env.json"
@@ -33,8 +35,8 @@ CHECKPOINT_FORMAT = 1
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Atomically write ``payload`` as indented JSON."""
-    write_text_atomic(path, json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    """Atomically write ``payload`` as indented JSON (numpy/torch scalars and paths allowed)."""
+    _atomic.write_json(path, payload, default=_jsonable)
 
 
 def read_json(path: Path) -> Any:
@@ -47,7 +49,7 @@ def read_json(path: Path) -> Any:
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite ``metrics.jsonl`` whole (it is small) so it always matches the checkpoint."""
-    write_text_atomic(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
+    _atomic.write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -58,15 +60,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomically ``torch.save`` the run's state (with the checkpoint format) to ``path``."""
+    _atomic.save_torch(path, {"format": CHECKPOINT_FORMAT, **state})
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from samkit.errors import SamkitError
+from samkit.optim import NonFiniteError
 from samkit.train import files
 from samkit.train.config import TrainConfig, config_hash, load_config, save_config
 from samkit.train.distributed import Ranks, from_environment, unwrap, wrap
@@ -62,10 +63,13 @@ def train(
     Args:
         cfg: the run's config; ``None`` with ``resume=True`` (the folder's ``config.yaml`` is used).
         out: the run folder. A new run refuses a non-empty folder unless ``overwrite``.
-        resume: continue the run in ``out`` from its checkpoint (from the start if it has none
-            yet). A complete run is returned as is.
+        resume: continue the run in ``out`` from its checkpoint. A folder with no checkpoint
+            and no epoch recorded (killed before its first checkpoint) starts from the beginning;
+            one whose ``metrics.jsonl`` records epochs but whose checkpoint is missing is refused
+            (restarting would silently discard them). A complete run is returned as is.
         overrides: with ``resume``, config fields to change that do not alter the computation
-            (``device``) or extend it (``epochs``, which re-derives the LR schedule).
+            (``device``, ``execution``) or extend it (``epochs``, which re-derives the LR
+            schedule).
         interrupt_after_steps: test hook: behave as if Ctrl-C came after this many steps.
 
     Raises:
@@ -128,9 +132,10 @@ def _prepare_new_folder(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-# Fields a resumed run may change: they do not alter what the finished run computes (device) or
-# they extend it (epochs).
-RESUMABLE_OVERRIDES = ("epochs", "device")
+# Fields a resumed run may change: they do not alter what the finished run computes (device, and
+# execution: loop and vectorized shards compute the same update, so it is not hashed either) or
+# they extend it (epochs). A folder left by a failed vectorized run can continue with the loop.
+RESUMABLE_OVERRIDES = ("epochs", "device", "execution")
 
 
 def _resume_config(
@@ -142,6 +147,7 @@ def _resume_config(
             "`samkit train`?)."
         )
     saved = load_config(out / files.CONFIG)
+    _check_checkpoint_present(out)
     if cfg is not None and config_hash(cfg.validated()) != config_hash(saved):
         raise SamkitError(
             f"cannot resume {out}: its config.yaml differs from the requested config; "
@@ -162,6 +168,22 @@ def _resume_config(
         if write:
             save_config(saved, out / files.CONFIG)
     return saved
+
+
+def _check_checkpoint_present(out: Path) -> None:
+    """Refuse to restart from scratch a run whose recorded epochs have lost their checkpoint."""
+    if (out / files.CHECKPOINT).is_file() or (out / files.SUMMARY).is_file():
+        return
+    metrics = out / files.METRICS
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    epochs = sum(1 for line in lines if line.strip())
+    if epochs:
+        raise SamkitError(
+            f"cannot resume {out}: its {files.METRICS} records {epochs} finished epoch(s) but "
+            f"there is no {files.CHECKPOINT} to continue from (deleted or lost?); nothing was "
+            f"changed. Restore {files.CHECKPOINT}, or train again from the beginning with "
+            "--overwrite (or another --out)."
+        )
 
 
 class _Interrupts:
@@ -307,23 +329,23 @@ class _Run:
             inputs, targets = _slice(inputs, self.local), targets[self.local]
         self.model.train()
         with self.autocast():
-            loss = train_step(
-                self.optimizer,
-                self.model,
-                self.loss_fn,
-                (inputs, targets),
-                micro_batch_size=cfg.micro_batch_size,
-                max_grad_norm=cfg.max_grad_norm,
-            )
+            try:
+                loss = train_step(
+                    self.optimizer,
+                    self.model,
+                    self.loss_fn,
+                    (inputs, targets),
+                    micro_batch_size=cfg.micro_batch_size,
+                    max_grad_norm=cfg.max_grad_norm,
+                )
+            except NonFiniteError as err:  # a SAM variant refused the step: same diagnosis
+                raise self._non_finite(inputs, None) from err
         if self.ranks.distributed:  # log the global batch's loss on every rank
             loss = loss.detach().clone()
             torch.distributed.all_reduce(loss)
             loss /= self.ranks.world_size
         if not torch.isfinite(loss):
-            raise SamkitError(
-                f"the training loss became {float(loss)} at epoch {self.epoch + 1}, step "
-                f"{self.step_in_epoch + 1}; lower --lr (or --rho) and start again."
-            )
+            raise self._non_finite(inputs, float(loss))
         self.epoch_loss += loss.double().cpu()
         self.step_in_epoch += 1
         self.steps += 1
@@ -334,6 +356,34 @@ class _Run:
         if cfg.schedule_unit == "step":
             self.scheduler.step()
         return float(loss)
+
+    def _non_finite(self, inputs: Any, loss: float | None) -> SamkitError:
+        """The error for a NaN/inf loss or gradient: blames the data when the inputs are not
+        finite, else the optimization, with the command-line flags that address it."""
+        cfg = self.cfg
+        where = f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}"
+        tensors = inputs.values() if isinstance(inputs, dict) else [inputs]
+        if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
+            return SamkitError(
+                f"the training inputs of {where} are not finite (NaN or inf): the data is broken, "
+                f"not the optimization, and no training setting can fix it. Check the files of "
+                f"dataset {cfg.dataset!r} (--data-root {cfg.data_root}) and its "
+                "--dataset-option values (e.g. a constant feature divided by a zero standard "
+                "deviation)."
+            )
+        remedies = f"lower --lr (now {cfg.lr:g})"
+        if cfg.is_sam:
+            remedies += f" or --rho (now {cfg.rho:g})"
+        if cfg.warmup_epochs == 0:
+            remedies += ", or add a warmup (--warmup-epochs)"
+        if cfg.precision != "fp32":
+            remedies += ", or train in --precision fp32"
+        what = "or its gradient became non-finite" if loss is None else f"became {loss}"
+        return SamkitError(
+            f"the training loss {what} at {where} (the inputs are finite): the optimization "
+            f"diverged. To fix it, {remedies}; then start again with --overwrite (or another "
+            "--out)."
+        )
 
     def _end_epoch(self, wall_time: float, writer: Any) -> None:
         cfg = self.cfg

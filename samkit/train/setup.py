@@ -53,13 +53,29 @@ def build_model(cfg: TrainConfig, ds: Any, device: torch.device) -> nn.Module:
     from samkit.models import build_model as _build
 
     torch.manual_seed(cfg.seed)
-    model = _build(
-        cfg.model,
-        num_classes=ds.num_classes,
-        input_shape=tuple(ds.input_shape),
-        **cfg.model_options,
-    )
+    try:
+        model = _build(
+            cfg.model,
+            num_classes=ds.num_classes,
+            input_shape=tuple(ds.input_shape),
+            **cfg.model_options,
+        )
+    except OSError as err:  # weights fetched by name: not cached here, and no network
+        raise SamkitError(_model_not_loaded(cfg.model, err)) from err
     return model.to(device)
+
+
+def _model_not_loaded(name: str, err: OSError) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if name.startswith("hf:"):
+        return (
+            f"model {name!r} could not be loaded: it is not in the local Hugging Face cache and "
+            f"the hub could not be reached ({first}). Run once with network access (the files "
+            "are then cached under ~/.cache/huggingface, or $HF_HOME), copy that cache to this "
+            "machine, or give a local folder: --model hf:/path/to/model. For an offline smoke "
+            "run, --model hf:tiny-random-config needs no files."
+        )
+    return f"model {name!r} could not be loaded ({type(err).__name__}: {first})."
 
 
 def build_optimizer(

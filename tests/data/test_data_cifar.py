@@ -111,3 +111,15 @@ def test_augment_is_seeded_and_keeps_shape(cifar10_root):
     c = ds.augment(batch, torch.Generator().manual_seed(1))
     assert a.shape == batch.shape and torch.equal(a, b) and not torch.equal(a, c)
     assert load_dataset("cifar10", root=cifar10_root, augment=False).augment is None
+
+
+def test_constant_pixels_are_refused_before_they_become_nan(cifar10_root):
+    folder = cifar10_root / "cifar-10-batches-py"
+    for name in [f"data_batch_{i}" for i in range(1, 6)]:  # a damaged copy: every pixel 128
+        batch = _batch(np.random.default_rng(0), b"labels", 10, 0)
+        batch[b"data"][:] = 128
+        _write(folder / name, batch)
+    with pytest.raises(SamkitError, match=r"constant.*standard deviation 0.*normalize=false"):
+        load_dataset("cifar10", root=cifar10_root)
+    raw = load_dataset("cifar10", root=cifar10_root, normalize=False)  # what the files hold
+    assert torch.equal(raw.train.inputs, torch.full_like(raw.train.inputs, 128 / 255))

@@ -61,3 +61,30 @@ def test_channel_shape_and_bad_options(tmp_path):
         load_dataset("mnist1d", root=tmp_path, noise=3)
     with pytest.raises(SamkitError, match="shape must be"):
         load_dataset("mnist1d", root=tmp_path, shape="image")
+
+
+def test_a_data_root_whose_parent_is_missing_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("SAMKIT_CACHE", raising=False)
+    typo = tmp_path / "typo" / "path"
+    refused = r"data root .*typo/path \(--data-root\) does not exist.*its parent"
+    with pytest.raises(SamkitError, match=refused):
+        load_dataset("mnist1d", root=typo, num_samples=100)
+    assert not (tmp_path / "typo").exists()  # nothing was created
+    monkeypatch.setenv("SAMKIT_CACHE", str(typo))
+    with pytest.raises(SamkitError, match=r"SAMKIT_CACHE"):
+        load_dataset("mnist1d", num_samples=100)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_new_cache_folder_is_created_and_said_in_the_log(tmp_path, caplog):
+    root = tmp_path / "new-cache"
+    with caplog.at_level("INFO", logger="samkit"):
+        ds = load_dataset("mnist1d", root=root, num_samples=100)
+    assert (root / "mnist1d").is_dir() and ds.info["cache"].startswith(str(root / "mnist1d"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"created {root / 'mnist1d'} for the generated MNIST-1D data"
+    ]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="samkit"):
+        load_dataset("mnist1d", root=root, num_samples=100)  # cached: nothing new to say
+    assert caplog.records == []

@@ -102,8 +102,9 @@ def test_measure_imports_only_errors_from_samkit():
     root = pathlib.Path(samkit.measure.__file__).parent
     for path in root.glob("*.py"):
         for mod in re.findall(r"^\s*(?:from|import) (samkit[\w.]*)", path.read_text(), re.M):
-            # samkit.train is imported lazily inside the CLI handlers only
-            assert mod in ("samkit.errors", "samkit.train") or mod.startswith("samkit.measure"), (
+            # samkit._atomic is the private file writer every layer shares (DESIGN.md); a
+            # command-line wrapper that needs a trained run lives with the CLI, not here
+            assert mod in ("samkit.errors", "samkit._atomic") or mod.startswith("samkit.measure"), (
                 path.name,
                 mod,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -170,16 +171,42 @@ def test_density_reproduces_the_spectrum():
     assert res.density.sum() * dx == pytest.approx(1.0, abs=1e-6)  # mass
     mean = (res.grid * res.density).sum() * dx
     assert mean == pytest.approx(res.mean(), abs=1e-6)
-    # quadrature mean is the Hutchinson estimate of tr(H)/d with the same vectors: close to 1.55
-    assert abs(res.mean() - np.mean(spectrum)) < 0.5
-    # each eigenvalue carries mass ~ 1/d around it (weights average to 1/d over random starts)
-    for lam in spectrum:
-        near = np.abs(res.grid - lam) < 0.1
-        assert 0.02 < res.density[near].sum() * dx < 0.6
+    # Closed form. With a Rademacher start s (entries +-1, ||s||^2 = d) the Lanczos weights are
+    # tau_j = (u_j . s)^2 / d for the eigenvectors u_j of H: find the s of each run among the
+    # 2^d sign vectors and check every weight against it.
+    lam, u = np.linalg.eigh(h.numpy())  # ascending, as the sorted nodes
+    signs = np.array(list(itertools.product((-1.0, 1.0), repeat=5)))  # [32, d]
+    candidates = (signs @ u) ** 2 / 5  # [32, d]: the weights each start would give
+    starts = []
+    for theta, tau in zip(res.nodes, res.weights):
+        tau = tau[np.argsort(theta)]
+        k = int(np.abs(candidates - tau).max(axis=1).argmin())
+        np.testing.assert_allclose(tau, candidates[k], atol=1e-10)
+        starts.append(signs[k])
+    exact_tau = np.mean([(s @ u) ** 2 / 5 for s in starts], axis=0)
+    # the quadrature mean is s^T H s / d averaged over the starts (a Hutchinson estimate)
+    hutchinson = np.mean([s @ h.numpy() @ s / 5 for s in starts])
+    assert res.mean() == pytest.approx(hutchinson, rel=1e-10)
+    # the mass within 0.1 = 5 sigma of each eigenvalue is its mean weight times the Gaussian's
+    # mass in +-5 sigma (the other eigenvalues are >= 0.25 = 7.5 sigma from the window)
+    inside = math.erf(0.1 / (0.02 * math.sqrt(2)))
+    for lam_j, tau_j in zip(lam, exact_tau):
+        near = np.abs(res.grid - lam_j) < 0.1
+        assert res.density[near].sum() * dx == pytest.approx(tau_j * inside, abs=1e-6)
 
 
-def test_plot_density_writes_file(tmp_path):
+def test_plot_density_writes_file(tmp_path, monkeypatch):
+    import samkit.measure.hessian as hessian_module
+
     model, x, y, _ = least_squares(d=5)
-    res = hessian_density(model, mse_half, (x, y), lanczos_steps=5, num_points=50)
+    res = hessian_density(model, mse_half, (x, y), lanczos_steps=5, num_points=50, sigma=0.02)
     out = plot_density(res, tmp_path / "d.png")
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+    figures = []
+    monkeypatch.setattr(hessian_module, "save_figure", lambda fig, path: figures.append(fig))
+    plot_density(res, tmp_path / "e.png")
+    ax = figures[0].axes[0]
+    # the bumps are the broadening's, not the spectrum's: the title says how wide it is
+    assert "σ = 0.02" in ax.get_title() and "5 Lanczos steps" in ax.get_title()
+    low, high = ax.get_ylim()  # a log axis spans what is there, not down to the 1e-12 floor
+    assert low >= 1e-7 * res.density.max() and high >= res.density.max()

@@ -117,3 +117,78 @@ def test_direction_checks():
         landscape_1d(model, ce, (x, y), direction={"0.weight": torch.zeros(2)}, progress=False)
     with pytest.raises(SamkitError, match="low < high"):
         landscape_1d(model, ce, (x, y), span=(1, -1), progress=False)
+
+
+def _bowl_2d(steps=21, scale=1.0):
+    """A Landscape2D of a known bowl (loss = 1 + scale * (a^2 + 2 b^2)), no model needed."""
+    from samkit.measure.landscape import Landscape2D
+
+    alphas = betas = np.linspace(-1, 1, steps)
+    a, b = np.meshgrid(alphas, betas, indexing="ij")
+    return Landscape2D(alphas, betas, 1 + scale * (a**2 + 2 * b**2), None, (1.0, 1.0), 0.0)
+
+
+def _overlaps(fig):
+    """Pairs of tick labels on one axis drawn closer than 3 pixels (unreadable ticks)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis, getattr(ax, "zaxis", None)):
+            if axis is None:
+                continue
+            # the ticks as drawn (get_ticklabels() would re-place 3-D labels in 2-D first)
+            lo, hi = sorted(axis.get_view_interval())
+            eps = 1e-9 * max(1.0, abs(hi - lo))
+            labels = [
+                t.label1
+                for t in axis.majorTicks
+                if lo - eps <= t.get_loc() <= hi + eps and t.label1.get_visible()
+                and t.label1.get_text()
+            ]
+            boxes = [t.get_window_extent(renderer).padded(1.5) for t in labels]
+            for i in range(len(boxes)):
+                for j in range(i + 1, len(boxes)):
+                    if boxes[i].overlaps(boxes[j]):
+                        found.append((labels[i].get_text(), labels[j].get_text()))
+    return found
+
+
+@pytest.mark.parametrize("kind", ["contour", "surface"])
+def test_2d_figures_have_readable_ticks_and_mark_the_model(kind):
+    from samkit.measure.landscape import _figure_2d
+
+    fig = _figure_2d(_bowl_2d(), kind, 30, "")
+    try:
+        assert _overlaps(fig) == []
+        ax = fig.axes[0]
+        assert "direction 1" in ax.get_xlabel() and "direction 2" in ax.get_ylabel()
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["the model (0, 0)"]
+    finally:
+        fig.clf()
+
+
+def test_contour_of_a_steep_landscape_uses_log_levels():
+    from samkit.measure.landscape import _figure_2d
+
+    fig = _figure_2d(_bowl_2d(scale=500.0), "contour", 30, "")  # loss from 1 to 1501
+    try:
+        assert fig.axes[1].get_yscale() == "log"  # the colorbar: the basin is not one colour
+        assert "log" in fig.axes[1].get_ylabel()
+    finally:
+        fig.clf()
+
+
+def test_1d_figure_has_a_legend_for_loss_and_error():
+    from samkit.measure.landscape import Landscape1D, _figure_1d
+
+    alphas = np.linspace(-1, 1, 21)
+    res = Landscape1D(alphas, 2 * alphas, 1 + alphas**2, 0.1 + 0.2 * np.abs(alphas), 2.0)
+    fig = _figure_1d(res, False, "")
+    try:
+        assert _overlaps(fig) == []
+        legend = fig.axes[0].get_legend() or fig.legends[0]
+        texts = [t.get_text() for t in legend.get_texts()]
+        assert texts == ["loss (left axis)", "error (right axis)", "the model (alpha = 0)"]
+    finally:
+        fig.clf()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -116,9 +114,3 @@ def reference_step(model, batch, sizes, lr, rho, adaptive=False, eta=0.0, direct
         for p, w, gr in zip(params, w0, descent):
             p.copy_(w - lr * gr)
     return ascents
-
-
-
-
-def clone_model(model):
-    return copy.deepcopy(model)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 
 import pytest
 
@@ -22,7 +24,11 @@ def test_dln_writes_results_and_figures(tmp_path, capsys):
     args = parse(["--n", "6", "--d", "8", "--k", "2", "--n-test", "100", "--steps", "200",
                   "--every", "50", "--rho", "0.01", "0.1", "--alpha", "0.1", "0.2", "--jobs", "2",
                   "--out", str(out)])
-    assert args.func(args) == 0
+    old = os.umask(0o022)
+    try:
+        assert args.func(args) == 0
+    finally:
+        os.umask(old)
     res = json.loads((out / "results.json").read_text())
     assert [(r["alpha"], r["lr"]) for r in res["runs"]] == [(0.1, 0.05), (0.2, 0.05)]
     for r in res["runs"]:
@@ -32,6 +38,8 @@ def test_dln_writes_results_and_figures(tmp_path, capsys):
         assert len(r["methods"]["nsam"]["test_loss"][-1]) == 2
     for name in ("test_loss_vs_rho.png", "learning_curves.png", "l1_vs_steps.png"):
         assert (out / name).stat().st_size > 1000
+    for path in out.iterdir():  # written with the umask's mode, like every samkit file
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
     assert "| 1-SAM | 0.1 |" in capsys.readouterr().out
     again = parse(["--steps", "10", "--out", str(out)])
     with pytest.raises(SamkitError, match="exists and is not empty"):
@@ -39,7 +47,49 @@ def test_dln_writes_results_and_figures(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text()) == res  # nothing lost
 
 
+def test_dln_quiet_hides_the_progress_bar(tmp_path, capsys):
+    argv = ["--n", "4", "--d", "5", "--k", "1", "--n-test", "10", "--steps", "20", "--every", "10",
+            "--rho", "0.1", "--alpha", "0.1", "0.2", "--no-plots"]  # fmt: skip
+    args = parse([*argv, "--out", str(tmp_path / "a")])
+    assert args.func(args) == 0 and "dln: 100%" in capsys.readouterr().err  # 2 combos: a bar
+    args = parse([*argv, "--quiet", "--out", str(tmp_path / "b")])
+    assert args.func(args) == 0 and capsys.readouterr().err == ""
+
+
 def test_dln_rejects_a_bad_grid(tmp_path):
     args = parse(["--rho-min", "0", "--out", str(tmp_path / "x")])
     with pytest.raises(SamkitError, match="rho grid"):
         args.func(args)
+
+
+def test_dln_figures_say_what_they_show(tmp_path, monkeypatch):
+    from samkit.theory import cli as dln_cli
+
+    figures = []
+    monkeypatch.setattr(dln_cli._atomic, "save_figure", lambda fig, path, **kw: figures.append(fig))
+    nan = float("nan")
+
+    def method(rhos, test, l1):  # two records (steps 0 and 10): test loss and l1 per rho
+        return {"rho": rhos, "steps": [0, 10], "test_loss": [[0.5] * len(rhos), test],
+                "l1": [[0.0] * len(rhos), l1]}  # fmt: skip
+
+    run = {"alpha": 0.1, "lr": 0.05, "methods": {
+        "gd": method([0.0], [0.01], [1.7]),
+        "nsam": method([0.1, 0.3, 1.0], [0.009, 0.008, 0.005], [1.7, 1.7, 1.7]),
+        "1sam": method([0.1, 0.3, 1.0, 3.0], [0.003, nan, 0.5, 0.5], [1.6, nan, 1e-8, 0.0]),
+    }}  # fmt: skip
+    payload = {"config": {"steps": 10}, "runs": [run, {**run, "alpha": 0.2}]}
+    dln_cli.plot(payload, tmp_path)
+    by_rho, curves, l1 = figures
+    title = by_rho._suptitle.get_text()
+    assert "α = 0.1" in title and "lr = 0.05" in title and "first of 2" in title
+    notes = [t for ax in by_rho.axes for t in ax.texts]
+    assert [t.get_text() for t in notes] == ["collapsed to β = 0"]
+    assert notes[0].xy == (1.0, 0.0)  # the first rho that collapses (||beta||_1 ~ 1e-8, not 0)
+    legend = [t.get_text() for t in by_rho.axes[0].get_legend().get_texts()]
+    assert "1-SAM diverged" in legend  # rho = 0.3 is NaN: marked, not a silent gap
+    for fig in (curves, l1):
+        ax_title = fig.axes[0].get_title()
+        assert "ρ = 0.1" in ax_title and "final test loss is lowest" in ax_title
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert labels == ["GD", "n-SAM (ρ = 0.1)", "1-SAM (ρ = 0.1)"]

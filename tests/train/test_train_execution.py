@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from harness_fixtures import tiny_config
 
-from samkit.train import TrainConfig, config_hash, train
+from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, train
 
 
 def test_vectorized_and_loop_runs_agree(tmp_path, monkeypatch):
@@ -17,3 +18,17 @@ def test_vectorized_and_loop_runs_agree(tmp_path, monkeypatch):
         assert runs["vectorized"][key] == pytest.approx(runs["loop"][key], abs=1e-5), key
     # how the shards run is not part of what the run computes: same config hash
     assert config_hash(TrainConfig(**base, execution="loop")) == config_hash(TrainConfig(**base))
+
+
+def test_a_run_resumes_with_another_execution(harness, tmp_path):
+    """A folder left by one execution (e.g. vectorized failing on a model) continues with another."""
+    cfg = tiny_config(optimizer="msam", shards=4, epochs=2, execution="vectorized")
+    with pytest.raises(RunInterrupted):
+        train(cfg, tmp_path / "cut", quiet=True, interrupt_after_steps=5)
+    resumed = train(None, tmp_path / "cut", resume=True, quiet=True,
+                    overrides={"execution": "loop"})
+    assert load_config(tmp_path / "cut" / "config.yaml").execution == "loop"
+    full = train(cfg.replace(execution="loop"), tmp_path / "full", quiet=True)
+    assert resumed["config_hash"] == full["config_hash"] and resumed["steps"] == full["steps"]
+    for key in ("train_loss", "test_loss", "test_acc"):
+        assert resumed[key] == pytest.approx(full[key], abs=1e-5), key

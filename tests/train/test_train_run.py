@@ -10,7 +10,15 @@ import yaml
 from harness_fixtures import tiny_config
 
 from samkit.errors import SamkitError
-from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, load_run, train
+from samkit.train import (
+    RunInterrupted,
+    TrainConfig,
+    config_hash,
+    load_config,
+    load_run,
+    save_config,
+    train,
+)
 from samkit.train.files import load_checkpoint
 
 METRIC_KEYS = {
@@ -149,6 +157,32 @@ def test_resume_refuses_changed_settings_and_missing_folders(harness, tmp_path):
     assert _snapshot(run) == before
 
 
+def test_resume_without_the_checkpoint_of_recorded_epochs_is_refused(harness, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        train(tiny_config(), run, quiet=True, interrupt_after_steps=5)  # epoch 1 + one step
+    (run / "checkpoint.pt").unlink()  # lost: restarting would silently discard epoch 1
+    before = _snapshot(run)
+    with pytest.raises(SamkitError, match=r"1 finished epoch.*no checkpoint.pt.*--overwrite"):
+        train(None, run, resume=True, quiet=True)
+    assert _snapshot(run) == before
+
+
+def test_resume_of_a_folder_with_no_step_recorded_starts_from_the_beginning(harness, tmp_path):
+    # A run killed before its first checkpoint left config.yaml and env.json only: nothing is
+    # lost by starting again, and the result is the same run as an uninterrupted one.
+    cfg = tiny_config(epochs=1)
+    full = train(cfg, tmp_path / "full", quiet=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    (run / "env.json").write_text("{}")
+    resumed = train(None, run, resume=True, quiet=True)
+    assert {k: v for k, v in resumed.items() if k not in TIMES} == {
+        k: v for k, v in full.items() if k not in TIMES
+    }
+
+
 def test_missing_dataset_is_a_clear_error(harness, tmp_path):
     with pytest.raises(SamkitError, match="unknown dataset 'no-such-set'"):
         train(tiny_config(dataset="no-such-set"), tmp_path / "run", quiet=True)
@@ -207,6 +241,21 @@ def test_load_run_rebuilds_the_trained_model(harness, tmp_path):
     assert len(run.batches("train", batch_size=64, max_examples=100)[-1][1]) == 36
     with pytest.raises(SamkitError, match="split must be"):
         run.batches("val")
+
+
+def test_load_run_refuses_an_incomplete_run_unless_asked(harness, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted):  # epochs=2 of 4 steps: stop after epoch 1 and a step
+        train(tiny_config(), run, quiet=True, interrupt_after_steps=5)
+    with pytest.raises(SamkitError, match=r"incomplete.*step 1 of epoch 2 of 2.*samkit train --resume"):
+        load_run(run)
+    partial = load_run(run, allow_incomplete=True)
+    assert partial.summary is None and (partial.epoch, partial.step_in_epoch) == (1, 1)
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert all(torch.equal(v, state["model"][k]) for k, v in partial.model.state_dict().items())
+    train(None, run, resume=True, quiet=True)
+    done = load_run(run)
+    assert done.summary["status"] == "complete" and (done.epoch, done.step_in_epoch) == (2, 0)
 
 
 def test_lr_schedules():

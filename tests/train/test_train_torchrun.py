@@ -27,12 +27,14 @@ def torchrun(args, tmp_path):
            "-m", "samkit", "train", *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("torchrun")
-    torchrun([*SETUP, "--optimizer", "sam", "--epochs", "2", "--out", str(tmp / "ddp")], tmp)
+    done = torchrun([*SETUP, "--optimizer", "sam", "--epochs", "2", "--out", str(tmp / "ddp")], tmp)
+    (tmp / "stdout.txt").write_text(done.stdout)
     return tmp
 
 
@@ -56,6 +58,17 @@ def test_rank_zero_writes_one_run_folder(two_rank_run):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]  # one writer: no duplicated lines
     assert json.loads((run / "env.json").read_text())["world_size"] == 2
+    # one final summary line on the console, from rank 0 (the other rank prints nothing)
+    lines = (two_rank_run / "stdout.txt").read_text().splitlines()
+    assert [line for line in lines if "test acc" in line] == [
+        f"sam: test acc {ddp_summary(run)['test_acc']:.4f}, test loss "
+        f"{ddp_summary(run)['test_loss']:.4f}, train loss {ddp_summary(run)['train_loss']:.4f} "
+        f"after 2 epochs, 16 steps, 32 passes, {ddp_summary(run)['wall_time']:.1f} s -> {run}"
+    ]
+
+
+def ddp_summary(run):
+    return json.loads((run / "summary.json").read_text())
 
 
 def test_a_two_rank_checkpoint_resumes_in_one_process(tmp_path, monkeypatch):

@@ -1,22 +1,20 @@
 """``samkit sharpness`` and ``samkit landscape``: measure a trained run folder.
 
-``samkit/cli.py`` calls :func:`add_parsers` with its subparsers. The run is loaded through
-``samkit.train.load_run`` (imported inside the handlers: ``samkit.measure`` does not depend on
-``samkit.train``), which returns an object with ``.model``, ``.loss_fn``, ``.error_fn`` and
-``.batches(split, batch_size, max_examples)``. Results are written as JSON (and PNG) into the run
-folder unless ``--out`` says otherwise.
+:mod:`samkit.cli` calls :func:`add_parsers` with its subparsers. This wrapper lives with the
+command line, not in :mod:`samkit.measure`, because it needs a trained run
+(:func:`samkit.train.load_run`): ``measure`` itself depends on nothing above it. Results are
+written as JSON (and, for ``landscape``, PNG) into the run folder unless ``--out`` says otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from samkit import _atomic
 from samkit.errors import SamkitError
+from samkit.train import load_run
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +26,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "weights: the loss (and error) increase under a perturbation of radius rho, one "
         "perturbation per group of --shard-size examples. Writes sharpness.json to the run.",
     )
-    _common(p)
+    _common(p, "output JSON path (default: <run>/sharpness.json)")
     p.add_argument("--rho", type=float, default=0.05, help="perturbation radius (default 0.05)")
     p.add_argument(
         "--kind",
@@ -66,7 +64,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         description="Loss (and error) of a run's final weights along filter-normalized random "
         "directions (Li et al. 2018). Writes landscape_<dim>d.json and .png to the run.",
     )
-    _common(p)
+    _common(p, "output JSON path (default: <run>/landscape_<dim>d.json); the PNG figure is "
+            "written next to it")
     p.add_argument("--dim", type=int, choices=(1, 2), default=1, help="1-D curve or 2-D surface")
     p.add_argument("--steps", type=int, default=21, help="points per axis (default 21)")
     p.add_argument(
@@ -86,7 +85,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_landscape)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--run", required=True, help="run folder written by `samkit train`")
     p.add_argument(
         "--split",
@@ -109,38 +108,48 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="device to load the run on (default cpu)")
+    p.add_argument("--out", default=None, help=out_help)
     p.add_argument(
-        "--out",
-        default=None,
-        help="output JSON path (default: in the run folder); a PNG is written next to it",
+        "--quiet",
+        "--no-progress",
+        dest="quiet",
+        action="store_true",
+        help="no progress bars (--no-progress is the older name)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="measure an unfinished run's last checkpoint (refused by default: finish it with "
+        "samkit train --resume DIR)",
+    )
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    try:
-        from samkit.train import load_run
-    except ImportError as err:
-        raise SamkitError(
-            "samkit.train.load_run is not available in this installation; cannot load --run."
-        ) from err
     if not Path(args.run).is_dir():
         raise SamkitError(f"--run {args.run}: no such run folder.")
     if args.num_examples is not None and args.num_examples < 1:
         raise SamkitError(f"--num-examples must be >= 1; got {args.num_examples}.")
-    run = load_run(args.run, device=args.device)
+    run = load_run(args.run, device=args.device, allow_incomplete=args.allow_incomplete)
     batches = run.batches(
         split=args.split, batch_size=args.batch_size, max_examples=args.num_examples
     )
     return run, batches
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)  # atomic: readers never see half a file
+def _write_result(args: argparse.Namespace, run: Any, out: Path, payload: dict[str, Any]) -> None:
+    """The result JSON, with where it was measured; an unfinished run is said in the output."""
+    payload.update(split=args.split, run=str(args.run), epoch=run.epoch, complete=run.complete)
+    if not run.complete:
+        payload["step_in_epoch"] = run.step_in_epoch
+        print(f"incomplete run: measured the weights at the {run.position()} (--allow-incomplete)")
+    _atomic.write_json(out, payload)
+
+
+def _output(args: argparse.Namespace, name: str) -> Path:
+    """``--out`` or ``<run>/<name>``, its folder created (as for any output file a user names)."""
+    out = Path(args.out) if args.out else Path(args.run) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _sharpness(args: argparse.Namespace) -> int:
@@ -162,19 +171,29 @@ def _sharpness(args: argparse.Namespace) -> int:
         seed=args.seed,
         error_fn=getattr(run, "error_fn", None),
         mode=args.mode,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
-    out = Path(args.out) if args.out else Path(args.run) / "sharpness.json"
-    payload = res.to_dict()
-    payload.update(split=args.split, run=str(args.run))
-    _write_json(out, payload)
-    err = "" if res.error_increase is None else f", error +{res.error_increase:.4f}"
-    print(
-        f"{res.kind}-case sharpness (rho={res.rho}, m={res.shard_size}): "
-        f"loss +{res.loss_increase:.5g}"
-        f" ± {res.loss_increase_stderr:.2g}{err} over {res.num_groups} groups -> {out}"
-    )
+    out = _output(args, "sharpness.json")
+    _write_result(args, run, out, res.to_dict())
+    print(_sharpness_line(res, args.split, out))
     return 0
+
+
+def _sharpness_line(res: Any, split: str, out: Path) -> str:
+    """What was measured, in one line; an interval only where there is a spread to show."""
+    if res.shard_size is not None:
+        m = f"m={res.shard_size}"
+    else:  # one perturbation per batch: m is the batch (the largest group; the last may be short)
+        m = f"m={max(size for size, _, _ in res.per_group)} (one perturbation per batch)"
+    if res.num_groups > 1:
+        spread = f" ± {res.loss_increase_stderr:.2g} (standard error over {res.num_groups} groups)"
+    else:
+        spread = " (one group: no interval; --shard-size gives several)"
+    err = "" if res.error_increase is None else f", error {res.error_increase:+.4f}"
+    return (
+        f"{res.kind}-case {res.norm} sharpness, rho={res.rho:g}, {m}, on {res.num_examples} "
+        f"{split} examples: loss {res.loss_increase:+.5g}{spread}{err} -> {out}"
+    )
 
 
 def _landscape(args: argparse.Namespace) -> int:
@@ -192,18 +211,16 @@ def _landscape(args: argparse.Namespace) -> int:
         seed=args.seed,
         mode=args.mode,
         error_fn=getattr(run, "error_fn", None),
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
-    out = Path(args.out) if args.out else Path(args.run) / f"landscape_{args.dim}d.json"
+    out = _output(args, f"landscape_{args.dim}d.json")
     if args.dim == 1:
         res = landscape_1d(run.model, run.loss_fn, batches, **kw)
         png = plot_landscape_1d(res, out.with_suffix(".png"))
     else:
         res = landscape_2d(run.model, run.loss_fn, batches, **kw)
         png = plot_landscape_2d(res, out.with_suffix(".png"), kind=args.plot)
-    payload = res.to_dict()
-    payload.update(split=args.split, run=str(args.run))
-    _write_json(out, payload)
+    _write_result(args, run, out, res.to_dict())
     print(
         f"landscape {args.dim}-D on {args.split}: min loss {float(res.loss.min()):.5g} "
         f"-> {out}, {png}"

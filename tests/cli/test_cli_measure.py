@@ -1,19 +1,21 @@
-"""The sharpness / landscape subcommands against a fake `samkit.train.load_run`."""
+"""The sharpness / landscape subcommands against a fake `load_run` (a model with known data)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 from types import SimpleNamespace
 
 import pytest
 import torch
 from measure_helpers import bn_mlp, ce, class_data, error_rate
 
-import samkit.train
+from samkit import cli_measure
+from samkit.cli_measure import add_parsers
 from samkit.errors import SamkitError
 from samkit.measure import landscape_1d, sharpness
-from samkit.measure.cli import add_parsers
 
 
 @pytest.fixture
@@ -30,11 +32,13 @@ def fake_run(monkeypatch, tmp_path):
             for i in range(0, n, batch_size)
         ]
 
-    def load_run(run_dir, device="cpu"):
+    def load_run(run_dir, device="cpu", allow_incomplete=False):
         assert device == "cpu"
-        return SimpleNamespace(model=model, loss_fn=ce, error_fn=error_rate, batches=batches)
+        return SimpleNamespace(
+            model=model, loss_fn=ce, error_fn=error_rate, batches=batches, epoch=3, complete=True
+        )
 
-    monkeypatch.setattr(samkit.train, "load_run", load_run, raising=False)
+    monkeypatch.setattr(cli_measure, "load_run", load_run)
     return SimpleNamespace(dir=tmp_path, model=model, data=(x, y), calls=calls, batches=batches)
 
 
@@ -111,15 +115,54 @@ def test_landscape_command_writes_json_and_png(fake_run, dim):
             "--no-progress",
         ]
     )
-    assert args.func(args) == 0
+    old = os.umask(0o002)  # a group-shared study: every file it writes is group-readable
+    try:
+        assert args.func(args) == 0
+    finally:
+        os.umask(old)
     data = json.loads(out.read_text())
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    for path in (out, out.with_suffix(".png")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664
     assert fake_run.calls[-1][0] == "test"
     if dim == 1:
         direct = landscape_1d(fake_run.model, ce, fake_run.batches(), steps=3, progress=False)
         assert data["loss"] == pytest.approx(direct.loss.tolist(), rel=1e-12)
     else:
         assert len(data["loss"]) == 3 and len(data["loss"][0]) == 3
+
+
+def test_help_promises_only_the_files_each_command_writes():
+    parser = argparse.ArgumentParser(prog="samkit")
+    sub = parser.add_subparsers()
+    add_parsers(sub)
+    sharp, land = (sub.choices[name].format_help() for name in ("sharpness", "landscape"))
+    assert "PNG" not in sharp and "png" not in sharp.lower()  # sharpness writes JSON only
+    assert "PNG" in land
+
+
+@pytest.mark.parametrize("flag", ["--quiet", "--no-progress"])
+def test_quiet_and_its_alias_hide_progress(fake_run, capsys, flag):
+    args = parse(["sharpness", "--run", str(fake_run.dir), "--steps", "2", flag])
+    assert args.quiet and args.func(args) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_sharpness_prints_what_was_measured(fake_run, capsys):
+    base = ["sharpness", "--run", str(fake_run.dir), "--steps", "2", "--quiet"]
+    args = parse([*base, "--num-examples", "12"])  # default: one perturbation per batch
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((fake_run.dir / "sharpness.json").read_text())
+    assert "m=12" in out and "m=None" not in out  # the one batch holds the 12 examples
+    assert "±" not in out and "one group: no interval" in out
+    assert f"loss {saved['loss_increase']:+.5g}" in out
+    args = parse([*base, "--num-examples", "12", "--shard-size", "4"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((fake_run.dir / "sharpness.json").read_text())
+    assert "m=4" in out and "on 12 train examples" in out
+    assert f"± {saved['loss_increase_stderr']:.2g} (standard error over 3 groups)" in out
 
 
 def test_missing_run_folder(fake_run):
