@@ -629,7 +629,7 @@ class SAM(Optimizer):
                         "execution='loop', or 'auto', which falls back to the loop"
                     ) from exc
                 self._vectorized_error = f"{type(exc).__name__}: {exc}"
-                log.warning("samkit: vectorized execution failed (%s); using the loop from now on",
+                log.warning("vectorized execution failed (%s); using the loop from now on",
                             self._vectorized_error)
                 execution = "loop"
         if execution == "loop":
@@ -667,7 +667,7 @@ class SAM(Optimizer):
             device = next(iter(self.param_groups[0]["params"])).device
             choice = "vectorized" if auto_vectorizes(device) else "loop"
         if choice != self.execution_used:
-            log.debug("samkit: %s execution for %s (asked: %s)", choice, self.sharding, self.execution)
+            log.debug("%s execution for %s (asked: %s)", choice, self.sharding, self.execution)
         return choice
 
     # ---- state ---------------------------------------------------------------------------------

@@ -221,14 +221,8 @@ class Rule:
         """The direction the geometry normalises (per group); default: the ascent gradient."""
         return grads
 
-    def perturbation(
-        self,
-        grads: Groups | None,
-        ctx: RuleContext,
-        *,
-        stacked: bool = False,
-        previous: Groups | None = None,
-    ) -> tuple[Groups | None, Tensor]:
+    def perturbation(self, grads: Groups | None, ctx: RuleContext, *, stacked: bool = False,
+                     previous: Groups | None = None) -> tuple[Groups | None, Tensor]:
         """The perturbation ``e`` per group from the ascent gradients, and the norm ``||T d||``.
 
         ``grads`` is ``None`` for rules with ``ascent_passes = 0``; ``previous`` is the last

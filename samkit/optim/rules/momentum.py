@@ -43,14 +43,8 @@ class MomentumSAM(Rule):
     ascent_passes = 0
     shardable = False
 
-    def perturbation(
-        self,
-        grads: Groups | None,
-        ctx: RuleContext,
-        *,
-        stacked: bool = False,
-        previous: Groups | None = None,
-    ) -> tuple[Groups | None, Tensor]:
+    def perturbation(self, grads: Groups | None, ctx: RuleContext, *, stacked: bool = False,
+                     previous: Groups | None = None) -> tuple[Groups | None, Tensor]:
         momenta = [[_momentum(s) for s in states] for states in ctx.base_state]
         if any(v is None for group in momenta for v in group):
             device = ctx.params[0][0].device if ctx.params and ctx.params[0] else None

@@ -50,14 +50,8 @@ class MultiStepSAM(Rule):
     def hyperparameters(self) -> dict:
         return {**super().hyperparameters(), "steps": self.steps, "step_size": self.step_size}
 
-    def perturbation(
-        self,
-        grads: Groups | None,
-        ctx: RuleContext,
-        *,
-        stacked: bool = False,
-        previous: Groups | None = None,
-    ) -> tuple[Groups | None, Tensor]:
+    def perturbation(self, grads: Groups | None, ctx: RuleContext, *, stacked: bool = False,
+                     previous: Groups | None = None) -> tuple[Groups | None, Tensor]:
         assert grads is not None
         step, norm = ctx.geometry_of(self.direction(grads, ctx, stacked), stacked)
         if self.step_size != 1.0:

@@ -29,14 +29,8 @@ class UnnormalizedSAM(Rule):
 
     name = "usam"
 
-    def perturbation(
-        self,
-        grads: Groups | None,
-        ctx: RuleContext,
-        *,
-        stacked: bool = False,
-        previous: Groups | None = None,
-    ) -> tuple[Groups | None, Tensor]:
+    def perturbation(self, grads: Groups | None, ctx: RuleContext, *, stacked: bool = False,
+                     previous: Groups | None = None) -> tuple[Groups | None, Tensor]:
         assert grads is not None
         out: Groups = []
         for d, w, group in zip(self.direction(grads, ctx, stacked), ctx.params, ctx.groups, strict=True):
