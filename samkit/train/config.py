@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from samkit import _atomic
+from samkit._checks import check_choice, check_number, check_positive_int
 from samkit.errors import SamkitError
 from samkit.optim import registry
 
@@ -137,25 +138,25 @@ class TrainConfig:
     # ---- validation ---------------------------------------------------------------------------
     def validated(self) -> TrainConfig:
         """Return ``self`` after checking every field; :class:`SamkitError` on the first bad one."""
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         self._check_optimizer_options()
-        _choice("base", self.base, BASES)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("schedule_unit", self.schedule_unit, SCHEDULE_UNITS)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("execution", self.execution, EXECUTIONS)
+        check_choice("base", self.base, BASES)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("schedule_unit", self.schedule_unit, SCHEDULE_UNITS)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("execution", self.execution, EXECUTIONS)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise SamkitError("dataset must be a dataset name such as 'mnist1d' (see samkit.data).")
         if not isinstance(self.model, str) or not self.model:
             raise SamkitError("model must be a model name such as 'cnn1d' (see samkit.models).")
         for name in ("batch_size", "epochs", "eval_batch_size"):
-            _positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         for name in ("train_subset", "test_subset", "max_steps_per_epoch", "train_eval_examples"):
             if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
+                check_positive_int(name, getattr(self, name))
         for name in ("shards", "shard_size"):
             if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
+                check_positive_int(name, getattr(self, name))
         if self.cadence is not None:
             from samkit.optim.cadence import parse_cadence
 
@@ -165,9 +166,9 @@ class TrainConfig:
                 )
             parse_cadence(self.cadence)  # a bad spec is refused up front
         if self.micro_batch_size is not None:
-            _positive_int("micro_batch_size", self.micro_batch_size)
+            check_positive_int("micro_batch_size", self.micro_batch_size)
         if self.max_grad_norm is not None:
-            _number("max_grad_norm", self.max_grad_norm, low=0.0, strict=True)
+            check_number("max_grad_norm", self.max_grad_norm, low=0.0, low_open=True)
         if self.shards is not None and self.shard_size is not None:
             raise SamkitError(
                 f"shards={self.shards} and shard_size={self.shard_size} are both set; give one: "
@@ -189,12 +190,12 @@ class TrainConfig:
                 "a shard is a part of a batch."
             )
         for name in ("rho", "eta", "sigma", "momentum", "weight_decay", "warmup_epochs"):
-            _number(name, getattr(self, name), low=0.0)
-        _number("lr", self.lr, low=0.0, strict=True)
-        _number("lmbda", self.lmbda, low=0.0, high=1.0, high_open=True)  # as FriendlySAM checks
-        _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
-        _number("label_noise", self.label_noise, low=0.0, high=1.0)
-        _number("step_gamma", self.step_gamma, low=0.0, strict=True)
+            check_number(name, getattr(self, name), low=0.0)
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_number("lmbda", self.lmbda, low=0.0, high=1.0, high_open=True)  # as FriendlySAM checks
+        check_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        check_number("label_noise", self.label_noise, low=0.0, high=1.0)
+        check_number("step_gamma", self.step_gamma, low=0.0, low_open=True)
         if not isinstance(self.step_milestones, list) or not all(
             isinstance(m, (int, float)) and 0 < m < 1 for m in self.step_milestones
         ):
@@ -277,35 +278,6 @@ def _coerce_numbers(cfg: TrainConfig) -> None:
                 setattr(cfg, f.name, float(value))
             except ValueError as err:
                 raise SamkitError(f"{f.name} must be a number, got {value!r}.") from err
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise SamkitError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SamkitError(f"{name} must be a positive integer, got {value!r}.")
-
-
-def _number(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    strict: bool = False,
-    high_open: bool = False,
-) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-        raise SamkitError(f"{name} must be a number, got {value!r}.")
-    if low is not None and (value < low or (strict and value == low)):
-        bound = ">" if strict else ">="
-        raise SamkitError(f"{name} must be {bound} {low}, got {value}.")
-    if high is not None and (value > high or (high_open and value == high)):
-        bound = "<" if high_open else "<="
-        raise SamkitError(f"{name} must be {bound} {high}, got {value}.")
 
 
 def config_hash(cfg: TrainConfig) -> str:

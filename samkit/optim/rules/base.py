@@ -27,7 +27,6 @@ synchronises with the host: norms stay tensors, so rules run under ``torch.compi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from samkit.errors import SamkitError
+from samkit._checks import check_number
 
 EPS = 1e-12
 
@@ -242,22 +241,3 @@ class Rule:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"
-
-
-def check_number(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    high_open: bool = False,
-) -> None:
-    """A finite real number within ``[low, high]`` (``high`` excluded with ``high_open``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SamkitError(f"{name} must be a finite number, got {value!r}")
-    if low == 0 and value < 0:
-        raise SamkitError(f"{name} must be a non-negative number, got {value!r}")
-    if low is not None and value < low:
-        raise SamkitError(f"{name} must be >= {low}, got {value!r}")
-    if high is not None and (value > high or (high_open and value == high)):
-        raise SamkitError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")

@@ -1,0 +1,41 @@
+"""The one set of argument checks samkit uses for numbers, counts and choices (every layer may
+import it): a bad value raises :class:`SamkitError` naming the setting, the rule and the value."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from samkit.errors import SamkitError
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """A finite real number in ``[low, high]`` (``(low`` with ``low_open``, ``high)`` with ``high_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SamkitError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        if low == 0 and not low_open:
+            raise SamkitError(f"{name} must be a non-negative number, got {value!r}")
+        raise SamkitError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise SamkitError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """An ``int`` (not a bool) of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SamkitError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """One of ``choices``."""
+    if value not in choices:
+        raise SamkitError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
