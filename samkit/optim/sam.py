@@ -533,7 +533,9 @@ class SAM(Optimizer):
             raise SamkitError(
                 "SAM.step() needs a closure that recomputes the loss and calls loss.backward(): "
                 "opt.step(closure). Or call first_step()/second_step() yourself, or let "
-                "opt.train_step(model, loss_fn, batch) do the whole update"
+                "opt.train_step(model, loss_fn, batch) do the whole update. Trainers that call "
+                "optimizer.step() without a closure: use samkit.integrations.transformers.SAMTrainer "
+                "for the Hugging Face Trainer (see docs/integrations.md)"
             )
         self._require_single_shard("step(closure)", multistep=True)
         closure = torch.enable_grad()(closure)
