@@ -215,6 +215,7 @@ def ddp_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # two fresh processes each import Lightning: ~35 s on a shared 2-core machine
 @pytest.mark.parametrize("name", ["auto", "manual_shards"])
 def test_lightning_ddp_replicas_agree_and_equal_samkit_ddp(ddp_run, name):
     """Per-rank perturbation (m-sharpness) as samkit's own DDP train_step, BatchNorm included."""
