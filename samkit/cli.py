@@ -87,6 +87,7 @@ _CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--label-smoothing", "label_smoothing", float, "label smoothing of the training loss"),
     ("--precision", "precision", str, "fp32 | bf16 (torch.autocast)"),
     ("--seed", "seed", int, "seed of model init, data order, augmentation, label noise"),
+    ("--log-every-steps", "log_every_steps", int, "a steps.jsonl row every N steps (0: none)"),
     ("--eval-batch-size", "eval_batch_size", int, "batch size for evaluation"),
     (
         "--train-eval-examples",

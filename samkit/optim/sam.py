@@ -92,6 +92,7 @@ class _Pending:
     ascended: bool
     perturbation: Groups | None
     passes: float
+    later_norms: Tensor | None = None  # sum of multi-step SAM's later ascent norms (finite check only)
 
 
 def active_scaler(scaler: torch.amp.GradScaler | None) -> torch.amp.GradScaler | None:
@@ -495,17 +496,19 @@ class SAM(Optimizer):
         pending, self._pending = self._pending, None
         flat = [p for group in pending.ctx.params for p in group]
         self._backup.restore(flat)
+        # The record's ascent norm is the first pass's, as in train_step; every norm is checked.
+        norms = pending.norm if pending.later_norms is None else pending.norm + pending.later_norms
         result = PassResult(
             loss=None,
             perturbed_loss=None,
-            ascent_norm=pending.norm,
+            ascent_norm=norms,
             full_grads=pending.full,
             ascended=pending.ascended,
             perturbation=pending.perturbation,
             norm_mean=pending.norm if pending.ascended else None,
             passes=pending.passes,
         )
-        self._finish(self._finite(pending.norm, flat), pending.ctx, result, None)
+        self._finish(self._finite(norms, flat), pending.ctx, result, None)
         if zero_grad:
             self.zero_grad()
 
@@ -530,7 +533,9 @@ class SAM(Optimizer):
             raise SamkitError(
                 "SAM.step() needs a closure that recomputes the loss and calls loss.backward(): "
                 "opt.step(closure). Or call first_step()/second_step() yourself, or let "
-                "opt.train_step(model, loss_fn, batch) do the whole update"
+                "opt.train_step(model, loss_fn, batch) do the whole update. Trainers that call "
+                "optimizer.step() without a closure: use samkit.integrations.transformers.SAMTrainer "
+                "for the Hugging Face Trainer (see docs/integrations.md)"
             )
         self._require_single_shard("step(closure)", multistep=True)
         closure = torch.enable_grad()(closure)
@@ -561,7 +566,9 @@ class SAM(Optimizer):
                         self._backup.restore(flat)
                         torch._foreach_add_(flat, [t for group in e or [] for t in group])
                         weights_moved()
-                    pending.perturbation, pending.norm = e, pending.norm + full_value(norm)
+                    pending.perturbation = e
+                    later, before = full_value(norm), pending.later_norms
+                    pending.later_norms = later if before is None else before + later
                 self.zero_grad(set_to_none=True)
                 with self._frozen() if rule.ascent_passes > 0 else nullcontext():
                     out = closure()

@@ -32,7 +32,7 @@ EXECUTIONS = ("auto", "loop", "vectorized")
 # Fields that say where or how a run is executed, not what is computed: left out of the hash so a
 # run moved to another data folder (or labelled differently in a study) is still the same run.
 # The shard execution is one of those: loop and vectorized compute the same update (to rounding).
-_NOT_HASHED = ("data_root", "download", "device", "label", "quiet", "execution")
+_NOT_HASHED = ("data_root", "download", "device", "label", "quiet", "execution", "log_every_steps")
 # Fields added after runs were first saved enter the hash only when they differ from these values,
 # which reproduce the earlier behaviour: a run folder saved before a field existed keeps its hash.
 _HASHED_WHEN_SET: dict[str, Any] = {
@@ -103,6 +103,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     precision: str = "fp32"
     seed: int = 0
+    log_every_steps: int = 50  # a steps.jsonl row (and TensorBoard scalars) every N steps; 0: none
     # evaluation
     eval_batch_size: int = 1024
     train_eval_examples: int | None = None  # eval-mode train metrics on the first N (None: all)
@@ -167,6 +168,8 @@ class TrainConfig:
             parse_cadence(self.cadence)  # a bad spec is refused up front
         if self.micro_batch_size is not None:
             check_positive_int("micro_batch_size", self.micro_batch_size)
+        if self.log_every_steps != 0:
+            check_positive_int("log_every_steps", self.log_every_steps)
         if self.max_grad_norm is not None:
             check_number("max_grad_norm", self.max_grad_norm, low=0.0, low_open=True)
         if self.shards is not None and self.shard_size is not None:

@@ -30,6 +30,7 @@ CONFIG = "config.yaml"
 ENV = "env.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+STEPS = "steps.jsonl"
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 
@@ -50,6 +51,19 @@ def read_json(path: Path) -> Any:
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite ``metrics.jsonl`` whole (it is small) so it always matches the checkpoint."""
     _atomic.write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one JSON line (``steps.jsonl``: too long to rewrite whole at every row)."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row, default=_jsonable) + "\n")
+
+
+def keep_rows_until(path: Path, step: int) -> None:
+    """Drop the rows of a resumed run's ``steps.jsonl`` written after its checkpoint (``step``)."""
+    rows = read_metrics(path)
+    if any(r.get("step", 0) > step for r in rows):
+        write_metrics(path, [r for r in rows if r.get("step", 0) <= step])
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -255,6 +255,7 @@ class _Run:
         self.train_time = self.wall_time = 0.0
         self.last_lr = float("nan")
         self.history: list[dict[str, Any]] = []
+        self.writer: Any = None  # TensorBoard, while fit() runs on rank 0 (when installed)
         ckpt = out / files.CHECKPOINT
         if ckpt.is_file():
             self._restore(files.load_checkpoint(ckpt, self.device))
@@ -279,7 +280,7 @@ class _Run:
             self.epoch * self.steps_per_epoch + self.step_in_epoch,
             disable=self.quiet or not self.ranks.is_main,
         )
-        writer = _tensorboard(self.out) if self.ranks.is_main else None
+        writer = self.writer = _tensorboard(self.out) if self.ranks.is_main else None
         try:
             with _Interrupts() as interrupts:
                 while self.epoch < cfg.epochs:
@@ -308,7 +309,11 @@ class _Run:
             bar.close()
             if writer is not None:
                 writer.close()
-        return self._summary()
+        summary = self._summary()
+        if writer is not None:  # the run's settings beside its final metrics (TensorBoard's HPARAMS)
+            writer.add_hparams(hparams(cfg), {f"final/{k}": summary[k] for k in ("test_acc", "test_loss")})
+            writer.close()
+        return summary
 
     def _interrupt(self, wall_time: float) -> None:
         self.wall_time = wall_time
@@ -353,6 +358,10 @@ class _Run:
         self.passes += step_passes
         self.example_passes += round(step_passes * cfg.batch_size)
         self.last_lr = self.optimizer.param_groups[0]["lr"]  # the LR this step used
+        every = cfg.log_every_steps
+        if every and self.steps % every == 0 and self.ranks.is_main:
+            log_step(self.out / files.STEPS, self.writer, self.steps, float(loss), self.last_lr,
+                     getattr(self.optimizer, "last_step", None))
         if cfg.schedule_unit == "step":
             self.scheduler.step()
         return float(loss)
@@ -517,9 +526,35 @@ class _Run:
                 "the folder was left untouched."
             ) from err
         # metrics.jsonl may hold an epoch past the checkpoint if a crash came between the two
-        # writes; the checkpoint's history is the truth.
+        # writes (steps.jsonl, steps past it); the checkpoint's history is the truth.
         if self.ranks.is_main:
             files.write_metrics(self.out / files.METRICS, self.history)
+            files.keep_rows_until(self.out / files.STEPS, self.steps)
+
+
+def log_step(path: Path, writer: Any, step: int, loss: float, lr: float, record: Any) -> dict[str, Any]:
+    """One ``steps.jsonl`` row (and TensorBoard scalars under ``step/``) from the optimizer's record.
+
+    ``loss`` is the batch's loss at ``w`` (the global batch's under torchrun); ``perturbed_loss`` and
+    ``ascent_norm`` come from ``opt.last_step`` (rank 0's) and are ``None`` for a plain optimizer or
+    a step without them.
+    """
+    row: dict[str, Any] = {"step": step, "loss": loss, "lr": lr}
+    for key in ("perturbed_loss", "ascent_norm"):
+        value = getattr(record, key, None)
+        row[key] = None if value is None else float(value)
+    row["ascended"] = getattr(record, "ascended", None)
+    files.append_row(path, row)
+    if writer is not None:
+        for key, value in row.items():
+            if key != "step" and value is not None:
+                writer.add_scalar(f"step/{key}", float(value), step)
+    return row
+
+
+def hparams(cfg: TrainConfig) -> dict[str, Any]:
+    """The config's scalar settings (TensorBoard's HPARAMS takes numbers, strings and booleans)."""
+    return {k: v for k, v in cfg.__dict__.items() if isinstance(v, (int, float, str, bool))}
 
 
 def _slice(inputs: Any, part: slice) -> Any:

@@ -141,3 +141,17 @@ def test_step_record_of_a_sam_step_and_a_skipped_ascent():
     rec = opt.last_step
     assert not rec.ascended and rec.passes == 1.0 and rec.perturbed_loss is None
     assert torch.equal(rec.loss, losses[2]) and len(losses) == 3
+
+
+def test_step_record_of_multistep_closure_equals_train_step():
+    """The record's ascent norm is the first ascent pass's in every front end (was the sum of all
+    passes' norms in step(closure))."""
+    a, b = make_cnn(), make_cnn()
+    rule = dict(rule=rules.MultiStepSAM(steps=3, step_size=0.6))
+    opt_a = SAM(a.parameters(), torch.optim.SGD, lr=LR, rho=0.1, **rule)
+    opt_b = SAM(b.parameters(), torch.optim.SGD, lr=LR, rho=0.1, model=b, **rule)
+    batch = make_batch(seed=0)
+    opt_a.train_step(a, ce, batch)
+    opt_b.step(closure_for(b, opt_b, batch))
+    torch.testing.assert_close(opt_b.last_step.ascent_norm, opt_a.last_step.ascent_norm, atol=1e-13, rtol=0)
+    assert opt_b.last_step.passes == opt_a.last_step.passes == 4.0

@@ -1,0 +1,53 @@
+"""One rank of the 2-process Lightning DDP test: samkit's own DDP ``train_step`` and Lightning's
+``strategy="ddp"`` (automatic and manual optimization) on the same data; states go to ``out``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+sys.path.insert(0, os.path.dirname(__file__))
+from lightning_helpers import N, Net, batches, ce, make_data, make_net, reference_opt  # noqa: E402
+
+SCENARIOS = {"auto": {}, "manual_shards": {"shards": 2}}
+
+
+def main(out: str) -> None:
+    warnings.filterwarnings("ignore")
+    import lightning.pytorch as L
+
+    torch.set_num_threads(1)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dist.init_process_group("gloo")  # Lightning finds it initialised and uses it
+    x, y = make_data()
+    part = slice(rank * N // world, (rank + 1) * N // world)
+    local = batches(x, y, part=part)
+    for name, kw in SCENARIOS.items():
+        model = DDP(make_net())
+        opt = reference_opt(model, **kw)
+        for batch in local:
+            opt.train_step(model, ce, batch)
+        torch.save(model.module.state_dict(), f"{out}/{name}_samkit_{rank}.pt")
+
+        net = Net(manual=name != "auto", **kw)
+        trainer = L.Trainer(
+            accelerator="cpu", devices=world, strategy="ddp", precision="64-true", max_steps=len(local),
+            max_epochs=10, use_distributed_sampler=False, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False,
+        )
+        data = list(zip(*[torch.cat(t) for t in zip(*local)]))  # this rank's examples, in order
+        loader = torch.utils.data.DataLoader(data, batch_size=N // world)
+        trainer.fit(net, loader)
+        sam = trainer.optimizers[0]
+        torch.save({"state": net.net.state_dict(), "global_step": trainer.global_step, "steps": sam.steps},
+                   f"{out}/{name}_lightning_{rank}.pt")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
