@@ -31,7 +31,11 @@ MSAM_DEFAULT_SHARDS = 4
 # Fields that say where or how a run is executed, not what is computed: left out of the hash so a
 # run moved to another data folder (or labelled differently in a study) is still the same run.
 # The shard execution is one of those: loop and vectorized compute the same update (to rounding).
-_NOT_HASHED = ("data_root", "download", "device", "label", "quiet", "execution")
+# So are the threads a run uses, and where an --init-from source lies (its identity, init_from_id,
+# is hashed instead).
+_NOT_HASHED = (
+    "data_root", "download", "device", "label", "quiet", "execution", "threads", "init_from"
+)  # fmt: skip
 
 
 @dataclass
@@ -59,6 +63,10 @@ class TrainConfig:
     # model
     model: str = "cnn1d"
     model_options: dict[str, Any] = field(default_factory=dict)
+    # fine-tuning: start from another run's weights (a run folder or its checkpoint.pt); the
+    # source's identity ("<config hash>:<weights digest>") is filled in when the run is planned
+    init_from: str | None = None
+    init_from_id: str | None = None
     # optimizer
     optimizer: str = "sgd"
     base: str = "sgd"
@@ -91,6 +99,7 @@ class TrainConfig:
     train_eval_examples: int | None = None  # eval-mode train metrics on the first N (None: all)
     # execution (not hashed)
     device: str = "cpu"
+    threads: int | None = None  # torch.set_num_threads for this run (None: torch's default)
     label: str | None = None  # a name for the run in a study (e.g. "msam"), for reports
 
     # ---- derived settings ------------------------------------------------------------------
@@ -125,9 +134,12 @@ class TrainConfig:
         for name in ("train_subset", "test_subset", "max_steps_per_epoch", "train_eval_examples"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
-        for name in ("shards", "shard_size"):
+        for name in ("shards", "shard_size", "threads"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
+        for name in ("init_from", "init_from_id"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise SamkitError(f"{name} must be a path (a string), got {getattr(self, name)!r}.")
         if self.shards is not None and self.shard_size is not None:
             raise SamkitError(
                 f"shards={self.shards} and shard_size={self.shard_size} are both set; give one: "
@@ -242,9 +254,18 @@ def _number(
         raise SamkitError(f"{name} must be {bound} {high}, got {value}.")
 
 
+# Fields added after runs were first saved: hashed only when set, so every earlier run keeps its
+# hash (and stays resumable and reusable by a study).
+_HASHED_WHEN_SET = ("init_from_id",)
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """Short SHA-256 of the fields that change the result (see module doc)."""
-    payload = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
+    payload = {
+        k: v
+        for k, v in cfg.to_dict().items()
+        if k not in _NOT_HASHED and not (k in _HASHED_WHEN_SET and v is None)
+    }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
