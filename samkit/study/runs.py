@@ -188,6 +188,21 @@ def run_all(
     return results
 
 
+def plan_config(base: TrainConfig, changes: dict[str, Any], seed: int, label: str) -> TrainConfig:
+    """The config of one planned run: ``base`` with a method's or cell's ``changes`` and ``seed``.
+
+    An ``init_from`` with ``{seed}`` in it names a source per seed (``runs/x/sgd-seed{seed}``), so a
+    fine-tuning study pairs each seed with the source run of the same seed; the source's identity
+    is recorded (and its architecture checked) now, so the plan's config hashes are final.
+    """
+    from samkit.train.init_from import resolve_init
+
+    cfg = base.replace(**changes, seed=seed, label=label)
+    if cfg.init_from is not None and "{seed}" in cfg.init_from:
+        cfg = cfg.replace(init_from=cfg.init_from.replace("{seed}", str(seed)))
+    return resolve_init(cfg)
+
+
 def flatness_settings(on: bool, examples: int | None) -> FlatnessSettings | None:
     """The flatness measurement of a study: off, the defaults, or on ``examples`` examples."""
     if not on:
