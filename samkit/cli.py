@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the papers' claims as a suite of studies and write a verdict table",
         description="Run the studies that test the seed papers' claims (SAM vs SGD under label "
         "noise, SAM fine-tuning, m-sharpness, mSAM, Friendly-SAM, diagonal linear networks) and "
-        "judge each claim from the 95%% interval of its paired gap: reproduced, not reproduced or "
+        "judge each claim from the 95% interval of its paired gap: reproduced, not reproduced or "
         "inconclusive. Writes verdicts.md, verdicts.csv and every study's report into --out; an "
         "existing suite folder is continued. --quick: 3 seeds and a small m-sharpness grid (about "
         "10 minutes on a 2-core CPU); without it, the full suite (5 seeds; see docs/report/).",

@@ -114,8 +114,7 @@ def evaluate(folder: Path, claim: dict[str, Any], kind: str) -> dict[str, Any]:
     study = folder / claim["study"]
     arm_desc, arm = arm_values(study, kind, claim["arm"], claim["metric"])
     base_desc, base = arm_values(study, kind, claim["baseline"], claim["metric"])
-    bounds = gap_bounds("test_acc" if claim["metric"].endswith("acc") else claim["metric"])
-    gap = paired_gap(arm, base, bounds=bounds)
+    gap = paired_gap(arm, base, bounds=gap_bounds(claim["metric"]))  # [-1, 1] for accuracies
     seeds = sorted(arm.keys() & base.keys())
     return {
         "claim": claim,
@@ -340,6 +339,8 @@ def _dln_plot(folder: Path, data: dict[str, Any], seeds: list[str]) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from samkit.study.plots import log_axis
+
     rhos = data["settings"]["rho"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained", sharey=True)
     for ax, (method, name) in zip(axes, (("nsam", "n-SAM"), ("1sam", "1-SAM")), strict=True):
@@ -353,8 +354,10 @@ def _dln_plot(folder: Path, data: dict[str, Any], seeds: list[str]) -> None:
         ax.plot(rhos, np.nanmedian(np.array(all_r, dtype=float), 0), "o-", color="C3", lw=2,
                 label=f"median over {len(seeds)} seeds")  # fmt: skip
         ax.axhline(1.0, color="k", ls="--", lw=1, label="GD (= 1)")
-        ax.set(xscale="log", yscale="log", xlabel="rho (samkit convention)",
+        ax.set(xlabel="rho (samkit convention)",
                title=f"{name}: final test loss / GD's, one grey line per data seed")  # fmt: skip
+        log_axis(ax, "x")
+        log_axis(ax, "y")
         ax.legend()
     axes[0].set_ylabel("test loss relative to GD (below 1: better)")
     tmp = folder / ".test_loss_vs_gd.tmp.png"

@@ -38,17 +38,11 @@ MAIN_JOB: dict[str, Any] = {
 # ~8 points of test accuracy to them; SAM (rho 0.1) fits few of them. The claims suite
 # (samkit/study/suite.py) runs it at 20% and 40% noise, and fine-tunes from it.
 NOISY_JOB: dict[str, Any] = {
-    "dataset": "mnist1d",
-    "model": "cnn1d",
-    "model_options": {"width": 32},
+    **MAIN_JOB,
     "train_subset": 2000,
     "label_noise": 0.4,
     "epochs": 40,
     "batch_size": 64,
-    "lr": 0.05,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "schedule": "cosine",
     "rho": 0.1,
 }
 DEFAULT_METHODS = ("sgd", "sam", "msam:shards=4", "fsam:rho=0.1,lmbda=0.6")

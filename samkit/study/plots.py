@@ -50,19 +50,19 @@ def _integer_epochs(ax: Any) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 1.5" on short runs
 
 
-def _log_axis(ax: Any) -> None:
+def log_axis(ax: Any, axis: str = "y") -> None:
     """A log y axis labelled with plain numbers (0.05, 0.1, 0.2): the minor ticks are labelled
     only when the data span less than two decades, where the majors alone would be too few."""
     import math
 
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    ax.set_yscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    ax.yaxis.set_major_formatter(plain)
-    low, high = ax.get_ylim()
+    getattr(ax, f"set_{axis}scale")("log")
+    scale = getattr(ax, f"{axis}axis")
+    scale.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    low, high = getattr(ax, f"get_{axis}lim")()
     few_majors = low > 0 and math.log10(high / low) < 2
-    ax.yaxis.set_minor_formatter(
+    scale.set_minor_formatter(
         FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:.0e}")[0] in "125" else "")
         if few_majors
         else NullFormatter()
@@ -101,7 +101,7 @@ def _curves(folder: Path, groups: dict[str, list[dict[str, Any]]], plt: Any) -> 
         ax.set(xlabel="epoch", ylabel=ylabel, title=title)
         _integer_epochs(ax)
         if key == "train_loss":
-            _log_axis(ax)
+            log_axis(ax)
     if axes[0].lines:
         axes[0].legend()
     fig.suptitle("Per epoch, mean ± std over seeds")

@@ -352,7 +352,7 @@ def _markdown(
         load = f"; 1-minute load average during the runs up to {max(loads):.1f}" if loads else ""
         out.append(
             f"- **Machine**: {env.get('cpu')} ({env.get('cpu_count')} logical cores, "
-            f"{env.get('torch_threads')} torch threads per run{load}), device "
+            f"{_plural(env.get('torch_threads'), 'torch thread')} per run{load}), device "
             f"`{env.get('device')}`"
             + (f" ({env['gpu']})" if env.get("gpu") else "")
             + f"; Python {env.get('python')}, torch {env.get('torch')}, samkit commit "
@@ -375,6 +375,10 @@ def _markdown(
         out += [f"Incomplete runs (not in the statistics): {', '.join(incomplete)}.", ""]
     out += ["Per-run numbers: [results.csv](results.csv).", ""]
     return "\n".join(out)
+
+
+def _plural(n: Any, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _notes(study: dict[str, Any]) -> str:

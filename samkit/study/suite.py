@@ -29,7 +29,7 @@ MSHARP_JOB = {
     "optimizer": "sam",
     "execution": "vectorized",
 }
-DLN_RHOS = (0.03, 0.1, 0.316, 1.0)  # samkit's rho (for 1-SAM, 2x the authors' notebook's)
+DLN_RHOS = (0.03, 0.1, 0.178, 0.316, 0.562, 1.0)  # samkit's rho (1-SAM: 2x the notebook's)
 
 
 @dataclass(frozen=True)
