@@ -279,7 +279,7 @@ def _finite(values: Any) -> list[float | None]:
     return [None if not math.isfinite(float(v)) else float(v) for v in values]
 
 
-def write_dln_report(folder: Path) -> str:
+def write_dln_report(folder: Path, *, plots: bool = True) -> str:
     """``report.md`` and ``test_loss_vs_gd.png`` of the dln study, from ``results.json``."""
     import numpy as np
 
@@ -308,7 +308,8 @@ def write_dln_report(folder: Path) -> str:
                 f"{np.median(r):.3g} | {fmt(logs, 3, sign=True)} | {sum(l1)}/{len(l1)} |"
             )
     table = "\n".join(lines)
-    _dln_plot(folder, data, seeds)
+    if plots:
+        _dln_plot(folder, data, seeds)
     text = [
         "# Diagonal linear network: GD vs n-SAM vs 1-SAM across data seeds",
         "",
@@ -367,9 +368,11 @@ def _dln_plot(folder: Path, data: dict[str, Any], seeds: list[str]) -> None:
 
 
 # ---- the suite's report ----------------------------------------------------------------------------
-def write_suite_report(folder: str | Path, *, remake_studies: bool = True) -> str:
-    """Remake every study's report (unless ``remake_studies`` is false) and ``verdicts.md`` /
-    ``verdicts.csv``; returns the verdict table."""
+def write_suite_report(
+    folder: str | Path, *, remake_studies: bool = True, plots: bool = True
+) -> str:
+    """Remake every study's report (unless ``remake_studies`` is false; figures too unless
+    ``plots`` is false) and ``verdicts.md`` / ``verdicts.csv``; returns the verdict table."""
     from samkit.study.report import load_study, write_report
 
     folder = Path(folder)
@@ -380,10 +383,10 @@ def write_suite_report(folder: str | Path, *, remake_studies: bool = True) -> st
         path = folder / spec["id"]
         if spec["kind"] == "dln":
             if (path / DLN_RESULTS).is_file() and remake_studies:
-                write_dln_report(path)
+                write_dln_report(path, plots=plots)
         elif (path / "study.json").is_file():
             if remake_studies:
-                write_report(path)
+                write_report(path, plots=plots)
             rows += load_study(path)[1]
     outcomes = [
         evaluate(folder, c, kinds[c["study"]])

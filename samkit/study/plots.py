@@ -36,6 +36,15 @@ def write_plots(
     return [w for w in written if w]
 
 
+def figure_names(study: dict[str, Any], cell_keys: list[str]) -> list[str]:
+    """The files :func:`write_plots` writes for this study, in order."""
+    if study["kind"] == "compare":
+        return ["curves.png"] + (["acc_vs_flatness.png"] if study.get("flatness") else [])
+    if not cell_keys:
+        return []
+    return ["sweep.png"] if len(cell_keys) == 1 else ["heatmap.png"]
+
+
 def _save(fig: Any, path: Path, plt: Any) -> str:
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
@@ -51,8 +60,9 @@ def _integer_epochs(ax: Any) -> None:
 
 
 def log_axis(ax: Any, axis: str = "y") -> None:
-    """A log y axis labelled with plain numbers (0.05, 0.1, 0.2): the minor ticks are labelled
-    only when the data span less than two decades, where the majors alone would be too few."""
+    """A log axis labelled with plain numbers (0.05, 0.1, 0.2). Minor ticks get labels when the
+    data span few decades (all of them under one decade, the 2s and 5s under two), where the
+    decade labels alone would be one or two."""
     import math
 
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -61,10 +71,11 @@ def log_axis(ax: Any, axis: str = "y") -> None:
     scale = getattr(ax, f"{axis}axis")
     scale.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     low, high = getattr(ax, f"get_{axis}lim")()
-    few_majors = low > 0 and math.log10(high / low) < 2
+    decades = math.log10(high / low) if low > 0 else math.inf
+    digits = "123456789" if decades < 1 else "25" if decades < 2 else ""
     scale.set_minor_formatter(
-        FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:.0e}")[0] in "125" else "")
-        if few_majors
+        FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in digits else "")
+        if digits
         else NullFormatter()
     )
 

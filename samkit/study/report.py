@@ -297,26 +297,32 @@ def load_caveat(rows: list[dict[str, Any]]) -> str | None:
     )
 
 
-def write_report(folder: str | Path) -> str:
+def write_report(folder: str | Path, *, plots: bool = True) -> str:
     """(Re)write ``results.csv``, ``report.md`` and plots of a study folder; returns the tables.
 
     A folder written by ``samkit reproduce`` (with ``suite.json``) gets every study's report and
-    the verdict table remade instead.
+    the verdict table remade instead. ``plots=False`` leaves the figures as they are (the tables
+    do not depend on them).
     """
     folder = Path(folder)
     if (folder / SUITE).is_file():
         from samkit.study.claims import write_suite_report
 
-        return write_suite_report(folder)
+        return write_suite_report(folder, plots=plots)
     study, rows = load_study(folder)
     cell_keys = list(study.get("grid", {})) if study["kind"] == "sweep" else []
     groups = groups_of(study, rows)
     _write_csv(folder / "results.csv", rows, cell_keys)
     table, stats = _tables(study, groups)
-    from samkit.study.plots import write_plots
+    from samkit.study.plots import figure_names, write_plots
 
-    plots = write_plots(folder, study, groups, stats, cell_keys)
-    run_files.write_text_atomic(folder / "report.md", _markdown(folder, study, rows, table, plots))
+    if plots:
+        figures = write_plots(folder, study, groups, stats, cell_keys)
+    else:
+        figures = [n for n in figure_names(study, cell_keys) if (folder / n).is_file()]
+    run_files.write_text_atomic(
+        folder / "report.md", _markdown(folder, study, rows, table, figures)
+    )
     return table
 
 

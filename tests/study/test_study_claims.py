@@ -206,7 +206,7 @@ def test_committed_verdict_tables_regenerate_from_their_run_files(tmp_path, suit
         pytest.skip(f"no committed {suite} suite")
     copy = tmp_path / suite
     shutil.copytree(committed, copy)
-    table = write_report(copy)
+    table = write_report(copy, plots=False)  # the numbers; the figures are drawn from the same
     assert (copy / "verdicts.csv").read_text() == (committed / "verdicts.csv").read_text()
     assert table in (committed / "verdicts.md").read_text()
     for study in committed.iterdir():
