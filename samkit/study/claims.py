@@ -159,11 +159,19 @@ def reproduce(
     claims, specs = plan(suite, claim_ids)
     record = _open_suite(out, suite, claims, specs)
     started = time.time()
+    from samkit.train import RunInterrupted
+
     try:
         for spec in specs:
             if not quiet:
                 print(f"== study {spec.id}: {spec.why}", flush=True)
-            _run_study(out, spec, jobs=jobs, threads=threads, quiet=quiet)
+            try:
+                _run_study(out, spec, jobs=jobs, threads=threads, quiet=quiet)
+            except RunInterrupted:
+                raise RunInterrupted(
+                    f"interrupted in study {spec.id}; finished runs are kept. To finish the suite, "
+                    f"run the same samkit reproduce command again with --out {out}"
+                ) from None
     finally:
         record["sessions"].append(
             {

@@ -214,3 +214,30 @@ def test_committed_verdict_tables_regenerate_from_their_run_files(tmp_path, suit
             assert (copy / study.name / "results.csv").read_text() == (
                 study / "results.csv"
             ).read_text()
+
+
+def test_ctrl_c_in_a_suite_says_how_to_finish_the_suite(harness, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import samkit.train.loop as loop
+    from samkit.train import RunInterrupted
+
+    real_step, calls = loop.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args, **kwargs)
+
+    tiny = {k: v for k, v in tiny_config().to_dict().items() if v is not None}
+    spec = StudySpec("s", "compare", {**tiny, "epochs": 1}, "tiny", methods=("sgd",), seeds=(0,))
+    claim = Claim("c", "x", "y", "s", "test_acc", {"label": "sgd"}, {"label": "sgd"}, +1)
+    monkeypatch.setattr(claims_mod, "studies", lambda suite: [spec])
+    monkeypatch.setattr(claims_mod, "select_claims", lambda ids: [claim])
+    monkeypatch.setattr(loop, "train_step", step)
+    out = tmp_path / "suite"
+    with pytest.raises(RunInterrupted, match=f"study s.*samkit reproduce command again with --out {out}"):
+        claims_mod.reproduce(out, quiet=True)
+    assert len(run_files.read_json(out / "suite.json")["sessions"]) == 1  # its time is kept
