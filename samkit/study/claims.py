@@ -422,7 +422,7 @@ def _verdict_table(outcomes: list[dict[str, Any]]) -> str:
     for o in outcomes:
         c = o["claim"]
         lines.append(
-            f"| [{c['id']}](#{c['id']}) | **{o['verdict']}** | {c['metric']}: {o['arm']} − "
+            f"| `{c['id']}` | **{o['verdict']}** | {c['metric']}: {o['arm']} − "
             f"{o['baseline']} | {_gap_text(o['gap'], c['metric'])} | {o['gap'].n} | "
             f"{'> 0' if c['direction'] > 0 else '< 0'} |"
         )

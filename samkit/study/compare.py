@@ -116,11 +116,12 @@ def compare(
         raise SamkitError(
             f"--baseline {baseline!r} is not one of the methods' labels ({', '.join(labels)})."
         )
+    folder = Path(out) if out is not None else default_folder("compare", base)
     plan, runs = [], []
     for label, overrides in parsed:
         for seed in seeds:
-            cfg = plan_config(base, overrides, seed, label)
             folder_name = f"{label}-seed{seed}"
+            cfg = plan_config(base, overrides, seed, label, folder / folder_name)
             runs.append(
                 {
                     "dir": folder_name,
@@ -132,7 +133,6 @@ def compare(
             )
             plan.append(cfg)
     fs = flatness_settings(flatness, flatness_examples)
-    folder = Path(out) if out is not None else default_folder("compare", base)
     record = base_record("compare", base, seeds, fs)
     record.update(methods=methods, labels=labels, runs=runs, baseline=baseline)
     banner = f"compare: {len(plan)} runs ({', '.join(labels)} x seeds {seeds})"

@@ -71,13 +71,14 @@ def sweep(
     if not seeds:
         raise SamkitError("--seeds needs at least one seed.")
     keys = list(cells)
+    folder = Path(out) if out is not None else default_folder("sweep", base)
     plan, runs = [], []
     for values in itertools.product(*cells.values()):
         cell = dict(zip(keys, values, strict=True))
         name = "_".join(f"{k}={v}" for k, v in cell.items())
         for seed in seeds:
             try:
-                cfg = plan_config(base, cell, seed, name)
+                cfg = plan_config(base, cell, seed, name, folder / f"{name}-seed{seed}")
             except SamkitError as err:
                 raise SamkitError(f"grid cell {name}: {err}") from err
             runs.append(
@@ -91,7 +92,6 @@ def sweep(
             )
             plan.append(cfg)
     fs = flatness_settings(flatness, flatness_examples)
-    folder = Path(out) if out is not None else default_folder("sweep", base)
     record = base_record("sweep", base, seeds, fs)
     labels = list(dict.fromkeys(r["label"] for r in runs))
     if baseline is not None and baseline not in labels:
