@@ -273,17 +273,22 @@ def _ratio(value: float, ref: float) -> str:
     return f"{value / ref:.2f}x"
 
 
+# Load above the cores by more than this (in cores) means other work competed with the runs; below
+# it, the excess is the study's own bookkeeping (its parent process, report writing).
+LOAD_TOLERANCE = 0.5
+
+
 def load_caveat(rows: list[dict[str, Any]]) -> str | None:
     """A warning when the machine was busier than its cores while runs trained (times unreliable).
 
     Every run records the 1-minute load average (runnable processes of all users) after each
-    epoch; the times of a run whose load exceeded the logical cores were taken while it competed
-    for them.
+    epoch; a run whose load exceeded the logical cores by more than :data:`LOAD_TOLERANCE` was
+    timed while other work competed for the cores.
     """
     loaded = []
     for r in rows:
         cores = r.get("_env", {}).get("cpu_count")
-        if r.get("load_max") is not None and cores and r["load_max"] > cores:
+        if r.get("load_max") is not None and cores and r["load_max"] > cores + LOAD_TOLERANCE:
             loaded.append((r["load_max"], cores))
     if not loaded:
         return None

@@ -221,3 +221,26 @@ def test_committed_main_job_report_is_regenerated_from_its_files(tmp_path):
     assert (copy / "results.csv").read_text() == (committed / "results.csv").read_text()
     assert table in (committed / "report.md").read_text()
     assert len(_csv(copy / "results.csv")) == 12
+
+
+def test_report_says_when_its_times_were_taken_on_a_loaded_machine(harness, tmp_path):
+    out = tmp_path / "cmp"
+    compare(tiny_config(epochs=1), methods=["sgd"], seeds=[0, 1], out=out, flatness=False,
+            quiet=True)  # fmt: skip
+
+    def set_load(load_max, cores=2):
+        for d in ("sgd-seed0", "sgd-seed1"):
+            for name, key, value in (("summary.json", "load_max", load_max),
+                                     ("env.json", "cpu_count", cores)):  # fmt: skip
+                path = out / d / name
+                data = json.loads(path.read_text())
+                data[key] = value
+                path.write_text(json.dumps(data))
+        write_report(out)
+        return (out / "report.md").read_text()
+
+    assert "Caveat" not in set_load(2.4)  # the study's own 2 processes and a little bookkeeping
+    text = set_load(3.1)
+    assert "**Caveat — times are unreliable**" in text and "up to 3.1 on 2 logical cores" in text
+    assert "Caveat" not in set_load(3.1, cores=4)
+    assert "up to 3.1" in set_load(3.1, cores=4)  # the machine line still reports the load
