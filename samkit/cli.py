@@ -383,8 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
         "noise, SAM fine-tuning, m-sharpness, mSAM, Friendly-SAM, diagonal linear networks) and "
         "judge each claim from the 95% interval of its paired gap: reproduced, not reproduced or "
         "inconclusive. Writes verdicts.md, verdicts.csv and every study's report into --out; an "
-        "existing suite folder is continued. --quick: 3 seeds and a small m-sharpness grid (about "
-        "10 minutes on a 2-core CPU); without it, the full suite (5 seeds; see docs/report/).",
+        "existing suite folder is continued. --quick: 3 seeds and a small m-sharpness grid (8 minutes "
+        "on a 2-core CPU with --jobs 2); without it, the full suite (5 seeds, about 20-30 minutes; "
+        "see docs/report/).",
     )
     p.add_argument("--quick", action="store_true", help="the quick suite (3 seeds, small grid)")
     p.add_argument(

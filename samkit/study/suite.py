@@ -5,8 +5,9 @@ statistic: the paired gap (by seed) of one ``metric`` between an ``arm`` and a `
 that study, with the direction the claim predicts. :func:`samkit.study.claims.verdict` turns the
 95% interval of that gap into reproduced / not reproduced / inconclusive.
 
-Two suites run the same claims: ``quick`` (3 seeds, a small m-sharpness grid; about 10 minutes on
-a 2-core CPU) and ``full`` (5 seeds, a larger grid). Every setting is a named preset here, so a
+Two suites run the same claims: ``quick`` (3 seeds, a small m-sharpness grid; 8 minutes on a
+2-core CPU with ``--jobs 2``) and ``full`` (5 seeds, a larger grid; 30 minutes on a loaded 2-core
+CPU, about 20 on an idle one). Every setting is a named preset here, so a
 claim's numbers can be traced to the exact runs (docs/report/README.md).
 """
 
