@@ -98,8 +98,9 @@ def _dln_values(folder: Path, arm: dict[str, Any], metric: str) -> tuple[str, di
         if value is None or m["diverged"][i]:
             continue
         out[int(seed)] = math.log10(value) if metric == "log10_test_loss" else float(value)
-    desc = "GD" if method == "gd" else f"{ {'nsam': 'n-SAM', '1sam': '1-SAM'}[method]} rho={arm['rho']}"
-    return desc.strip(), out
+    from samkit.theory.cli import LABELS
+
+    return LABELS[method] + ("" if method == "gd" else f" rho={arm['rho']}"), out
 
 
 def _index(rhos: list[float], rho: float, folder: Path) -> int:
@@ -300,7 +301,10 @@ def write_dln_report(folder: Path, *, plots: bool = True) -> str:
         "|---|---|---|---|---|---|",
     ]
     ratios: dict[str, Any] = {}
-    for method, name in (("nsam", "n-SAM"), ("1sam", "1-SAM")):
+    from samkit.theory.cli import LABELS
+
+    for method in ("nsam", "1sam"):
+        name = LABELS[method]
         for i, rho in enumerate(s["rho"]):
             r, l1 = [], []
             for seed in seeds:
@@ -352,7 +356,10 @@ def _dln_plot(folder: Path, data: dict[str, Any], seeds: list[str]) -> None:
 
     rhos = data["settings"]["rho"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained", sharey=True)
-    for ax, (method, name) in zip(axes, (("nsam", "n-SAM"), ("1sam", "1-SAM")), strict=True):
+    from samkit.theory.cli import LABELS
+
+    for ax, method in zip(axes, ("nsam", "1sam"), strict=True):
+        name = LABELS[method]
         all_r = []
         for seed in seeds:
             res = data["seeds"][seed]
