@@ -13,13 +13,14 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from samkit import cli_measure
-from samkit.errors import SamkitError
+from samkit.errors import SamkitError, SamkitWarning
 from samkit.theory import cli as theory_cli
 from samkit.train import config
 
@@ -33,6 +34,14 @@ _CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--train-subset", "train_subset", int, "use only the first N train examples"),
     ("--test-subset", "test_subset", int, "use only the first N test examples"),
     ("--model", "model", str, "model name (mlp, cnn1d, cnn2d, resnet18, wrn16_8, hf:<name>, ...)"),
+    (
+        "--init-from",
+        "init_from",
+        str,
+        "start from the weights of a run folder or its checkpoint.pt (fine-tuning: optimizer, "
+        "schedule, seed are this run's; same architecture required; in compare/sweep {seed} in "
+        "the path names each seed's own source)",
+    ),
     (
         "--optimizer",
         "optimizer",
@@ -96,6 +105,12 @@ _CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
         "eval-mode train metrics on the first N train examples (default: all)",
     ),
     ("--device", "device", str, "torch device (cpu, cuda, cuda:1, mps)"),
+    (
+        "--threads",
+        "threads",
+        int,
+        "torch threads per run (default: torch's own; in a study with --jobs N, cores / N)",
+    ),
 ]
 _CHOICES = {
     "optimizer": config.OPTIMIZERS,
@@ -107,11 +122,16 @@ _CHOICES = {
 }
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
+def _add_config_flags(p: argparse.ArgumentParser, start: dict[str, Any] | None = None) -> None:
+    """The run-setting flags; their help shows the values a run starts from: TrainConfig's
+    defaults with ``start`` (e.g. the main job's settings for compare/sweep) on top."""
     from samkit.train import TrainConfig
 
-    defaults = TrainConfig()
-    group = p.add_argument_group("run settings (also YAML keys of --config)")
+    defaults = TrainConfig.from_dict(dict(start or {}))
+    title = "run settings (also YAML keys of --config)"
+    if start:
+        title += "; defaults shown are the main job's, replaced by a --config file's"
+    group = p.add_argument_group(title)
     group.add_argument("--config", type=Path, help="YAML file of run settings; flags override it")
     for flag, key, kind, text in _CONFIG_FLAGS:
         default = getattr(defaults, key)
@@ -215,6 +235,13 @@ def _default_out(cfg: Any) -> Path:
 
 
 # ---- compare / sweep / report ------------------------------------------------------------------
+def _sweep_start() -> dict[str, Any]:
+    from samkit.study.compare import MAIN_JOB
+
+    return {**MAIN_JOB, "optimizer": "sam"}  # a sweep starts from the main job with SAM
+
+
+
 def _study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seeds", type=int, nargs="+", help="seeds to run (default 0 1 2 for compare, 0 for sweep)"
@@ -249,6 +276,7 @@ def _compare(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         flatness=not args.no_flatness,
         flatness_examples=args.flatness_examples,
+        baseline=args.baseline,
         quiet=args.quiet,
     )
     print(result.table)
@@ -258,20 +286,44 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from samkit.study import sweep
-    from samkit.study.compare import MAIN_JOB
 
     result = sweep(
-        config_from_args(args, {**MAIN_JOB, "optimizer": "sam"}),
+        config_from_args(args, _sweep_start()),
         grid=args.grid,
         seeds=args.seeds,
         out=args.out,
         jobs=args.jobs,
         flatness=args.flatness,
         flatness_examples=args.flatness_examples,
+        baseline=args.baseline,
         quiet=args.quiet,
     )
     print(result.table)
     print(f"\nreport: {result.folder / 'report.md'}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from samkit.study.claims import plan, reproduce
+
+    suite = "quick" if args.quick else "full"
+    if args.list:
+        claims, specs = plan(suite, args.claims)
+        for c in claims:
+            print(f"{c.id:18s} [{c.study}; tags: {', '.join(c.tags) or '-'}] {c.text}")
+        print("\nstudies: " + ", ".join(f"{s.id} ({s.kind}, seeds {list(s.seeds)})" for s in specs))
+        return 0
+    out = args.out or Path("runs") / time.strftime(f"reproduce-{suite}-%Y%m%d-%H%M%S")
+    table = reproduce(
+        out,
+        suite=suite,
+        claim_ids=args.claims,
+        jobs=args.jobs,
+        threads=args.threads,
+        quiet=args.quiet,
+    )
+    print(table)
+    print(f"\nverdicts: {Path(out) / 'verdicts.md'}")
     return 0
 
 
@@ -330,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
-    from samkit.study.compare import DEFAULT_METHODS
+    from samkit.study.compare import DEFAULT_METHODS, MAIN_JOB
 
     p = sub.add_parser(
         "compare",
@@ -340,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         "each final model, and write results.csv, report.md and plots. With no arguments: SGD, "
         "SAM, mSAM (4 shards) and Friendly-SAM on MNIST-1D over 3 seeds (a few minutes on CPU).",
     )
-    _add_config_flags(p)
+    _add_config_flags(p, MAIN_JOB)
     p.add_argument(
         "--methods",
         nargs="+",
@@ -349,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"fsam:rho=0.1,label=fsam-big); default: {' '.join(DEFAULT_METHODS)}",
     )
     _study_flags(p)
+    p.add_argument(
+        "--baseline",
+        metavar="LABEL",
+        help="method the report's paired gaps are taken to (default: sgd if run, else the first)",
+    )
     p.set_defaults(func=_compare)
 
     p = sub.add_parser(
@@ -357,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train every cell of a grid over one or two run settings (x seeds), as in "
         "the mSAM sensitivity study, and write results.csv, report.md and a heatmap.",
     )
-    _add_config_flags(p)
+    _add_config_flags(p, _sweep_start())
     p.add_argument(
         "--grid",
         action="append",
@@ -369,14 +426,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--flatness", action="store_true", help="also measure flatness (off by default for sweeps)"
     )
+    p.add_argument(
+        "--baseline",
+        metavar="CELL",
+        help="grid cell the report's paired gaps are taken to, e.g. rho=0.05_shards=1 (default: none)",
+    )
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser(
-        "report",
-        help="regenerate report.md, results.csv and plots of a compare/sweep folder",
-        description="Rebuild the report of a study folder from its run files.",
+        "reproduce",
+        help="run the papers' claims as a suite of studies and write a verdict table",
+        description="Run the studies that test the seed papers' claims (SAM vs SGD under label "
+        "noise, SAM fine-tuning, m-sharpness, mSAM, Friendly-SAM, diagonal linear networks) and "
+        "judge each claim from the 95% interval of its paired gap: reproduced, not reproduced or "
+        "inconclusive. Writes verdicts.md, verdicts.csv and every study's report into --out; an "
+        "existing suite folder is continued. --quick: 3 seeds and a small m-sharpness grid (8 minutes "
+        "on a 2-core CPU with --jobs 2); without it, the full suite (5 seeds, about 20-30 minutes; "
+        "see docs/report/).",
     )
-    p.add_argument("folder", type=Path, help="folder written by samkit compare or samkit sweep")
+    p.add_argument("--quick", action="store_true", help="the quick suite (3 seeds, small grid)")
+    p.add_argument(
+        "--claims",
+        nargs="+",
+        metavar="ID",
+        help="only these claims (ids or tags such as noise, finetune, dln, demo; default: all)",
+    )
+    p.add_argument("--list", action="store_true", help="list the claims and studies, run nothing")
+    p.add_argument("--out", type=Path, help="suite folder (default runs/reproduce-<suite>-<time>)")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="runs in parallel processes (default 1: in sequence)"
+    )
+    p.add_argument(
+        "--threads", type=int, help="torch threads per run (default: torch's; cores / --jobs)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser(
+        "report",
+        help="regenerate the report of a compare/sweep/reproduce folder from its run files",
+        description="Rebuild report.md, results.csv and plots of a study folder (for a "
+        "`samkit reproduce` folder: every study's report and the verdict table) from its files.",
+    )
+    p.add_argument(
+        "folder", type=Path, help="folder written by samkit compare, sweep or reproduce"
+    )
     p.set_defaults(func=_report)
 
     p = sub.add_parser(
@@ -411,11 +505,25 @@ def _show_log() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    from samkit.train import RunInterrupted
-
     _show_log()
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():  # restores the caller's warning display afterwards
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, *rest: Any) -> None:
+    # samkit's own warnings read as advice ("warning: ..."), not as a source location
+    if issubclass(category, SamkitWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno), end="", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from samkit.train import RunInterrupted
+
     try:
         return int(args.func(args) or 0)
     except SamkitError as err:

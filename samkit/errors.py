@@ -6,3 +6,8 @@ class SamkitError(ValueError):
 
     The CLI prints its message without a traceback.
     """
+
+
+class SamkitWarning(UserWarning):
+    """A user-facing warning (a setting that runs but likely not as meant); the CLI prints it as
+    ``warning: <message>``."""

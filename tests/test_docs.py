@@ -125,3 +125,22 @@ def test_integrations_doc_transformers_example_runs(tmp_path, monkeypatch):
     assert trainer.state.global_step == trainer.sam.steps == 8 and trainer.sam.passes == 16.0
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     assert len(losses) == 2 and losses[1] < losses[0]  # it trains
+
+
+def test_make_demo_is_a_valid_reproduce_command_that_readme_describes():
+    import shlex
+
+    from samkit import cli
+    from samkit.study.claims import plan
+
+    makefile = (ROOT / "Makefile").read_text().splitlines()
+    recipe = makefile[makefile.index("demo: install") + 1].strip()
+    command = shlex.split(recipe.split("samkit ", 1)[1])
+    readme = (ROOT / "README.md").read_text()
+    assert command[0] == "reproduce" and command[-2:] == ["--out", "runs/demo"]
+    assert f"`samkit {' '.join(command[:-2])}`" in readme and "`runs/demo/`" in readme
+    args = cli.build_parser().parse_args(command)
+    claims, studies = plan("quick" if args.quick else "full", args.claims)
+    # the demo tests label noise, fine-tuning and the diagonal network, and nothing slow
+    assert {s.id for s in studies} == {"noise-20", "noise-40", "finetune-noisy", "dln"}
+    assert {c.id for c in claims} >= {"noise40-sam", "finetune-noisy", "dln-nsam-better"}

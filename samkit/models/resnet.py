@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from samkit.errors import SamkitError
+from samkit.models._norm import check_norm, conv_bias, norm_layer
 from samkit.models._registry import register_model
 
 
@@ -21,19 +22,20 @@ def _check_image(name: str, input_shape: Sequence[int]) -> int:
 
 
 class BasicBlock(nn.Module):
-    """Post-activation residual block: conv-BN-ReLU-conv-BN, plus (projected) shortcut, ReLU."""
+    """Post-activation residual block: conv-norm-ReLU-conv-norm, plus (projected) shortcut, ReLU."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, norm: str = "batch") -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        bias = conv_bias(norm)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=bias)
+        self.bn1 = norm_layer(norm, planes, 2)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=bias)
+        self.bn2 = norm_layer(norm, planes, 2)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                nn.Conv2d(in_planes, planes, 1, stride, bias=bias), norm_layer(norm, planes, 2)
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -45,12 +47,18 @@ class ResNet(nn.Module):
     """ResNet with a CIFAR stem (3x3 conv, no max-pool), BasicBlocks, global average pooling."""
 
     def __init__(
-        self, blocks: Sequence[int], num_classes: int, in_channels: int = 3, width: int = 64
+        self,
+        blocks: Sequence[int],
+        num_classes: int,
+        in_channels: int = 3,
+        width: int = 64,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
+        check_norm(norm)
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(width),
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=conv_bias(norm)),
+            norm_layer(norm, width, 2),
             nn.ReLU(inplace=True),
         )
         stages: list[nn.Module] = []
@@ -58,7 +66,7 @@ class ResNet(nn.Module):
         for i, count in enumerate(blocks):
             out = width * 2**i
             for j in range(count):
-                stages.append(BasicBlock(planes, out, 2 if (i > 0 and j == 0) else 1))
+                stages.append(BasicBlock(planes, out, 2 if (i > 0 and j == 0) else 1, norm))
                 planes = out
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -69,19 +77,24 @@ class ResNet(nn.Module):
 
 
 @register_model("resnet18")
-def resnet18(num_classes: int, input_shape: Sequence[int], width: int = 64) -> nn.Module:
-    """ResNet-18 for 32x32 images (CIFAR stem); ``width`` scales every stage (64 = standard)."""
-    return ResNet([2, 2, 2, 2], num_classes, _check_image("resnet18", input_shape), width)
+def resnet18(
+    num_classes: int, input_shape: Sequence[int], width: int = 64, norm: str = "batch"
+) -> nn.Module:
+    """ResNet-18 for 32x32 images (CIFAR stem); ``width`` scales every stage (64 = standard);
+    ``norm``: ``batch`` | ``group`` | ``layer`` | ``none``."""
+    return ResNet([2, 2, 2, 2], num_classes, _check_image("resnet18", input_shape), width, norm)
 
 
 class WideBlock(nn.Module):
-    """Pre-activation wide block: BN-ReLU-conv-(dropout)-BN-ReLU-conv, plus shortcut."""
+    """Pre-activation wide block: norm-ReLU-conv-(dropout)-norm-ReLU-conv, plus shortcut."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, dropout: float, norm: str = "batch"
+    ) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn1 = norm_layer(norm, in_planes, 2)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=conv_bias(norm))
+        self.bn2 = norm_layer(norm, planes, 2)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.relu = nn.ReLU(inplace=False)  # the pre-activation is reused by the shortcut
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -101,9 +114,16 @@ class WideResNet(nn.Module):
     """WRN-depth-k: 3 groups of (depth - 4) / 6 wide blocks with 16k, 32k, 64k channels."""
 
     def __init__(
-        self, depth: int, widen: int, num_classes: int, in_channels: int = 3, dropout: float = 0.0
+        self,
+        depth: int,
+        widen: int,
+        num_classes: int,
+        in_channels: int = 3,
+        dropout: float = 0.0,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
+        check_norm(norm)
         if depth < 10 or (depth - 4) % 6:
             raise SamkitError(f"wrn depth must be 6n + 4 with n >= 1 (10, 16, 28...), got {depth}")
         if widen < 1:
@@ -114,11 +134,16 @@ class WideResNet(nn.Module):
         planes = 16
         for i, out in enumerate((16 * widen, 32 * widen, 64 * widen)):
             for j in range(per_group):
-                blocks.append(WideBlock(planes, out, 2 if (i > 0 and j == 0) else 1, dropout))
+                blocks.append(
+                    WideBlock(planes, out, 2 if (i > 0 and j == 0) else 1, dropout, norm)
+                )
                 planes = out
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(
-            nn.BatchNorm2d(planes), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+            norm_layer(norm, planes, 2),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.fc = nn.Linear(planes, num_classes)
 
@@ -133,18 +158,23 @@ def wrn(
     depth: int = 28,
     width: int = 10,
     dropout: float = 0.0,
+    norm: str = "batch",
 ) -> nn.Module:
-    """Wide ResNet WRN-``depth``-``width`` (depth = 6n + 4)."""
-    return WideResNet(depth, width, num_classes, _check_image("wrn", input_shape), dropout)
+    """Wide ResNet WRN-``depth``-``width`` (depth = 6n + 4); ``norm`` as for ``resnet18``."""
+    return WideResNet(depth, width, num_classes, _check_image("wrn", input_shape), dropout, norm)
 
 
 @register_model("wrn16_8")
-def wrn16_8(num_classes: int, input_shape: Sequence[int], dropout: float = 0.0) -> nn.Module:
+def wrn16_8(
+    num_classes: int, input_shape: Sequence[int], dropout: float = 0.0, norm: str = "batch"
+) -> nn.Module:
     """WRN-16-8 (11.0M parameters for 10 classes)."""
-    return wrn(num_classes, input_shape, depth=16, width=8, dropout=dropout)
+    return wrn(num_classes, input_shape, depth=16, width=8, dropout=dropout, norm=norm)
 
 
 @register_model("wrn28_10")
-def wrn28_10(num_classes: int, input_shape: Sequence[int], dropout: float = 0.0) -> nn.Module:
+def wrn28_10(
+    num_classes: int, input_shape: Sequence[int], dropout: float = 0.0, norm: str = "batch"
+) -> nn.Module:
     """WRN-28-10 (36.5M parameters for 10 classes), the SAM paper's CIFAR model."""
-    return wrn(num_classes, input_shape, depth=28, width=10, dropout=dropout)
+    return wrn(num_classes, input_shape, depth=28, width=10, dropout=dropout, norm=norm)

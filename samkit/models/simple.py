@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from samkit.errors import SamkitError
+from samkit.models._norm import check_norm, conv_bias, norm_layer
 from samkit.models._registry import register_model
 
 
@@ -44,23 +45,30 @@ def mlp(
 
 
 class CNN1d(nn.Module):
-    """Conv1d+BatchNorm+ReLU blocks, global average pooling, linear head.
+    """Conv1d+norm+ReLU blocks, global average pooling, linear head (norm: see ``_norm.py``).
 
     Accepts ``[B, L]`` (one channel implied, as MNIST-1D is stored) or ``[B, C, L]``.
     """
 
     def __init__(
-        self, num_classes: int, in_channels: int, width: int, depth: int, kernel_size: int
+        self,
+        num_classes: int,
+        in_channels: int,
+        width: int,
+        depth: int,
+        kernel_size: int,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
+        bias = conv_bias(norm)
         for i in range(depth):
             # Stride 2 after the first block widens the receptive field cheaply on short signals.
             stride = 1 if i == 0 else 2
             layers += [
-                nn.Conv1d(channels, width, kernel_size, stride, kernel_size // 2, bias=False),
-                nn.BatchNorm1d(width),
+                nn.Conv1d(channels, width, kernel_size, stride, kernel_size // 2, bias=bias),
+                norm_layer(norm, width, 1),
                 nn.ReLU(inplace=True),
             ]
             channels = width
@@ -80,13 +88,19 @@ def cnn1d(
     width: int = 32,
     depth: int = 3,
     kernel_size: int = 5,
+    norm: str = "batch",
 ) -> nn.Module:
-    """1-D CNN for MNIST-1D-like signals; ``input_shape`` is ``(L,)`` or ``(C, L)``."""
+    """1-D CNN for MNIST-1D-like signals; ``input_shape`` is ``(L,)`` or ``(C, L)``.
+
+    ``norm``: ``batch`` | ``group`` | ``layer`` | ``none`` (use group or layer with small SAM
+    shards: BatchNorm's statistics of a tiny shard are not those of a batch).
+    """
     _check_depth("cnn1d", depth, width)
+    check_norm(norm)
     if len(input_shape) not in (1, 2):
         raise SamkitError(f"cnn1d needs input_shape (L,) or (C, L), got {tuple(input_shape)}")
     in_channels = 1 if len(input_shape) == 1 else input_shape[0]
-    return CNN1d(num_classes, in_channels, width, depth, kernel_size)
+    return CNN1d(num_classes, in_channels, width, depth, kernel_size, norm)
 
 
 @register_model("cnn2d")
@@ -95,13 +109,16 @@ def cnn2d(
     input_shape: Sequence[int],
     width: int = 32,
     depth: int = 3,
+    norm: str = "batch",
 ) -> nn.Module:
     """Small 2-D CNN for smoke tests on digits (1x8x8) or CIFAR (3x32x32).
 
-    ``depth`` Conv2d(3x3)+BatchNorm+ReLU blocks, channels doubling and resolution halving after
-    each block (while the image is larger than 2x2), global average pooling, linear head.
+    ``depth`` Conv2d(3x3)+norm+ReLU blocks, channels doubling and resolution halving after each
+    block (while the image is larger than 2x2), global average pooling, linear head. ``norm``:
+    ``batch`` | ``group`` | ``layer`` | ``none``.
     """
     _check_depth("cnn2d", depth, width)
+    check_norm(norm)
     if len(input_shape) != 3:
         raise SamkitError(f"cnn2d needs input_shape (C, H, W), got {tuple(input_shape)}")
     channels, size = input_shape[0], min(input_shape[1:])
@@ -109,8 +126,8 @@ def cnn2d(
     for i in range(depth):
         out = width * 2**i
         layers += [
-            nn.Conv2d(channels, out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out),
+            nn.Conv2d(channels, out, 3, padding=1, bias=conv_bias(norm)),
+            norm_layer(norm, out, 2),
             nn.ReLU(True),
         ]
         if size > 2 and i < depth - 1:

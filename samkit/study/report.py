@@ -1,8 +1,9 @@
 """Reports of a study folder, made only from the files on disk (``samkit report DIR``).
 
-Reads ``study.json`` and each run's ``summary.json``, ``metrics.jsonl``, ``flatness.json`` and
-``env.json``; writes ``results.csv`` (one row per run), ``report.md`` (a table per method or grid
-cell with mean ± std and 95% t-intervals over seeds) and PNG plots. Runs without a
+Reads ``study.json`` and each run's ``config.yaml``, ``summary.json``, ``metrics.jsonl``,
+``flatness.json`` and ``env.json``; writes ``results.csv`` (one row per run), ``report.md`` (two
+tables per method or grid cell — generalisation, then flatness and cost — with mean ± std and 95%
+intervals over seeds, and the paired gap to a baseline) and PNG plots. Runs without a
 ``summary.json`` are listed as incomplete and left out of the statistics.
 """
 
@@ -15,56 +16,103 @@ import time
 from pathlib import Path
 from typing import Any
 
+from samkit import _atomic
 from samkit.errors import SamkitError
 from samkit.study.folder import STUDY
-from samkit.study.stats import Summary, fmt, summarize
+from samkit.study.stats import BOUNDS, Summary, fmt, gap_bounds, paired_gap, summarize
 from samkit.train import files as run_files
 
 FLATNESS = "flatness.json"
+SUITE = "suite.json"  # a `samkit reproduce` folder (samkit.study.claims)
 CSV_FIELDS = [
-    "dir", "label", "seed", "status", "optimizer", "rho", "shards", "shard_size",
-    "test_acc", "test_loss", "train_loss", "train_acc", "best_test_acc", "epochs", "steps",
-    "passes", "example_passes", "train_time", "wall_time",
-    "lambda_max", "lambda_max_converged", "sharpness", "sharpness_stderr",
+    "dir", "label", "seed", "status", "optimizer", "rho", "shards", "shard_size", "m",
+    "label_noise", "test_acc", "test_loss", "train_loss", "train_acc", "memorised",
+    "best_test_acc", "epochs", "steps", "passes", "example_passes", "train_time", "wall_time",
+    "load_max", "lambda_max", "lambda_max_converged", "sharpness", "sharpness_stderr",
 ]  # fmt: skip
+# Settings a method or cell may change; the "Shared setup" line shows only those all runs share.
+SETUP_KEYS = (
+    "dataset", "model", "model_options", "train_subset", "label_noise", "epochs", "batch_size",
+    "lr", "momentum", "weight_decay", "schedule", "label_smoothing", "precision",
+    "max_steps_per_epoch",
+)  # fmt: skip
+# Settings of the SAM family, shown per method (the "settings" column), never as shared.
+SAM_KEYS = ("rho", "shards", "shard_size", "eta", "sigma", "lmbda")
 
 
-def _load(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def load_study(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``study.json`` and one row per planned run, read from the run folders.
+
+    A row has the run's summary keys, ``optimizer``/``rho``/``shards``/``shard_size``/``m`` (the
+    examples per SAM shard) from its config, its flatness, ``_metrics`` (the per-epoch rows) and
+    ``_config`` (the config as a dict); ``status`` is ``complete`` or ``incomplete``.
+    """
+    folder = Path(folder)
     if not (folder / STUDY).is_file():
         raise SamkitError(
             f"{folder} is not a study folder (no {STUDY}); give a folder written by "
-            "`samkit compare` or `samkit sweep`."
+            "`samkit compare`, `samkit sweep` or `samkit reproduce`."
         )
     study = run_files.read_json(folder / STUDY)
-    rows = []
-    for run in study["runs"]:
-        run_dir = folder / run["dir"]
-        row: dict[str, Any] = {"dir": run["dir"], "label": run["label"], "seed": run["seed"]}
-        row.update({f"cell:{k}": v for k, v in run.get("cell", {}).items()})
-        cfg_path = run_dir / run_files.CONFIG
-        if cfg_path.is_file():
-            from samkit.train import load_config
-
-            cfg = load_config(cfg_path)
-            row.update(optimizer=cfg.optimizer, rho=cfg.rho if cfg.is_sam else None)
-            shards = cfg.sam_shards() if cfg.is_sam else (None, None)
-            row.update(shards=shards[0], shard_size=shards[1])
-        summary_path = run_dir / run_files.SUMMARY
-        if summary_path.is_file():
-            summary = run_files.read_json(summary_path)
-            row["status"] = summary.get("status", "complete")
-            for key in CSV_FIELDS:
-                if key in summary and key not in ("label", "seed"):
-                    row[key] = summary[key]
-        else:
-            row["status"] = "incomplete"
-        if (run_dir / FLATNESS).is_file():
-            flat = run_files.read_json(run_dir / FLATNESS)
-            for key in ("lambda_max", "lambda_max_converged", "sharpness", "sharpness_stderr"):
-                row[key] = flat.get(key)
-        row["_metrics"] = run_files.read_metrics(run_dir / run_files.METRICS)
-        rows.append(row)
+    rows = [_row(folder, run) for run in study["runs"]]
     return study, rows
+
+
+def _row(folder: Path, run: dict[str, Any]) -> dict[str, Any]:
+    from samkit.train import load_config
+    from samkit.train.setup import shard_examples
+
+    run_dir = folder / run["dir"]
+    row: dict[str, Any] = {"dir": run["dir"], "label": run["label"], "seed": run["seed"]}
+    row.update({f"cell:{k}": v for k, v in run.get("cell", {}).items()})
+    row["_config"] = {}
+    if (run_dir / run_files.CONFIG).is_file():
+        cfg = load_config(run_dir / run_files.CONFIG)
+        row["_config"] = cfg.to_dict()
+        shards = cfg.sam_shards() if cfg.is_sam else (None, None)
+        row.update(
+            optimizer=cfg.optimizer,
+            rho=cfg.rho if cfg.is_sam else None,
+            shards=shards[0],
+            shard_size=shards[1],
+            m=shard_examples(cfg),
+            label_noise=cfg.label_noise,
+        )
+    if (run_dir / run_files.SUMMARY).is_file():
+        summary = run_files.read_json(run_dir / run_files.SUMMARY)
+        row["status"] = summary.get("status", "complete")
+        for key in CSV_FIELDS:
+            if key in summary and key not in ("label", "seed"):
+                row[key] = summary[key]
+    else:
+        row["status"] = "incomplete"
+    if (run_dir / FLATNESS).is_file():
+        flat = run_files.read_json(run_dir / FLATNESS)
+        for key in ("lambda_max", "lambda_max_converged", "sharpness", "sharpness_stderr"):
+            row[key] = flat.get(key)
+    row["_metrics"] = run_files.read_metrics(run_dir / run_files.METRICS)
+    row["_env"] = (
+        run_files.read_json(run_dir / run_files.ENV) if (run_dir / run_files.ENV).is_file() else {}
+    )
+    return row
+
+
+def per_seed(rows: list[dict[str, Any]], key: str) -> dict[int, float]:
+    """``{seed: value}`` of ``key`` over the complete runs in ``rows`` that measured it."""
+    return {
+        int(r["seed"]): float(r[key])
+        for r in rows
+        if r.get("status") == "complete" and r.get(key) is not None
+    }
+
+
+def groups_of(study: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows by method label (compare) or grid cell (sweep), in the study's order."""
+    order = study.get("labels") or list(dict.fromkeys(r["label"] for r in rows))
+    groups: dict[str, list[dict[str, Any]]] = {label: [] for label in order}
+    for row in rows:
+        groups.setdefault(row["label"], []).append(row)
+    return groups
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], cell_keys: list[str]) -> None:
@@ -77,21 +125,14 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], cell_keys: list[str]) -> 
         out = {k: row.get(k) for k in CSV_FIELDS}
         out.update({k: row.get(f"cell:{k}") for k in cell_keys})
         writer.writerow({k: "" if v is None else v for k, v in out.items()})
-    run_files.write_text_atomic(path, buf.getvalue())
+    _atomic.write_text(path, buf.getvalue())
 
 
 def _values(rows: list[dict[str, Any]], key: str) -> list[float]:
-    return [float(r[key]) for r in rows if r.get("status") == "complete" and r.get(key) is not None]
+    return list(per_seed(rows, key).values())
 
 
-def _groups(rows: list[dict[str, Any]], order: list[str]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {label: [] for label in order}
-    for row in rows:
-        groups.setdefault(row["label"], []).append(row)
-    return groups
-
-
-def _reference(study: dict[str, Any], groups: dict[str, list[dict[str, Any]]]) -> str:
+def _reference(groups: dict[str, list[dict[str, Any]]]) -> str:
     # Cost ratios are relative to plain SGD when it is in the study, else to the first method.
     for label, rows in groups.items():
         if rows and rows[0].get("optimizer") == "sgd":
@@ -99,56 +140,195 @@ def _reference(study: dict[str, Any], groups: dict[str, list[dict[str, Any]]]) -
     return next(iter(groups))
 
 
-def _table(
-    study: dict[str, Any], groups: dict[str, list[dict[str, Any]]], cell_keys: list[str]
+def baseline_of(study: dict[str, Any], groups: dict[str, list[dict[str, Any]]]) -> str | None:
+    """The method (or cell) the paired gaps are taken to: ``study["baseline"]`` if set, else for a
+    comparison SGD (or the first method); a sweep has none unless one was chosen."""
+    chosen = study.get("baseline")
+    if chosen is not None:
+        if chosen not in groups:
+            raise SamkitError(
+                f"baseline {chosen!r} is not a method of this study; choose one of "
+                f"{', '.join(groups)}."
+            )
+        return chosen
+    return _reference(groups) if study["kind"] == "compare" else None
+
+
+def _same(rows: list[dict[str, Any]], key: str) -> Any:
+    values = {repr(r["_config"].get(key)) for r in rows if r["_config"]}
+    if len(values) != 1:
+        return "varies"
+    return next(r["_config"].get(key) for r in rows if r["_config"])
+
+
+def _settings(rows: list[dict[str, Any]], shared: dict[str, Any]) -> str:
+    """What a method or cell sets beyond the shared setup: SAM knobs (with m) and overrides."""
+    if not rows or not rows[0]["_config"]:
+        return "–"
+    cfg = rows[0]["_config"]
+    parts = []
+    if rows[0].get("m") is not None:
+        parts.append(f"rho={_same(rows, 'rho')}")
+        m = {r.get("m") for r in rows}
+        parts.append(f"m={m.pop()}" if len(m) == 1 else "m varies")
+        if cfg["optimizer"] == "fsam":
+            parts += [f"sigma={_same(rows, 'sigma')}", f"lmbda={_same(rows, 'lmbda')}"]
+        if cfg["optimizer"] == "asam":
+            parts.append(f"eta={_same(rows, 'eta')}")
+    for key in SETUP_KEYS:
+        if key not in shared:
+            parts.append(f"{key}={_same(rows, key)}")
+    init = rows[0].get("cell:init_from")  # as planned: a {seed} template stays one
+    if init:
+        parts.append("init_from=" + _short_path(str(init)))
+    return ", ".join(parts) if parts else "–"
+
+
+def _short_path(path: str) -> str:
+    p = Path(path)
+    return "/".join(p.parts[-2:]) if len(p.parts) > 1 else path
+
+
+def _shared_setup(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The setup keys every run shares (those that vary go to the per-method settings)."""
+    shared = {}
+    for key in SETUP_KEYS:
+        value = _same(rows, key)
+        if value != "varies":
+            shared[key] = value
+    return shared
+
+
+def _tables(
+    study: dict[str, Any], groups: dict[str, list[dict[str, Any]]]
 ) -> tuple[str, dict[str, dict[str, Summary]]]:
-    ref = _reference(study, groups)
-    ref_time = summarize(_values(groups[ref], "train_time")).mean
-    keys = ("test_acc", "test_loss", "train_loss", "lambda_max", "sharpness", "train_time",
-            "passes")  # fmt: skip
+    ref = _reference(groups)
+    base = baseline_of(study, groups)
+    keys = ("test_acc", "test_loss", "train_loss", "train_acc", "memorised", "lambda_max",
+            "sharpness", "train_time", "passes")  # fmt: skip
     stats = {
-        label: {k: summarize(_values(rows, k)) for k in keys} for label, rows in groups.items()
-    }
+        label: {k: summarize(_values(rows, k), bounds=BOUNDS.get(k, (-math.inf, math.inf)))
+                for k in keys}
+        for label, rows in groups.items()
+    }  # fmt: skip
+    all_rows = [r for rows in groups.values() for r in rows]
+    shared = _shared_setup(all_rows)
+    noisy = any(s["memorised"].n for s in stats.values())
     flat = study.get("flatness") is not None
-    head = ["method" if study["kind"] == "compare" else "cell", "runs",
-            "test acc (mean ± std [95% CI])", "test loss", "final train loss"]  # fmt: skip
-    if flat:
-        head += ["λ_max (Hessian)", "m-sharpness"]
-    head += ["train time (s)", f"time / {ref}", "passes"]
+    first = "method" if study["kind"] == "compare" else "cell"
+
+    head = [first, "settings", "runs", "test acc (mean ± std [95% CI])"]
+    if base is not None:
+        head.append(f"Δ test acc vs `{base}` (paired [95% CI])")
+    head += ["train acc", *(["memorised (of flipped labels)"] if noisy else []), "test loss"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, rows in groups.items():
         s = stats[label]
         done = sum(r.get("status") == "complete" for r in rows)
-        cells = [f"`{label}`", f"{done}/{len(rows)}", fmt(s["test_acc"]), fmt(s["test_loss"]),
-                 fmt(s["train_loss"], interval=False)]  # fmt: skip
+        cells = [f"`{label}`", _settings(rows, shared), f"{done}/{len(rows)}", fmt(s["test_acc"])]
+        if base is not None:
+            cells.append("–" if label == base else _gap_cell(rows, groups[base], "test_acc"))
+        cells.append(fmt(s["train_acc"], interval=False))
+        if noisy:
+            cells.append(fmt(s["memorised"], interval=False))
+        cells.append(fmt(s["test_loss"], interval=False))
+        lines.append("| " + " | ".join(cells) + " |")
+
+    ref_time = stats[ref]["train_time"].mean
+    ref_passes = stats[ref]["passes"].mean
+    head = [first, "final train loss"]
+    if flat:
+        head += ["λ_max (Hessian)", "m-sharpness"]
+    head += ["train time (s)", f"time / `{ref}`", "passes", f"passes / `{ref}`"]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label in groups:
+        s = stats[label]
+        cells = [f"`{label}`", fmt(s["train_loss"], interval=False)]
         if flat:
             cells += [
                 fmt(s["lambda_max"], 2, interval=False),
                 fmt(s["sharpness"], 4, interval=False),
             ]
-        ratio = s["train_time"].mean / ref_time if ref_time and ref_time > 0 else math.nan
-        passes = s["passes"].mean
         cells += [
             fmt(s["train_time"], 1, interval=False),
-            "–" if math.isnan(ratio) else f"{ratio:.2f}x",
-            "–" if math.isnan(passes) else f"{passes:.0f}",
+            _ratio(s["train_time"].mean, ref_time),
+            "–" if math.isnan(s["passes"].mean) else f"{s['passes'].mean:.0f}",
+            _ratio(s["passes"].mean, ref_passes),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), stats
 
 
-def write_report(folder: str | Path) -> str:
-    """(Re)write ``results.csv``, ``report.md`` and plots of a study folder; returns the table."""
+def _gap_cell(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], key: str) -> str:
+    gap = paired_gap(per_seed(rows, key), per_seed(base_rows, key), bounds=gap_bounds(key))
+    if gap.n == 0:
+        return "–"
+    if gap.n == 1:
+        return f"{gap.mean:+.4f} (1 seed)"
+    return f"{gap.mean:+.4f} [{gap.ci_low:+.4f}, {gap.ci_high:+.4f}]"
+
+
+def _ratio(value: float, ref: float) -> str:
+    if math.isnan(value) or math.isnan(ref) or ref <= 0:
+        return "–"
+    return f"{value / ref:.2f}x"
+
+
+# Load above the cores by more than this (in cores) means other work competed with the runs; below
+# it, the excess is the study's own bookkeeping (its parent process, report writing).
+LOAD_TOLERANCE = 0.5
+
+
+def load_caveat(rows: list[dict[str, Any]]) -> str | None:
+    """A warning when the machine was busier than its cores while runs trained (times unreliable).
+
+    Every run records the 1-minute load average (runnable processes of all users) after each
+    epoch; a run whose load exceeded the logical cores by more than :data:`LOAD_TOLERANCE` was
+    timed while other work competed for the cores.
+    """
+    loaded = []
+    for r in rows:
+        cores = r.get("_env", {}).get("cpu_count")
+        if r.get("load_max") is not None and cores and r["load_max"] > cores + LOAD_TOLERANCE:
+            loaded.append((r["load_max"], cores))
+    if not loaded:
+        return None
+    worst, cores = max(loaded)
+    return (
+        f"**Caveat — times are unreliable**: the machine was loaded while {len(loaded)} of "
+        f"{len(rows)} runs trained (1-minute load average up to {worst:.1f} on {cores} logical "
+        "cores: other work competed for the cores). Train times and time ratios are only "
+        "indicative; `passes` and `passes / SGD` count the work itself and do not depend on the "
+        "machine."
+    )
+
+
+def write_report(folder: str | Path, *, plots: bool = True) -> str:
+    """(Re)write ``results.csv``, ``report.md`` and plots of a study folder; returns the tables.
+
+    A folder written by ``samkit reproduce`` (with ``suite.json``) gets every study's report and
+    the verdict table remade instead. ``plots=False`` leaves the figures as they are (the tables
+    do not depend on them).
+    """
     folder = Path(folder)
-    study, rows = _load(folder)
+    if (folder / SUITE).is_file():
+        from samkit.study.claims import write_suite_report
+
+        return write_suite_report(folder, plots=plots)
+    study, rows = load_study(folder)
     cell_keys = list(study.get("grid", {})) if study["kind"] == "sweep" else []
-    order = study.get("labels") or list(dict.fromkeys(r["label"] for r in rows))
-    groups = _groups(rows, order)
+    groups = groups_of(study, rows)
     _write_csv(folder / "results.csv", rows, cell_keys)
-    table, stats = _table(study, groups, cell_keys)
-    plots = _plots(folder, study, groups, stats, cell_keys)
-    (folder / "report.md").parent.mkdir(parents=True, exist_ok=True)
-    run_files.write_text_atomic(folder / "report.md", _markdown(folder, study, rows, table, plots))
+    table, stats = _tables(study, groups)
+    from samkit.study.plots import figure_names, write_plots
+
+    if plots:
+        figures = write_plots(folder, study, groups, stats, cell_keys)
+    else:
+        figures = [n for n in figure_names(study, cell_keys) if (folder / n).is_file()]
+    _atomic.write_text(
+        folder / "report.md", _markdown(folder, study, rows, table, figures)
+    )
     return table
 
 
@@ -156,7 +336,7 @@ def _markdown(
     folder: Path, study: dict[str, Any], rows: list[dict[str, Any]], table: str, plots: list[str]
 ) -> str:
     base = study["base_config"]
-    env = _first_env(folder, rows)
+    env = next((r["_env"] for r in rows if r.get("_env")), None)
     sessions = study.get("sessions", [])
     elapsed = sum(s.get("elapsed", 0.0) for s in sessions)
     complete = sum(r.get("status") == "complete" for r in rows)
@@ -166,10 +346,10 @@ def _markdown(
         if study["kind"] == "compare"
         else "grid " + " x ".join(f"`{k}` in {v}" for k, v in study.get("grid", {}).items())
     )
-    setup_keys = ("dataset", "model", "model_options", "epochs", "batch_size", "lr", "momentum",
-                  "weight_decay", "schedule", "rho", "label_smoothing", "label_noise",
-                  "precision", "train_subset", "max_steps_per_epoch")  # fmt: skip
-    setup = ", ".join(f"{k}={base[k]}" for k in setup_keys if base.get(k) not in (None, {}, 0.0))
+    shared = _shared_setup(rows)
+    if base.get("init_from"):  # the study's source, as planned (a {seed} template stays one)
+        shared["init_from"] = _short_path(base["init_from"])
+    setup = ", ".join(f"{k}={v}" for k, v in shared.items() if v not in (None, {}, 0.0))
     out = [
         f"# {title}: {base['dataset']} / {base['model']}",
         "",
@@ -177,12 +357,15 @@ def _markdown(
         f"{time.strftime('%Y-%m-%d %H:%M')}.",
         "",
         f"- **Runs**: {what} x seeds {study['seeds']}: {complete}/{len(rows)} complete.",
-        f"- **Shared setup**: {setup}.",
+        f"- **Shared setup**: {setup} (what a method or cell sets beyond it: the settings column).",
     ]
     if env:
+        loads = [r["load_max"] for r in rows if r.get("load_max") is not None]
+        load = f"; 1-minute load average during the runs up to {max(loads):.1f}" if loads else ""
         out.append(
             f"- **Machine**: {env.get('cpu')} ({env.get('cpu_count')} logical cores, "
-            f"{env.get('torch_threads')} torch threads), device `{env.get('device')}`"
+            f"{_plural(env.get('torch_threads'), 'torch thread')} per run{load}), device "
+            f"`{env.get('device')}`"
             + (f" ({env['gpu']})" if env.get("gpu") else "")
             + f"; Python {env.get('python')}, torch {env.get('torch')}, samkit commit "
             f"`{env.get('git_commit')}`."
@@ -193,6 +376,9 @@ def _markdown(
             f"- **Wall time of the study**: {elapsed:.1f} s over {len(sessions)} session(s) "
             f"(parallel jobs: {jobs}), training and flatness included."
         )
+    caveat = load_caveat(rows)
+    if caveat:
+        out += ["", caveat]
     out += ["", table, "", _notes(study), ""]
     for plot in plots:
         out += [f"![{plot}]({plot})", ""]
@@ -203,14 +389,27 @@ def _markdown(
     return "\n".join(out)
 
 
+def _plural(n: Any, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _notes(study: dict[str, Any]) -> str:
     notes = [
         "Mean ± sample std over seeds; brackets: 95% Student-t interval of the mean "
-        "(mean ± t(0.975, n-1)·std/√n).",
-        "Losses are eval-mode cross-entropy without label smoothing; train loss is on the "
-        "(possibly noisy) training labels after the last epoch.",
+        "(mean ± t(0.975, n-1)·std/√n), clipped to the metric's range ([0, 1] for accuracies, "
+        "≥ 0 for losses) so it never claims impossible values; with 2 or 3 seeds it is wide.",
+        "Δ vs the baseline: the mean over seeds of (method − baseline) on the same seed (same "
+        "initialisation, data order and noisy labels), with the paired-t 95% interval "
+        "(clipped to [-1, 1]). An interval that excludes 0 is a difference these seeds resolve.",
+        "settings: rho and m (examples per SAM shard; m = batch size is plain SAM, m = 1 is "
+        "1-SAM) and anything else a method or cell changes.",
+        "Train accuracy is on the labels as trained (noisy ones included); memorised: the "
+        "fraction of the flipped training labels the final model predicts (fits the wrong "
+        "label), all flipped examples counted. Losses are eval-mode cross-entropy without label "
+        "smoothing.",
         "Train time counts optimizer steps only (no evaluation); passes are forward-backward "
-        "passes over a batch (SGD 1 per step, every SAM variant 2).",
+        "passes over a batch (SGD 1 per step, every SAM variant 2): a cost that does not depend "
+        "on the machine.",
     ]
     if study.get("flatness"):
         f = study["flatness"]
@@ -221,114 +420,3 @@ def _notes(study: dict[str, Any]) -> str:
             f"examples ({f['steps']} ascent steps), averaged over groups."
         )
     return "\n".join(f"- {n}" for n in notes)
-
-
-def _first_env(folder: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    for row in rows:
-        path = folder / row["dir"] / run_files.ENV
-        if path.is_file():
-            return run_files.read_json(path)
-    return None
-
-
-def _plots(
-    folder: Path,
-    study: dict[str, Any],
-    groups: dict[str, list[dict[str, Any]]],
-    stats: dict[str, dict[str, Summary]],
-    cell_keys: list[str],
-) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    written = []
-    if study["kind"] == "compare":
-        written.append(_curves(folder, groups, plt))
-        if study.get("flatness"):
-            written.append(_acc_vs_flatness(folder, groups, plt))
-    elif cell_keys:
-        written.append(_grid_plot(folder, study, groups, stats, cell_keys, plt))
-    return [w for w in written if w]
-
-
-def _save(fig: Any, path: Path, plt: Any) -> str:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)  # atomic, like every other file of a study
-    return path.name
-
-
-def _curves(folder: Path, groups: dict[str, list[dict[str, Any]]], plt: Any) -> str:
-    import numpy as np
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for label, rows in groups.items():
-        runs = [r["_metrics"] for r in rows if r.get("status") == "complete" and r["_metrics"]]
-        if not runs:
-            continue
-        n = min(len(m) for m in runs)
-        epochs = np.arange(1, n + 1)
-        for ax, key in zip(axes, ("test_acc", "train_loss"), strict=True):
-            values = np.array([[m[i][key] for i in range(n)] for m in runs])
-            mean, std = values.mean(0), values.std(0)
-            (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
-            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    axes[0].set(xlabel="epoch", ylabel="test accuracy", title="Test accuracy (mean ± std)")
-    axes[1].set(xlabel="epoch", ylabel="train loss", yscale="log", title="Train loss (eval mode)")
-    axes[0].legend()
-    return _save(fig, folder / "curves.png", plt)
-
-
-def _acc_vs_flatness(folder: Path, groups: dict[str, list[dict[str, Any]]], plt: Any) -> str:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for label, rows in groups.items():
-        done = [
-            r for r in rows if r.get("status") == "complete" and r.get("lambda_max") is not None
-        ]
-        for ax, key in zip(axes, ("lambda_max", "sharpness"), strict=True):
-            ax.scatter([r[key] for r in done], [r["test_acc"] for r in done], label=label)
-    axes[0].set(xlabel="top Hessian eigenvalue λ_max", ylabel="test accuracy")
-    axes[1].set(xlabel="worst-case m-sharpness (loss increase)", ylabel="test accuracy")
-    axes[0].legend()
-    fig.suptitle("Test accuracy vs flatness of the final model (one point per run)")
-    return _save(fig, folder / "acc_vs_flatness.png", plt)
-
-
-def _grid_plot(
-    folder: Path,
-    study: dict[str, Any],
-    groups: dict[str, list[dict[str, Any]]],
-    stats: dict[str, dict[str, Summary]],
-    keys: list[str],
-    plt: Any,
-) -> str:
-    import numpy as np
-
-    grid = study["grid"]
-
-    def mean_acc(cell: dict[str, Any]) -> float:
-        name = "_".join(f"{k}={cell[k]}" for k in keys)
-        return stats[name]["test_acc"].mean if name in stats else math.nan
-
-    if len(keys) == 1:
-        (k,) = keys
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([str(v) for v in grid[k]], [mean_acc({k: v}) for v in grid[k]], marker="o")
-        ax.set(xlabel=k, ylabel="mean test accuracy", title=f"Test accuracy vs {k}")
-        return _save(fig, folder / "sweep.png", plt)
-    rk, ck = keys
-    acc = np.array([[mean_acc({rk: r, ck: c}) for c in grid[ck]] for r in grid[rk]])
-    fig, ax = plt.subplots(figsize=(1.3 * len(grid[ck]) + 3, 0.9 * len(grid[rk]) + 2))
-    im = ax.imshow(acc, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(grid[ck])), [str(c) for c in grid[ck]])
-    ax.set_yticks(range(len(grid[rk])), [str(r) for r in grid[rk]])
-    ax.set(xlabel=ck, ylabel=rk, title="Mean test accuracy")
-    for i in range(acc.shape[0]):
-        for j in range(acc.shape[1]):
-            if not math.isnan(acc[i, j]):
-                ax.text(j, i, f"{acc[i, j]:.3f}", ha="center", va="center", color="w")
-    fig.colorbar(im, ax=ax)
-    return _save(fig, folder / "heatmap.png", plt)

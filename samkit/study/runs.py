@@ -182,6 +182,39 @@ def run_all(
     return results
 
 
+def plan_config(
+    base: TrainConfig,
+    changes: dict[str, Any],
+    seed: int,
+    label: str,
+    run_dir: Path | None = None,
+) -> TrainConfig:
+    """The config of one planned run: ``base`` with a method's or cell's ``changes`` and ``seed``.
+
+    An ``init_from`` with ``{seed}`` in it names a source per seed (``runs/x/sgd-seed{seed}``), so a
+    fine-tuning study pairs each seed with the source run of the same seed; the source's identity
+    is recorded (and its architecture checked) now, so the plan's config hashes are final. When
+    the source's weights are gone (a committed study keeps no checkpoints) but ``run_dir`` already
+    holds the finished run from that source, its recorded identity stands: nothing is retrained.
+    """
+    from samkit.train.init_from import resolve_init, source_paths
+
+    cfg = base.replace(**changes, seed=seed, label=label)
+    if cfg.init_from is None:
+        return cfg
+    if "{seed}" in cfg.init_from:
+        cfg = cfg.replace(init_from=cfg.init_from.replace("{seed}", str(seed)))
+    if run_dir is not None and (run_dir / run_files.SUMMARY).is_file():
+        try:
+            source_paths(cfg.init_from)
+        except SamkitError:
+            saved = load_config(run_dir / run_files.CONFIG)
+            same = Path(saved.init_from or "").parts[-2:] == Path(cfg.init_from).parts[-2:]
+            if same and saved.init_from_id is not None:  # the same source (its folder may move)
+                return cfg.replace(init_from_id=saved.init_from_id)
+    return resolve_init(cfg)
+
+
 def flatness_settings(on: bool, examples: int | None) -> FlatnessSettings | None:
     """The flatness measurement of a study: off, the defaults, or on ``examples`` examples."""
     if not on:

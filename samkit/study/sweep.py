@@ -14,7 +14,7 @@ import yaml
 
 from samkit.errors import SamkitError
 from samkit.study.folder import base_record, default_folder
-from samkit.study.runs import StudyResult, flatness_settings, run_study
+from samkit.study.runs import StudyResult, flatness_settings, plan_config, run_study
 from samkit.train import TrainConfig, config_hash
 
 DEFAULT_GRID = ("rho=0.02,0.05,0.1,0.2", "shards=1,2,4,8")
@@ -55,9 +55,13 @@ def sweep(
     jobs: int = 1,
     flatness: bool = False,
     flatness_examples: int | None = None,
+    baseline: str | None = None,
     quiet: bool = False,
 ) -> StudyResult:
     """Train every grid cell for every seed and write results.csv, report.md and a heatmap.
+
+    ``baseline``: a cell (``"rho=0.05_shards=1"``) the report's paired gaps are taken to (none by
+    default). ``base.init_from`` may contain ``{seed}`` (see :func:`samkit.study.compare`).
 
     Example:
         >>> sweep(TrainConfig(optimizer="sam"), grid=["rho=0.05,0.1", "shards=1,4"], seeds=[0])
@@ -67,13 +71,14 @@ def sweep(
     if not seeds:
         raise SamkitError("--seeds needs at least one seed.")
     keys = list(cells)
+    folder = Path(out) if out is not None else default_folder("sweep", base)
     plan, runs = [], []
     for values in itertools.product(*cells.values()):
         cell = dict(zip(keys, values, strict=True))
         name = "_".join(f"{k}={v}" for k, v in cell.items())
         for seed in seeds:
             try:
-                cfg = base.replace(**cell, seed=seed, label=name)
+                cfg = plan_config(base, cell, seed, name, folder / f"{name}-seed{seed}")
             except SamkitError as err:
                 raise SamkitError(f"grid cell {name}: {err}") from err
             runs.append(
@@ -87,9 +92,11 @@ def sweep(
             )
             plan.append(cfg)
     fs = flatness_settings(flatness, flatness_examples)
-    folder = Path(out) if out is not None else default_folder("sweep", base)
     record = base_record("sweep", base, seeds, fs)
-    record.update(grid=cells, runs=runs)
+    labels = list(dict.fromkeys(r["label"] for r in runs))
+    if baseline is not None and baseline not in labels:
+        raise SamkitError(f"--baseline {baseline!r} is not a cell of the grid ({', '.join(labels)}).")
+    record.update(grid=cells, runs=runs, baseline=baseline)
     shape = " x ".join(f"{k} ({len(v)})" for k, v in cells.items())
     banner = f"sweep: {shape} x {len(seeds)} seed(s) = {len(plan)} runs"
     return run_study(folder, record, plan, jobs=jobs, quiet=quiet, flatness=fs, banner=banner)

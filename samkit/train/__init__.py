@@ -6,7 +6,7 @@ measurement. See ``docs/harness.md`` for the files a run writes.
 
 from samkit.train.config import TrainConfig, config_hash, load_config, save_config
 from samkit.train.load import LoadedRun, load_run
-from samkit.train.loop import RunInterrupted, train
+from samkit.train.loop import RunInterrupted, SmallShardWarning, train
 
 __all__ = [
     "LoadedRun",
@@ -15,6 +15,7 @@ __all__ = [
     "config_hash",
     "load_config",
     "load_run",
+    "SmallShardWarning",
     "save_config",
     "train",
 ]

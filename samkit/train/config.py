@@ -32,14 +32,21 @@ EXECUTIONS = ("auto", "loop", "vectorized")
 # Fields that say where or how a run is executed, not what is computed: left out of the hash so a
 # run moved to another data folder (or labelled differently in a study) is still the same run.
 # The shard execution is one of those: loop and vectorized compute the same update (to rounding).
-_NOT_HASHED = ("data_root", "download", "device", "label", "quiet", "execution", "log_every_steps")
+# So are the threads a run uses, where an --init-from source lies (its identity, init_from_id, is
+# hashed instead) and how often steps are logged.
+_NOT_HASHED = (
+    "data_root", "download", "device", "label", "quiet", "execution", "threads", "init_from",
+    "log_every_steps",
+)  # fmt: skip
 # Fields added after runs were first saved enter the hash only when they differ from these values,
-# which reproduce the earlier behaviour: a run folder saved before a field existed keeps its hash.
+# which reproduce the earlier behaviour: a run folder saved before a field existed keeps its hash
+# (and stays resumable and reusable by a study).
 _HASHED_WHEN_SET: dict[str, Any] = {
     "optimizer_options": {},
     "micro_batch_size": None,
     "max_grad_norm": None,
     "cadence": None,
+    "init_from_id": None,
 }
 # Rule options that are run settings of their own (flags --eta, --sigma, --lmbda), not optimizer_options.
 _FLAT_OPTIONS = ("eta", "sigma", "lmbda")
@@ -72,6 +79,10 @@ class TrainConfig:
     # model
     model: str = "cnn1d"
     model_options: dict[str, Any] = field(default_factory=dict)
+    # fine-tuning: start from another run's weights (a run folder or its checkpoint.pt); the
+    # source's identity ("<config hash>:<weights digest>") is filled in when the run is planned
+    init_from: str | None = None
+    init_from_id: str | None = None
     # optimizer
     optimizer: str = "sgd"
     base: str = "sgd"
@@ -109,6 +120,7 @@ class TrainConfig:
     train_eval_examples: int | None = None  # eval-mode train metrics on the first N (None: all)
     # execution (not hashed)
     device: str = "cpu"
+    threads: int | None = None  # torch.set_num_threads for this run (None: torch's default)
     label: str | None = None  # a name for the run in a study (e.g. "msam"), for reports
 
     # ---- derived settings ------------------------------------------------------------------
@@ -155,9 +167,12 @@ class TrainConfig:
         for name in ("train_subset", "test_subset", "max_steps_per_epoch", "train_eval_examples"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
-        for name in ("shards", "shard_size"):
+        for name in ("shards", "shard_size", "threads"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
+        for name in ("init_from", "init_from_id"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise SamkitError(f"{name} must be a path (a string), got {getattr(self, name)!r}.")
         if self.cadence is not None:
             from samkit.optim.cadence import parse_cadence
 

@@ -23,9 +23,6 @@ import torch
 from samkit import _atomic
 from samkit.errors import SamkitError
 
-# Kept for the study report, which writes results.csv and report.md through this module.
-write_text_atomic = _atomic.write_text
-
 CONFIG = "config.yaml"
 ENV = "env.json"
 METRICS = "metrics.jsonl"

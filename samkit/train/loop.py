@@ -14,23 +14,27 @@ once; the last end-of-epoch checkpoint is then the resume point.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from samkit.errors import SamkitError
+from samkit.errors import SamkitError, SamkitWarning
 from samkit.optim import NonFiniteError
 from samkit.train import files
 from samkit.train.config import TrainConfig, config_hash, load_config, save_config
 from samkit.train.distributed import Ranks, from_environment, unwrap, wrap
+from samkit.train.init_from import load_init_weights, resolve_init
 from samkit.train.setup import (
+    batchnorm_shard_warning,
     build_model,
     build_optimizer,
     evaluate,
@@ -84,7 +88,7 @@ def train(
     else:
         if cfg is None:
             raise SamkitError("train() needs a config unless resume=True.")
-        cfg = cfg.validated()
+        cfg = resolve_init(cfg.validated())  # records the --init-from source's identity
         _check_new_folder(out, overwrite)
         ranks.barrier()
         if ranks.is_main:
@@ -94,7 +98,14 @@ def train(
         summary = files.read_json(out / files.SUMMARY)
         if summary.get("config_hash") == config_hash(cfg) and summary.get("status") == "complete":
             return summary
-    return _Run(cfg, out, ranks, device, quiet=quiet, command=command).fit(interrupt_after_steps)
+    threads = torch.get_num_threads()
+    try:
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        run = _Run(cfg, out, ranks, device, quiet=quiet, command=command)
+        return run.fit(interrupt_after_steps)
+    finally:
+        torch.set_num_threads(threads)  # the caller's process keeps its own setting
 
 
 def _device_hint(out: Path, cfg: TrainConfig | None, overrides: dict[str, Any]) -> str:
@@ -235,8 +246,20 @@ class _Run:
         full = n // cfg.batch_size  # drop the last partial batch: every step sees batch_size
         self.steps_per_epoch = min(full, cfg.max_steps_per_epoch or full)
         self.local = self.ranks.local_slice(cfg.batch_size)  # this rank's part of each batch
+        model = build_model(cfg, self.ds, self.device)
+        ckpt = out / files.CHECKPOINT
+        if cfg.init_from_id is not None and not ckpt.is_file():  # resumed runs have their own
+            load_init_weights(cfg, model)
+        warning = batchnorm_shard_warning(cfg, model, self.ranks.world_size)
+        if warning and self.ranks.is_main:
+            warnings.warn(warning, SmallShardWarning, stacklevel=3)
         # Under torchrun: DDP, so a SAM optimizer perturbs per rank (m-sharpness across ranks).
-        self.model = wrap(build_model(cfg, self.ds, self.device), self.ranks, self.device)
+        self.model = wrap(model, self.ranks, self.device)
+        # the noisy examples, to measure how many of their wrong labels the model fits
+        flipped = getattr(self.ds.train, "flipped", None)
+        self.flipped = (
+            self.ds.train.subset(flipped) if flipped is not None and bool(flipped.any()) else None
+        )
         self.optimizer = build_optimizer(cfg, self.model, cfg.epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
@@ -256,7 +279,6 @@ class _Run:
         self.last_lr = float("nan")
         self.history: list[dict[str, Any]] = []
         self.writer: Any = None  # TensorBoard, while fit() runs on rank 0 (when installed)
-        ckpt = out / files.CHECKPOINT
         if ckpt.is_file():
             self._restore(files.load_checkpoint(ckpt, self.device))
         env = files.environment(self.device, command)
@@ -402,6 +424,8 @@ class _Run:
         model = unwrap(self.model)  # the same weights on every rank: no communication needed
         tr = evaluate(model, self.ds.train, max_examples=cfg.train_eval_examples, **kw)
         te = evaluate(model, self.ds.test, **kw)
+        # accuracy on the flipped labels = the fraction of wrong labels the model has memorised
+        memorised = None if self.flipped is None else evaluate(model, self.flipped, **kw)["acc"]
         self.epoch += 1
         self.wall_time = wall_time
         row = {
@@ -417,6 +441,8 @@ class _Run:
             "example_passes": self.example_passes,
             "train_time": self.train_time,
             "wall_time": self.wall_time,
+            "memorised": memorised,
+            "load": _load_average(),
         }
         self.history.append(row)
         self.step_in_epoch = 0
@@ -439,6 +465,7 @@ class _Run:
             "epochs": self.epoch,
             "train_loss": last["train_loss"],
             "train_acc": last["train_acc"],
+            "memorised": last.get("memorised"),
             "test_loss": last["test_loss"],
             "test_acc": last["test_acc"],
             "best_test_acc": max(r["test_acc"] for r in self.history),
@@ -449,6 +476,7 @@ class _Run:
             "ascent_steps": getattr(self.optimizer, "ascent_steps", None),
             "train_time": self.train_time,
             "wall_time": self.wall_time,
+            "load_max": _max_load(self.history),
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "train_examples": len(self.ds.train),
             "test_examples": len(self.ds.test),
@@ -555,6 +583,23 @@ def log_step(path: Path, writer: Any, step: int, loss: float, lr: float, record:
 def hparams(cfg: TrainConfig) -> dict[str, Any]:
     """The config's scalar settings (TensorBoard's HPARAMS takes numbers, strings and booleans)."""
     return {k: v for k, v in cfg.__dict__.items() if isinstance(v, (int, float, str, bool))}
+
+
+class SmallShardWarning(SamkitWarning):
+    """SAM shards too small for the model's BatchNorm (see ``batchnorm_shard_warning``)."""
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (runnable processes, all users): how contended the cores were."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def _max_load(rows: list[dict[str, Any]]) -> float | None:
+    loads = [r["load"] for r in rows if r.get("load") is not None]
+    return max(loads) if loads else None
 
 
 def _slice(inputs: Any, part: slice) -> Any:

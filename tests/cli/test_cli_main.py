@@ -119,7 +119,7 @@ def test_report_command_and_study_errors(harness, tmp_path, capsys):
     out = tmp_path / "cmp"
     args = ["compare", *TINY, "--methods", "sgd", "--seeds", "0", "--no-flatness", "--out"]
     assert cli.main([*args, str(out)]) == 0
-    assert "| `sgd` | 1/1 |" in capsys.readouterr().out
+    assert "| `sgd` | – | 1/1 |" in capsys.readouterr().out
     (out / "report.md").unlink()
     assert cli.main(["report", str(out)]) == 0 and (out / "report.md").is_file()
     assert cli.main(["report", str(tmp_path)]) == 2
@@ -133,3 +133,49 @@ def test_python_dash_m_samkit_runs_the_cli():
         [sys.executable, "-m", "samkit", "train", "--help"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and "--shard-size" in proc.stdout
+
+
+def _help_defaults(command):
+    """{config key: the '(default: X)' its flag's help prints} for a subcommand."""
+    import re
+
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices[command]
+    out = {}
+    for action in sub._actions:
+        m = re.search(r"\(default: ([^)]*)\)$", " ".join((action.help or "").split()))
+        if m and action.dest in {k for _, k, _, _ in cli._CONFIG_FLAGS}:
+            out[action.dest] = m.group(1)
+    return out
+
+
+def test_compare_and_sweep_help_show_the_settings_they_really_start_from():
+    from samkit.study.compare import MAIN_JOB
+    from samkit.train import TrainConfig
+
+    compare, sweep, train = (_help_defaults(c) for c in ("compare", "sweep", "train"))
+    for key, value in MAIN_JOB.items():  # epochs 30, lr 0.05, model_options... not 10 and 0.1
+        if key in compare:
+            assert compare[key] == str(value) and sweep[key] == str(value), key
+    assert compare["epochs"] == "30" and compare["lr"] == "0.05" and compare["optimizer"] == "sgd"
+    assert sweep["optimizer"] == "sam"  # a sweep starts from SAM
+    assert train["epochs"] == str(TrainConfig().epochs) and train["lr"] == str(TrainConfig().lr)
+    # and these are what the commands build: parse with no flags, compare with the help
+    args = cli.build_parser().parse_args(["compare"])
+    cfg = cli.config_from_args(args, MAIN_JOB)
+    assert all(str(getattr(cfg, k)) == v for k, v in compare.items() if k != "model_options")
+
+
+def test_cli_prints_samkit_warnings_as_advice_and_init_from_errors(harness, tmp_path, capsys):
+    args = ["train", *TINY, "--optimizer", "sam", "--shard-size", "4", "--model-option",
+            "batchnorm=true", "--epochs", "1", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: SAM shards of 4 example(s)") and "norm=group" in err
+    assert cli.main(["train", *TINY, "--init-from", str(tmp_path / "r"), "--model-option",
+                     "width=32", "--out", str(tmp_path / "ft")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith("error: --init-from") and "Traceback" not in err
+    assert "architecture must be the same" in err and not (tmp_path / "ft").exists()
+    assert cli.main(["train", *TINY, "--init-from", str(tmp_path / "r"), "--model-option",
+                     "batchnorm=true", "--out", str(tmp_path / "ft")]) == 0  # fmt: skip
+    assert load_config(tmp_path / "ft" / "config.yaml").init_from == str(tmp_path / "r")

@@ -44,3 +44,11 @@ def test_mnist1d_preset_is_the_main_job():
     cfg = load_config(CONFIGS[0].parent / "mnist1d.yaml")
     for key, value in MAIN_JOB.items():
         assert getattr(cfg, key) == value, key
+
+
+def test_mnist1d_noisy_preset_is_the_claims_suites():
+    from samkit.study.compare import NOISY_JOB
+
+    cfg = load_config(CONFIGS[0].parent / "mnist1d_noisy.yaml")
+    for key, value in NOISY_JOB.items():
+        assert getattr(cfg, key) == value, key

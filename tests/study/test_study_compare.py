@@ -19,8 +19,9 @@ def _csv(path):
 
 
 def _stat_cell(values):
-    s = summarize(values)
-    return f"{s.mean:.4f} ± {s.std:.4f} [{s.ci_low:.4f}, {s.ci_high:.4f}]"
+    s = summarize(values)  # the report clips the interval to [0, 1]
+    low, high = max(0.0, s.ci_low), min(1.0, s.ci_high)
+    return f"{s.mean:.4f} ± {s.std:.4f} [{low:.4f}, {high:.4f}]"
 
 
 def test_compare_two_methods_two_seeds_writes_rows_and_report(harness, tmp_path):
@@ -47,11 +48,17 @@ def test_compare_two_methods_two_seeds_writes_rows_and_report(harness, tmp_path)
         summary = json.loads((out / r["dir"] / "summary.json").read_text())
         assert float(r["test_acc"]) == summary["test_acc"] and summary["seed"] == int(r["seed"])
     report = (out / "report.md").read_text()
-    for label in ("sgd", "sam"):
-        accs = [float(r["test_acc"]) for r in rows if r["label"] == label]
-        assert f"| `{label}` | 2/2 | {_stat_cell(accs)} |" in report
+    accs = {lb: [float(r["test_acc"]) for r in rows if r["label"] == lb] for lb in ("sgd", "sam")}
+    gaps = [a - b for a, b in zip(accs["sam"], accs["sgd"])]  # paired by seed
+    gap = summarize(gaps)
+    assert f"| `sgd` | – | 2/2 | {_stat_cell(accs['sgd'])} | – |" in report
+    assert (
+        f"| `sam` | rho=0.1, m=32 | 2/2 | {_stat_cell(accs['sam'])} | {gap.mean:+.4f} "
+        f"[{max(-1, gap.ci_low):+.4f}, {min(1, gap.ci_high):+.4f}] |"
+    ) in report
     assert res.table in report and (out / "curves.png").stat().st_size > 0
-    assert "1.00x" in res.table  # the SGD reference of the cost ratio
+    assert "| 8 | 1.00x |" in res.table and "| 16 | 2.00x |" in res.table  # passes / sgd
+    assert "rho=0.05" not in report.split("**Shared setup**")[1].split("\n")[0]
 
 
 def test_compare_reuses_complete_runs_and_resumes_interrupted_ones(harness, tmp_path):
@@ -121,7 +128,8 @@ def test_sweep_writes_every_cell_of_the_grid(harness, tmp_path):
     for r in rows:  # the folder name, the cell and the run's config agree
         assert r["dir"] == f"rho={r['rho']}_shards={r['shards']}-seed0"
     assert (out / "heatmap.png").stat().st_size > 0
-    assert res.table.count("| `rho=") == 4
+    assert res.table.count("| `rho=") == 8  # a row per cell in each of the two tables
+    assert "| `rho=0.1_shards=2` | rho=0.1, m=16 | 1/1 |" in res.table  # the cell says its m
 
 
 def test_report_is_rebuilt_from_files_only(harness, tmp_path):
@@ -137,7 +145,7 @@ def test_report_is_rebuilt_from_files_only(harness, tmp_path):
     write_report(out)
     accs = [json.loads((out / d / "summary.json").read_text())["test_acc"] for d in
             ("sgd-seed0", "sgd-seed1")]  # fmt: skip
-    assert f"| `sgd` | 2/2 | {_stat_cell(accs)} |" in (out / "report.md").read_text()
+    assert f"| `sgd` | – | 2/2 | {_stat_cell(accs)} |" in (out / "report.md").read_text()
     assert _csv(out / "results.csv")[1]["test_acc"] == "0.5"
     with pytest.raises(SamkitError, match="not a study folder"):
         write_report(tmp_path)
@@ -204,7 +212,7 @@ def test_committed_main_job_report_is_regenerated_from_its_files(tmp_path):
     import shutil
     from pathlib import Path
 
-    committed = Path(__file__).resolve().parents[2] / "docs" / "report"
+    committed = Path(__file__).resolve().parents[2] / "docs" / "report" / "main-compare"
     if not (committed / "study.json").is_file():
         pytest.skip("no committed main-job report")
     copy = tmp_path / "report"
@@ -213,3 +221,26 @@ def test_committed_main_job_report_is_regenerated_from_its_files(tmp_path):
     assert (copy / "results.csv").read_text() == (committed / "results.csv").read_text()
     assert table in (committed / "report.md").read_text()
     assert len(_csv(copy / "results.csv")) == 12
+
+
+def test_report_says_when_its_times_were_taken_on_a_loaded_machine(harness, tmp_path):
+    out = tmp_path / "cmp"
+    compare(tiny_config(epochs=1), methods=["sgd"], seeds=[0, 1], out=out, flatness=False,
+            quiet=True)  # fmt: skip
+
+    def set_load(load_max, cores=2):
+        for d in ("sgd-seed0", "sgd-seed1"):
+            for name, key, value in (("summary.json", "load_max", load_max),
+                                     ("env.json", "cpu_count", cores)):  # fmt: skip
+                path = out / d / name
+                data = json.loads(path.read_text())
+                data[key] = value
+                path.write_text(json.dumps(data))
+        write_report(out)
+        return (out / "report.md").read_text()
+
+    assert "Caveat" not in set_load(2.4)  # the study's own 2 processes and a little bookkeeping
+    text = set_load(3.1)
+    assert "**Caveat — times are unreliable**" in text and "up to 3.1 on 2 logical cores" in text
+    assert "Caveat" not in set_load(3.1, cores=4)
+    assert "up to 3.1" in set_load(3.1, cores=4)  # the machine line still reports the load

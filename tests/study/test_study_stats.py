@@ -31,3 +31,29 @@ def test_one_value_has_no_spread_and_nans_are_dropped():
     assert summarize([]).n == 0 and fmt(summarize([])) == "–"
     assert fmt(summarize([1.0, 2.0, 3.0]), 2) == "2.00 ± 1.00 [-0.48, 4.48]"
     assert fmt(one, 3) == "0.500"
+
+
+def test_paired_gap_interval_equals_scipys_paired_t_test():
+    from scipy import stats
+
+    from samkit.study.stats import paired_gap
+
+    a = {0: 0.81, 1: 0.79, 2: 0.84, 3: 0.80, 7: 0.5}  # seed 7 has no partner: left out
+    b = {0: 0.72, 1: 0.75, 2: 0.74, 3: 0.73, 5: 0.9}
+    gap = paired_gap(a, b)
+    seeds = [0, 1, 2, 3]
+    ref = stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
+    low, high = ref.confidence_interval(0.95)
+    assert gap.n == 4 and gap.mean == pytest.approx(0.075, abs=1e-12)
+    assert (gap.ci_low, gap.ci_high) == pytest.approx((low, high), rel=1e-10)
+
+
+def test_intervals_are_clipped_to_the_metrics_range():
+    from samkit.study.stats import BOUNDS, gap_bounds, paired_gap
+
+    s = summarize([0.97, 1.0], bounds=BOUNDS["test_acc"])  # t(0.975, 1) = 12.7: would pass 1
+    assert s.ci_high == 1.0 and s.ci_low == pytest.approx(0.985 - 12.706205 * 0.015, rel=1e-6)
+    assert summarize([0.01, 0.2], bounds=BOUNDS["test_loss"]).ci_low == 0.0
+    g = paired_gap({0: 1.0, 1: 0.0}, {0: 0.0, 1: 0.5}, bounds=gap_bounds("test_acc"))
+    assert (g.ci_low, g.ci_high) == (-1.0, 1.0) and gap_bounds("lambda_max")[0] == -math.inf
+    assert summarize([0.5, 0.7]).ci_high > 1  # unbounded by default

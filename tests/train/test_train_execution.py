@@ -8,6 +8,7 @@ from harness_fixtures import tiny_config
 from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, train
 
 
+@pytest.mark.filterwarnings("ignore::samkit.train.loop.SmallShardWarning")  # small shards on purpose
 def test_vectorized_and_loop_runs_agree(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMKIT_CACHE", str(tmp_path / "cache"))
     base = dict(dataset="mnist1d", train_subset=128, test_subset=64, model="cnn1d", batch_size=32,

@@ -77,7 +77,7 @@ def test_plain_optimizer_micro_batches_and_clipping_equal_the_whole_batch():
 def test_new_settings_at_their_defaults_keep_old_run_hashes():
     """Run folders saved before optimizer_options / micro_batch_size / max_grad_norm existed keep
     their config hash, so studies continue instead of refusing their own folders."""
-    folders = [p.parent for p in (ROOT / "docs" / "report").glob("*/summary.json")]
+    folders = [p.parent for p in (ROOT / "docs" / "report").rglob("summary.json")]
     assert folders
     for folder in folders:
         saved = json.loads((folder / "summary.json").read_text())["config_hash"]

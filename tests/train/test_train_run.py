@@ -34,6 +34,8 @@ METRIC_KEYS = {
     "example_passes",
     "train_time",
     "wall_time",
+    "memorised",
+    "load",
 }
 SUMMARY_KEYS = {
     "status",
@@ -44,6 +46,7 @@ SUMMARY_KEYS = {
     "epochs",
     "train_loss",
     "train_acc",
+    "memorised",
     "test_loss",
     "test_acc",
     "best_test_acc",
@@ -54,6 +57,7 @@ SUMMARY_KEYS = {
     "ascent_steps",
     "train_time",
     "wall_time",
+    "load_max",
     "num_params",
     "train_examples",
     "test_examples",
@@ -61,7 +65,7 @@ SUMMARY_KEYS = {
 }
 ENV_KEYS = {"python", "torch", "numpy", "device", "cpu", "git_commit", "command", "gpu",
             "world_size"}
-TIMES = ("train_time", "wall_time")
+TIMES = ("train_time", "wall_time", "load", "load_max")  # the machine's, not the run's
 
 
 def _snapshot(folder):

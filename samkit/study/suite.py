@@ -1,0 +1,248 @@
+"""The papers' claims as data, and the studies that test them (``samkit reproduce``).
+
+A :class:`Claim` is a sentence from a paper, its source, the study that tests it, and the
+statistic: the paired gap (by seed) of one ``metric`` between an ``arm`` and a ``baseline`` of
+that study, with the direction the claim predicts. :func:`samkit.study.claims.verdict` turns the
+95% interval of that gap into reproduced / not reproduced / inconclusive.
+
+Two suites run the same claims: ``quick`` (3 seeds, a small m-sharpness grid; 8 minutes on a
+2-core CPU with ``--jobs 2``) and ``full`` (5 seeds, a larger grid; 30 minutes on a loaded 2-core
+CPU, about 20 on an idle one). Every setting is a named preset here, so a
+claim's numbers can be traced to the exact runs (docs/report/README.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from samkit.errors import SamkitError
+from samkit.study.compare import MAIN_JOB, NOISY_JOB
+
+SUITES = ("quick", "full")
+FINE_TUNE = {"epochs": 10, "lr": 0.05}  # a short second run from the source's weights
+# m-sharpness needs a model whose normalisation is per example (BatchNorm over a shard of 8 is
+# not BatchNorm over a batch); shards run vectorized: 2.6x (m=8) to 4x (m=4) faster than the loop
+# on the 2-core CPU for this small model (measured), and the same computation.
+MSHARP_JOB = {
+    **NOISY_JOB,
+    "model_options": {"width": 32, "norm": "group"},
+    "optimizer": "sam",
+    "execution": "vectorized",
+}
+DLN_RHOS = (0.03, 0.1, 0.178, 0.316, 0.562, 1.0)  # samkit's rho (1-SAM: 2x the notebook's)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A study of the suite: ``kind`` compare | sweep | dln, its setup, methods or grid, seeds.
+
+    ``setup`` is a TrainConfig mapping (compare/sweep) or :func:`samkit.theory.dln` settings
+    (dln). An ``init_from`` of ``{suite}/<study>/<run>-seed{seed}`` starts each seed from the run
+    of the same seed in another study of the suite (which then runs first).
+    """
+
+    id: str
+    kind: str
+    setup: dict[str, Any]
+    why: str
+    methods: tuple[str, ...] = ()
+    grid: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0, 1, 2)
+    flatness: bool = False
+    baseline: str | None = None
+
+    def needs(self) -> list[str]:
+        """The studies whose runs this one starts from."""
+        source = str(self.setup.get("init_from", ""))
+        if source.startswith("{suite}/"):
+            return [source.split("/")[1]]
+        return []
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim, written as data.
+
+    ``arm`` and ``baseline`` name one side each: ``{"label": "sam"}`` (a compare method),
+    ``{"cell": {"shard_size": 8}, "best_of": "rho"}`` (a sweep cell; with ``best_of`` the cell of
+    that group with the highest mean test accuracy), or ``{"method": "1sam", "rho": 0.1}`` (dln).
+    The statistic is ``metric(arm) - metric(baseline)`` paired by seed; ``direction`` is the sign
+    the claim predicts; ``margin`` the smallest gain in that direction that would count (an
+    interval that rules out even that is "not reproduced").
+    """
+
+    id: str
+    text: str
+    source: str
+    study: str
+    metric: str
+    arm: dict[str, Any]
+    baseline: dict[str, Any]
+    direction: int
+    margin: float = 0.0
+    tags: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.direction not in (-1, 1):
+            raise SamkitError(f"claim {self.id}: direction must be +1 or -1.")
+
+
+FORET = "Foret et al., Sharpness-Aware Minimization for Efficiently Improving Generalization (ICLR 2021)"
+AF22 = "Andriushchenko & Flammarion, Towards Understanding Sharpness-Aware Minimization (ICML 2022)"
+MSAM = "Behdin et al., mSAM: Micro-Batch-Averaged Sharpness-Aware Minimization (2023)"
+FSAM = "Li et al., Friendly Sharpness-Aware Minimization (CVPR 2024)"
+BAEK = "Baek, Kolter & Raghunathan, Why is SAM Robust to Label Noise? (ICLR 2024)"
+
+
+def studies(suite: str) -> list[StudySpec]:
+    """The studies of ``suite`` (quick | full), in an order where every source runs first."""
+    if suite not in SUITES:
+        raise SamkitError(f"suite must be one of {', '.join(SUITES)}; got {suite!r}.")
+    quick = suite == "quick"
+    seeds = (0, 1, 2) if quick else (0, 1, 2, 3, 4)
+    noisy = {k: v for k, v in NOISY_JOB.items() if k != "label_noise"}
+    return [
+        StudySpec(
+            "main", "compare", dict(MAIN_JOB),
+            "the main job: clean MNIST-1D, 4000 examples, 30 epochs",
+            methods=("sgd", "sam", "msam:shards=4", "fsam:rho=0.1,lmbda=0.6"),
+            seeds=seeds, flatness=True,
+        ),
+        StudySpec(
+            "noise-20", "compare", {**noisy, "label_noise": 0.2},
+            "the noisy-label preset at 20% flipped labels", methods=("sgd", "sam"), seeds=seeds,
+        ),
+        StudySpec(
+            "noise-40", "compare", {**noisy, "label_noise": 0.4},
+            "the noisy-label preset (SGD memorises the flipped labels)",
+            methods=("sgd", "sam"), seeds=seeds,
+        ),
+        StudySpec(
+            "finetune-noisy", "compare",
+            {**noisy, "label_noise": 0.4, **FINE_TUNE,
+             "init_from": "{suite}/noise-40/sgd-seed{seed}"},
+            "10 more epochs from each seed's SGD run of noise-40 (same flipped labels)",
+            methods=("sgd", "sam"), seeds=seeds,
+        ),
+        StudySpec(
+            "finetune-clean", "compare",
+            {**MAIN_JOB, **FINE_TUNE, "init_from": "{suite}/main/sgd-seed{seed}"},
+            "10 more epochs from each seed's SGD run of the main job",
+            methods=("sgd", "sam"), seeds=seeds,
+        ),
+        StudySpec(
+            "msharp", "sweep", dict(MSHARP_JOB),
+            "SAM with m examples per shard x rho on the noisy preset, GroupNorm (per-example "
+            "normalisation, so small shards compute what they claim)",
+            grid=("shard_size=8,64", "rho=0.05,0.1") if quick
+            else ("shard_size=8,16,64", "rho=0.025,0.05,0.1"),
+            seeds=seeds,
+        ),
+        StudySpec(
+            "dln", "dln",
+            {"n": 20, "d": 30, "k": 3, "alpha": 0.1, "lr": 0.05, "steps": 10_000,
+             "rho": list(DLN_RHOS)},
+            "diagonal linear network (A&F 2022's sparse regression), one data seed per seed",
+            seeds=tuple(range(10 if quick else 20)),
+        ),
+    ]  # fmt: skip
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "noise20-sam", "Under 20% label noise, SAM reaches a higher test accuracy than SGD.",
+        f"{FORET}, §3.3 (label noise); {AF22}", "noise-20", "test_acc",
+        {"label": "sam"}, {"label": "sgd"}, +1, 0.005, ("noise", "demo"),
+    ),
+    Claim(
+        "noise40-sam", "Under 40% label noise, SAM reaches a higher test accuracy than SGD.",
+        f"{FORET}, §3.3 (label noise); {AF22}", "noise-40", "test_acc",
+        {"label": "sam"}, {"label": "sgd"}, +1, 0.005, ("noise", "demo"),
+    ),
+    Claim(
+        "noise40-memorise", "Under 40% label noise, SAM fits fewer of the flipped labels than SGD.",
+        BAEK, "noise-40", "memorised", {"label": "sam"}, {"label": "sgd"}, -1, 0.01,
+        ("noise", "demo"),
+    ),
+    Claim(
+        "finetune-noisy", "Fine-tuning an SGD-trained model with SAM improves its test accuracy "
+        "over fine-tuning it with SGD (40% label noise).",
+        f"{AF22}, §5 (SAM fine-tuning)", "finetune-noisy", "test_acc",
+        {"label": "sam"}, {"label": "sgd"}, +1, 0.005, ("finetune", "demo"),
+    ),
+    Claim(
+        "finetune-clean", "Fine-tuning an SGD-trained model with SAM improves its test accuracy "
+        "over fine-tuning it with SGD (clean labels).",
+        f"{AF22}, §5 (SAM fine-tuning)", "finetune-clean", "test_acc",
+        {"label": "sam"}, {"label": "sgd"}, +1, 0.005, ("finetune",),
+    ),
+    Claim(
+        "clean-sam", "On clean labels, SAM reaches a higher test accuracy than SGD.",
+        FORET, "main", "test_acc", {"label": "sam"}, {"label": "sgd"}, +1, 0.005, ("main",),
+    ),
+    Claim(
+        "msharp-small-m", "A smaller m (examples per SAM perturbation) generalises better: "
+        "m = 8 beats m = batch size (64), each at its best rho of the grid.",
+        f"{FORET}, §4 (m-sharpness); {AF22}, §3", "msharp", "test_acc",
+        {"cell": {"shard_size": 8}, "best_of": "rho"},
+        {"cell": {"shard_size": 64}, "best_of": "rho"}, +1, 0.005, ("msharp",),
+    ),
+    Claim(
+        "msam-acc", "mSAM (4 shards of 32) reaches a higher test accuracy than SAM.",
+        MSAM, "main", "test_acc", {"label": "msam"}, {"label": "sam"}, +1, 0.005, ("main",),
+    ),
+    Claim(
+        "msam-flat", "mSAM converges to a flatter minimum (smaller top Hessian eigenvalue) than "
+        "SAM.", MSAM, "main", "lambda_max", {"label": "msam"}, {"label": "sam"}, -1, 0.0,
+        ("main",),
+    ),
+    Claim(
+        "fsam-acc", "Friendly-SAM reaches a higher test accuracy than SAM.",
+        FSAM, "main", "test_acc", {"label": "fsam"}, {"label": "sam"}, +1, 0.005, ("main",),
+    ),
+    Claim(
+        "dln-1sam-sparser", "On a diagonal linear network, 1-SAM finds a sparser solution "
+        "(smaller l1 norm) than GD (rho = 0.1).",
+        f"{AF22}, §3 (diagonal linear networks)", "dln", "l1",
+        {"method": "1sam", "rho": 0.1}, {"method": "gd"}, -1, 0.0, ("dln", "demo"),
+    ),
+    Claim(
+        "dln-1sam-better", "On a diagonal linear network, 1-SAM reaches a lower test loss than GD "
+        "(rho = 0.1; statistic: log10 of the test loss).",
+        f"{AF22}, §3", "dln", "log10_test_loss",
+        {"method": "1sam", "rho": 0.1}, {"method": "gd"}, -1, 0.0, ("dln", "demo"),
+    ),
+    Claim(
+        "dln-nsam-better", "On a diagonal linear network, n-SAM (one perturbation from the "
+        "full-batch gradient) reaches a lower test loss than GD (rho = 0.1; log10 test loss).",
+        f"{AF22}, §3 (n-SAM's implicit bias, weaker than 1-SAM's)", "dln", "log10_test_loss",
+        {"method": "nsam", "rho": 0.1}, {"method": "gd"}, -1, 0.0, ("dln", "demo"),
+    ),
+    Claim(
+        "dln-nsam-alpha", "n-SAM trains like GD from a smaller effective initialisation "
+        "(mean alpha_eff below GD's; rho = 0.1).",
+        f"{AF22}, §3 (the mechanism)", "dln", "alpha_eff_mean",
+        {"method": "nsam", "rho": 0.1}, {"method": "gd"}, -1, 0.0, ("dln",),
+    ),
+    Claim(
+        "dln-1sam-vs-nsam", "1-SAM's effect is much stronger than n-SAM's: at the same rho "
+        "(0.1) its test loss is lower (log10).",
+        f"{AF22}, §3", "dln", "log10_test_loss",
+        {"method": "1sam", "rho": 0.1}, {"method": "nsam", "rho": 0.1}, -1, 0.0, ("dln",),
+    ),
+)  # fmt: skip
+
+
+def select_claims(ids: list[str] | None, claims: tuple[Claim, ...] = CLAIMS) -> list[Claim]:
+    """The claims named by id or tag (``demo``, ``noise``, ``dln``...); all when ``ids`` is empty."""
+    if not ids:
+        return list(claims)
+    known = {c.id for c in claims} | {t for c in claims for t in c.tags}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise SamkitError(
+            f"unknown claim(s) {', '.join(unknown)}; choose claim ids or tags from: "
+            f"{', '.join(sorted(known))} (samkit reproduce --list shows them)."
+        )
+    return [c for c in claims if c.id in ids or set(c.tags) & set(ids)]

@@ -1,0 +1,246 @@
+"""The claims suite: verdict logic (on fabricated run folders), the suite's plumbing on tiny
+studies, and the committed verdict tables regenerated from their run files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from harness_fixtures import tiny_config
+
+from samkit.errors import SamkitError
+from samkit.study import claims as claims_mod
+from samkit.study import write_report
+from samkit.study.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, verdict
+from samkit.study.stats import summarize
+from samkit.study.suite import CLAIMS, Claim, StudySpec, select_claims, studies
+from samkit.train import files as run_files
+from samkit.train import save_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_verdict_from_the_interval_of_the_gap():
+    up = summarize([0.02, 0.03, 0.025])  # interval [0.0126, 0.0374]
+    assert verdict(up, +1, 0.005) == REPRODUCED
+    assert verdict(up, -1, 0.005) == NOT_REPRODUCED  # the claim predicted a decrease
+    wide = summarize([0.05, -0.04, 0.01])
+    assert verdict(wide, +1, 0.005) == INCONCLUSIVE and verdict(wide, -1) == INCONCLUSIVE
+    flat = summarize([0.001, -0.001, 0.0005, 0.0])  # a tight interval around 0
+    assert flat.ci_high < 0.005
+    assert verdict(flat, +1, 0.005) == NOT_REPRODUCED  # rules out a gain of half a point
+    assert verdict(flat, +1, 0.0) == INCONCLUSIVE  # with no margin, 0 itself is not ruled out
+    assert verdict(summarize([0.3]), +1) == INCONCLUSIVE  # one seed: no interval
+    assert verdict(summarize([]), +1) == INCONCLUSIVE
+
+
+def _fake_compare(folder: Path, values: dict[str, list[dict]], seeds=(0, 1, 2)) -> None:
+    """A compare study folder written as `samkit compare` would, without training anything."""
+    runs = []
+    for label, per_seed in values.items():
+        for seed, metrics in zip(seeds, per_seed):
+            name = f"{label}-seed{seed}"
+            opt = "sgd" if label == "sgd" else "sam"
+            cfg = tiny_config(optimizer=opt, seed=seed, label=label)
+            save_config(cfg, folder / name / "config.yaml")
+            summary = {"status": "complete", "label": label, "seed": seed, "test_acc": 0.5,
+                       "passes": 10, "train_time": 1.0, **metrics}  # fmt: skip
+            flat = {"lambda_max": metrics.pop("lambda_max")} if "lambda_max" in metrics else None
+            run_files.write_json(folder / name / "summary.json", summary)
+            if flat:
+                run_files.write_json(folder / name / "flatness.json", flat)
+            runs.append({"dir": name, "label": label, "seed": seed, "cell": {"optimizer": opt}})
+    study = {"kind": "compare", "base_config": tiny_config().to_dict(), "base_hash": "x",
+             "seeds": list(seeds), "flatness": None, "methods": list(values),
+             "labels": list(values), "runs": runs, "sessions": []}  # fmt: skip
+    run_files.write_json(folder / "study.json", study)
+
+
+def _accs(*values):
+    return [{"test_acc": v} for v in values]
+
+
+def test_suite_verdicts_from_fabricated_run_folders(tmp_path):
+    suite = tmp_path / "suite"
+    _fake_compare(
+        suite / "s",
+        {
+            "sgd": _accs(0.70, 0.72, 0.71),
+            "sam": _accs(0.75, 0.78, 0.75),  # +0.05, +0.06, +0.04: reproduced
+            "fsam": _accs(0.73, 0.75, 0.725),  # vs sam: -0.02, -0.03, -0.025: not reproduced
+            "msam": _accs(0.80, 0.74, 0.76),  # vs sam: +0.05, -0.04, +0.01: inconclusive
+        },
+    )
+    for label, lam in (("sam", (50.0, 60.0, 55.0)), ("msam", (40.0, 45.0, 41.0))):
+        for seed, v in enumerate(lam):
+            run_files.write_json(suite / "s" / f"{label}-seed{seed}" / "flatness.json",
+                                 {"lambda_max": v})  # fmt: skip
+    fake = [
+        Claim("c-rep", "SAM beats SGD", "paper A", "s", "test_acc",
+              {"label": "sam"}, {"label": "sgd"}, +1, 0.005),
+        Claim("c-not", "F-SAM beats SAM", "paper B", "s", "test_acc",
+              {"label": "fsam"}, {"label": "sam"}, +1, 0.005),
+        Claim("c-inc", "mSAM beats SAM", "paper C", "s", "test_acc",
+              {"label": "msam"}, {"label": "sam"}, +1, 0.005),
+        Claim("c-flat", "mSAM is flatter", "paper C", "s", "lambda_max",
+              {"label": "msam"}, {"label": "sam"}, -1, 0.0),
+    ]  # fmt: skip
+    spec = StudySpec("s", "compare", {}, "fabricated")
+    run_files.write_json(
+        suite / "suite.json",
+        {"kind": "reproduce", "suite": "quick", "claims": [asdict(c) for c in fake],
+         "studies": [asdict(spec)], "sessions": [{"elapsed": 12.0, "command": ["samkit"]}]},
+    )  # fmt: skip
+    table = write_report(suite)  # a suite folder: the study's report, then the verdicts
+    rows = {r["claim"]: r for r in csv.DictReader(open(suite / "verdicts.csv"))}
+    assert {k: r["verdict"] for k, r in rows.items()} == {
+        "c-rep": REPRODUCED, "c-not": NOT_REPRODUCED, "c-inc": INCONCLUSIVE, "c-flat": REPRODUCED,
+    }  # fmt: skip
+    assert float(rows["c-rep"]["mean_gap"]) == pytest.approx(0.05)
+    assert float(rows["c-flat"]["mean_gap"]) == pytest.approx(-13.0)
+    text = (suite / "verdicts.md").read_text()
+    assert table in text and "| 0 | 0.7500 | 0.7000 | +0.0500 |" in text  # per-seed rows
+    assert "1 not reproduced" in text and (suite / "s" / "report.md").is_file()
+
+
+def test_sweep_arm_takes_the_best_rho_of_its_group_and_dln_arms(tmp_path):
+    folder = tmp_path / "sw"
+    runs = []
+    accs = {(8, 0.05): (0.80, 0.82), (8, 0.1): (0.70, 0.71), (64, 0.05): (0.75, 0.74),
+            (64, 0.1): (0.78, 0.77)}  # fmt: skip
+    for (m, rho), values in accs.items():
+        name = f"shard_size={m}_rho={rho}"
+        for seed, acc in enumerate(values):
+            d = folder / f"{name}-seed{seed}"
+            save_config(tiny_config(optimizer="sam", shard_size=m if m < 32 else 32, rho=rho,
+                                    seed=seed), d / "config.yaml")  # fmt: skip
+            run_files.write_json(d / "summary.json", {"status": "complete", "test_acc": acc})
+            runs.append({"dir": d.name, "label": name, "seed": seed,
+                         "cell": {"shard_size": m, "rho": rho}})  # fmt: skip
+    run_files.write_json(folder / "study.json", {"kind": "sweep", "runs": runs, "seeds": [0, 1],
+                                                 "base_config": {}, "grid": {}})  # fmt: skip
+    arm = {"cell": {"shard_size": 8}, "best_of": "rho"}
+    assert claims_mod.arm_values(folder, "sweep", arm, "test_acc") == (
+        "shard_size=8_rho=0.05", {0: 0.80, 1: 0.82})
+    label, vals = claims_mod.arm_values(folder, "sweep", {"cell": {"shard_size": 64},
+                                                          "best_of": "rho"}, "test_acc")
+    assert label == "shard_size=64_rho=0.1" and vals == {0: 0.78, 1: 0.77}
+    with pytest.raises(SamkitError, match="2 cells match"):
+        claims_mod.arm_values(folder, "sweep", {"cell": {"shard_size": 8}}, "test_acc")
+
+    dln = tmp_path / "dln"
+    res = {str(s): {"gd": {"rho": [0.0], "test_loss": [1e-2], "l1": [2.0], "diverged": [False]},
+                    "1sam": {"rho": [0.1, 1.0], "test_loss": [1e-3, None], "l1": [1.5, 0.0],
+                             "diverged": [False, True]}} for s in (0, 1)}  # fmt: skip
+    dln.mkdir()
+    run_files.write_json(dln / "results.json", {"settings": {}, "seeds": res})
+    desc, vals = claims_mod.arm_values(dln, "dln", {"method": "1sam", "rho": 0.1},
+                                       "log10_test_loss")  # fmt: skip
+    assert desc == "1-SAM rho=0.1" and vals == {0: pytest.approx(-3.0), 1: pytest.approx(-3.0)}
+    assert claims_mod.arm_values(dln, "dln", {"method": "1sam", "rho": 1.0}, "l1")[1] == {}
+
+
+def test_claims_are_data_with_known_studies_and_selection_by_tag():
+    for suite in ("quick", "full"):
+        ids = {s.id for s in studies(suite)}
+        assert all(c.study in ids for c in CLAIMS)
+        for spec in studies(suite):  # every source runs before the study that starts from it
+            order = [s.id for s in studies(suite)]
+            assert all(order.index(dep) < order.index(spec.id) for dep in spec.needs())
+    demo = select_claims(["demo"])
+    assert {c.study for c in demo} == {"noise-20", "noise-40", "finetune-noisy", "dln"}
+    assert [c.id for c in select_claims(["fsam-acc"])] == ["fsam-acc"]
+    with pytest.raises(SamkitError, match="unknown claim.*choose claim ids or tags"):
+        select_claims(["nope"])
+    _, specs = claims_mod.plan("quick", ["finetune-noisy"])
+    assert [s.id for s in specs] == ["noise-40", "finetune-noisy"]  # the source comes along
+
+
+def test_reproduce_runs_sources_first_and_reuses_finished_runs(harness, tmp_path, monkeypatch):
+    tiny = {k: v for k, v in tiny_config().to_dict().items() if v is not None}
+    fake_studies = [
+        StudySpec("src", "compare", {**tiny, "label_noise": 0.4, "epochs": 1}, "source",
+                  methods=("sgd",), seeds=(0, 1)),
+        StudySpec("ft", "compare", {**tiny, "label_noise": 0.4, "epochs": 1,
+                                    "init_from": "{suite}/src/sgd-seed{seed}"},
+                  "fine-tune", methods=("sgd", "sam"), seeds=(0, 1)),
+        StudySpec("dln", "dln", {"n": 10, "d": 15, "k": 2, "alpha": 0.1, "lr": 0.05,
+                                 "steps": 50, "rho": [0.1]}, "theory", seeds=(0, 1)),
+    ]  # fmt: skip
+    fake_claims = (
+        Claim("ft", "SAM fine-tuning helps", "A&F", "ft", "test_acc", {"label": "sam"},
+              {"label": "sgd"}, +1, 0.005, ("demo",)),
+        Claim("d", "1-SAM sparser", "A&F", "dln", "l1", {"method": "1sam", "rho": 0.1},
+              {"method": "gd"}, -1),
+    )  # fmt: skip
+    monkeypatch.setattr(claims_mod, "studies", lambda suite: fake_studies)
+    monkeypatch.setattr(claims_mod, "select_claims", lambda ids: select_claims(ids, fake_claims))
+    out = tmp_path / "suite"
+    table = claims_mod.reproduce(out, claim_ids=["demo"], quiet=True)
+    assert "| `ft` | **" in table and not (out / "dln").exists()  # only what the claim needs
+    cfg = json.loads(json.dumps(run_files.read_json(out / "ft" / "study.json")))
+    sources = [r["dir"] for r in cfg["runs"]]
+    assert sources == ["sgd-seed0", "sgd-seed1", "sam-seed0", "sam-seed1"]
+    from samkit.train import load_config
+
+    ft = load_config(out / "ft" / "sam-seed1" / "config.yaml")
+    assert ft.init_from == str(out / "src" / "sgd-seed1")  # the same seed's source
+    before = (out / "ft" / "sam-seed0" / "checkpoint.pt").read_bytes()
+    for source in (out / "src").glob("*/checkpoint.pt"):
+        source.unlink()  # as in a committed suite: the sources' weights are not kept
+    claims_mod.reproduce(out, quiet=True)  # all claims now: adds the dln study only
+    assert (out / "ft" / "sam-seed0" / "checkpoint.pt").read_bytes() == before  # reused
+    record = run_files.read_json(out / "suite.json")
+    assert {c["id"] for c in record["claims"]} == {"ft", "d"} and len(record["sessions"]) == 2
+    rows = list(csv.DictReader(open(out / "verdicts.csv")))
+    assert [r["claim"] for r in rows] == ["ft", "d"] and rows[1]["n"] == "2"
+    with pytest.raises(SamkitError, match="holds the 'quick' suite"):
+        claims_mod.reproduce(out, suite="full", quiet=True)
+
+
+@pytest.mark.parametrize("suite", ["quick", "full"])
+def test_committed_verdict_tables_regenerate_from_their_run_files(tmp_path, suite):
+    committed = ROOT / "docs" / "report" / suite
+    if not (committed / "suite.json").is_file():
+        pytest.skip(f"no committed {suite} suite")
+    copy = tmp_path / suite
+    shutil.copytree(committed, copy)
+    table = write_report(copy, plots=False)  # the numbers; the figures are drawn from the same
+    assert (copy / "verdicts.csv").read_text() == (committed / "verdicts.csv").read_text()
+    assert table in (committed / "verdicts.md").read_text()
+    for study in committed.iterdir():
+        if (study / "results.csv").is_file():
+            assert (copy / study.name / "results.csv").read_text() == (
+                study / "results.csv"
+            ).read_text()
+
+
+def test_ctrl_c_in_a_suite_says_how_to_finish_the_suite(harness, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import samkit.train.loop as loop
+    from samkit.train import RunInterrupted
+
+    real_step, calls = loop.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args, **kwargs)
+
+    tiny = {k: v for k, v in tiny_config().to_dict().items() if v is not None}
+    spec = StudySpec("s", "compare", {**tiny, "epochs": 1}, "tiny", methods=("sgd",), seeds=(0,))
+    claim = Claim("c", "x", "y", "s", "test_acc", {"label": "sgd"}, {"label": "sgd"}, +1)
+    monkeypatch.setattr(claims_mod, "studies", lambda suite: [spec])
+    monkeypatch.setattr(claims_mod, "select_claims", lambda ids: [claim])
+    monkeypatch.setattr(loop, "train_step", step)
+    out = tmp_path / "suite"
+    with pytest.raises(RunInterrupted, match=f"study s.*samkit reproduce command again with --out {out}"):
+        claims_mod.reproduce(out, quiet=True)
+    assert len(run_files.read_json(out / "suite.json")["sessions"]) == 1  # its time is kept
