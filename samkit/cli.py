@@ -277,6 +277,7 @@ def _compare(args: argparse.Namespace) -> int:
         flatness=not args.no_flatness,
         flatness_examples=args.flatness_examples,
         baseline=args.baseline,
+        reference=args.reference,
         quiet=args.quiet,
     )
     print(result.table)
@@ -405,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline",
         metavar="LABEL",
         help="method the report's paired gaps are taken to (default: sgd if run, else the first)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="LABEL",
+        help="a method (e.g. sam) whose gain over the baseline the others are measured against: "
+        "the report adds a cost-and-benefit table and gain_vs_cost.png",
     )
     p.set_defaults(func=_compare)
 

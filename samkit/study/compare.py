@@ -107,13 +107,17 @@ def compare(
     flatness: bool = True,
     flatness_examples: int | None = None,
     baseline: str | None = None,
+    reference: str | None = None,
     quiet: bool = False,
 ) -> StudyResult:
     """Train every method for every seed into ``out/<label>-seed<k>`` and write the report.
 
     ``baseline``: the method label the report's paired gaps are taken to (default: ``sgd`` if it
-    is a method, else the first). ``base.init_from`` (or a method's ``init_from=``) may contain
-    ``{seed}``: each seed then starts from that seed's source run (fine-tuning studies).
+    is a method, else the first). ``reference``: a method whose gain over the baseline the others
+    are measured against — the report then adds a cost-and-benefit table and ``gain_vs_cost.png``
+    (share of the reference's gain kept, per pass spent). ``base.init_from`` (or a method's
+    ``init_from=``) may contain ``{seed}``: each seed then starts from that seed's source run
+    (fine-tuning studies).
 
     Example:
         >>> compare(TrainConfig(**MAIN_JOB), methods=["sgd", "sam"], seeds=[0, 1])
@@ -130,10 +134,11 @@ def compare(
             f"methods {', '.join(dupes)} appear more than once; give each a label= "
             "(e.g. sam:rho=0.1,label=sam-0.1)."
         )
-    if baseline is not None and baseline not in labels:
-        raise SamkitError(
-            f"--baseline {baseline!r} is not one of the methods' labels ({', '.join(labels)})."
-        )
+    for flag, value in (("--baseline", baseline), ("--reference", reference)):
+        if value is not None and value not in labels:
+            raise SamkitError(
+                f"{flag} {value!r} is not one of the methods' labels ({', '.join(labels)})."
+            )
     folder = Path(out) if out is not None else default_folder("compare", base)
     plan, runs = [], []
     for label, overrides in parsed:
@@ -153,5 +158,7 @@ def compare(
     fs = flatness_settings(flatness, flatness_examples)
     record = base_record("compare", base, seeds, fs)
     record.update(methods=methods, labels=labels, runs=runs, baseline=baseline)
+    if reference is not None:
+        record["reference"] = reference
     banner = f"compare: {len(plan)} runs ({', '.join(labels)} x seeds {seeds})"
     return run_study(folder, record, plan, jobs=jobs, quiet=quiet, flatness=fs, banner=banner)

@@ -1,7 +1,8 @@
 """The figures of a study report, drawn from the rows :func:`samkit.study.report.load_study` reads.
 
 ``curves.png`` (per epoch: test accuracy, train loss, and for label noise the memorised fraction),
-``acc_vs_flatness.png`` (one point per run), and for sweeps ``heatmap.png`` / ``sweep.png``.
+``acc_vs_flatness.png`` (one point per run), ``gain_vs_cost.png`` (with a reference method: the
+gain over the baseline against passes spent), and for sweeps ``heatmap.png`` / ``sweep.png``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def write_plots(
         written.append(_curves(folder, groups, plt))
         if study.get("flatness"):
             written.append(_acc_vs_flatness(folder, groups, plt))
+        if study.get("reference"):
+            written.append(_gain_vs_cost(folder, study, groups, plt))
     elif cell_keys:
         written.append(_grid_plot(folder, study, groups, stats, cell_keys, plt))
     return [w for w in written if w]
@@ -40,7 +43,8 @@ def write_plots(
 def figure_names(study: dict[str, Any], cell_keys: list[str]) -> list[str]:
     """The files :func:`write_plots` writes for this study, in order."""
     if study["kind"] == "compare":
-        return ["curves.png"] + (["acc_vs_flatness.png"] if study.get("flatness") else [])
+        return (["curves.png"] + (["acc_vs_flatness.png"] if study.get("flatness") else [])
+                + (["gain_vs_cost.png"] if study.get("reference") else []))
     if not cell_keys:
         return []
     return ["sweep.png"] if len(cell_keys) == 1 else ["heatmap.png"]
@@ -192,3 +196,40 @@ def _grid_plot(
                 ax.text(j, i, f"{acc[i, j]:.3f}", ha="center", va="center", color=color)
     fig.colorbar(im, ax=ax, label="mean test accuracy")
     return _save(fig, folder / "heatmap.png", plt)
+
+
+def _gain_vs_cost(folder: Path, study: dict[str, Any], groups: dict[str, list[dict[str, Any]]],
+                  plt: Any) -> str | None:
+    """Test-accuracy gain over the baseline against passes / baseline, one point per method."""
+    from samkit.study.report import SHARE_TARGET, cost_benefit
+
+    points = cost_benefit(study, groups)
+    if not points:
+        return None
+    ref = study["reference"]
+    base = study.get("baseline") or "sgd"
+    families: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        families.setdefault(p["label"].split("-")[0], []).append(p)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    markers = "osD^v<>PXh*"
+    for i, (family, members) in enumerate(sorted(families.items())):
+        members = sorted(members, key=lambda p: p["cost"])
+        xs = [p["cost"] for p in members]
+        ys = [100 * p["gain"].mean for p in members]
+        lo = [100 * (p["gain"].mean - p["gain"].ci_low) for p in members]
+        hi = [100 * (p["gain"].ci_high - p["gain"].mean) for p in members]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker=markers[i % len(markers)], capsize=3,
+                    linestyle="-" if len(members) > 1 else "none", label=family)
+    ref_gain = next(p["gain"].mean for p in points if p["label"] == ref)
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    ax.axhline(100 * SHARE_TARGET * ref_gain, color="tab:red", linestyle="--", linewidth=0.9,
+               label=f"{SHARE_TARGET:.0%} of {ref}'s gain")
+    ax.axvline(1.25, color="0.6", linestyle=":", linewidth=0.9, label="1.25x passes")
+    ax.set_xlim(left=0.98)  # the baseline sits at 1
+    ax.set_xlabel(f"passes / {base} (forward-backward passes, counted)")
+    ax.set_ylabel(f"test accuracy gain over {base} (points, 95% CI)")
+    ax.set_title("What each cadence buys per pass")
+    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, folder / "gain_vs_cost.png", plt)

@@ -19,7 +19,15 @@ from typing import Any
 from samkit import _atomic
 from samkit.errors import SamkitError
 from samkit.study.folder import STUDY
-from samkit.study.stats import BOUNDS, Summary, fmt, gap_bounds, paired_gap, summarize
+from samkit.study.stats import (
+    BOUNDS,
+    Summary,
+    fmt,
+    gap_bounds,
+    paired_gap,
+    share_recovered,
+    summarize,
+)
 from samkit.train import files as run_files
 
 FLATNESS = "flatness.json"
@@ -274,6 +282,59 @@ def _ratio(value: float, ref: float) -> str:
     return f"{value / ref:.2f}x"
 
 
+# What a cheaper method must keep of the reference's gain (issue "Cheap SAM": 90% at <= 1.25x passes).
+SHARE_TARGET = 0.9
+
+
+def cost_benefit(
+    study: dict[str, Any], groups: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Per method: passes / baseline, the test-accuracy gain over the baseline (paired interval),
+    the share of the reference method's gain it keeps, and the paired interval of
+    ``gain - 0.9 * reference gain`` (positive: it keeps at least 90%)."""
+    base, ref = baseline_of(study, groups), study.get("reference")
+    if base is None or ref is None or ref not in groups:
+        return []
+    base_acc = per_seed(groups[base], "test_acc")
+    ref_acc = per_seed(groups[ref], "test_acc")
+    base_passes = summarize(_values(groups[base], "passes")).mean
+    out = []
+    for label, rows in groups.items():
+        if label == base:
+            continue
+        acc = per_seed(rows, "test_acc")
+        share, keeps = share_recovered(acc, ref_acc, base_acc, SHARE_TARGET)
+        out.append({
+            "label": label,
+            "cost": summarize(_values(rows, "passes")).mean / base_passes,
+            "gain": paired_gap(acc, base_acc, bounds=gap_bounds("test_acc")),
+            "share": share,
+            "keeps": keeps,
+        })  # fmt: skip
+    return out
+
+
+def _cost_benefit_table(study: dict[str, Any], points: list[dict[str, Any]]) -> str:
+    base, ref = study.get("baseline") or "sgd", study["reference"]
+    head = [
+        "method", f"passes / `{base}`", f"Δ test acc vs `{base}` (paired [95% CI])",
+        f"share of `{ref}`'s gain", f"gain − {SHARE_TARGET:g}·`{ref}` gain (paired [95% CI])",
+        "gain per extra pass",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in sorted(points, key=lambda p: p["cost"]):
+        g, k = p["gain"], p["keeps"]
+        extra = p["cost"] - 1
+        lines.append("| " + " | ".join([
+            f"`{p['label']}`", f"{p['cost']:.2f}x",
+            f"{g.mean:+.4f} [{g.ci_low:+.4f}, {g.ci_high:+.4f}]" if g.n > 1 else "–",
+            "–" if p["label"] == ref or math.isnan(p["share"]) else f"{p['share']:.0%}",
+            "–" if p["label"] == ref or k.n < 2 else f"{k.mean:+.4f} [{k.ci_low:+.4f}, {k.ci_high:+.4f}]",
+            f"{g.mean / extra:+.4f}" if extra > 1e-9 and g.n else "–",
+        ]) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
 # Load above the cores by more than this (in cores) means other work competed with the runs; below
 # it, the excess is the study's own bookkeeping (its parent process, report writing).
 LOAD_TOLERANCE = 0.5
@@ -379,7 +440,21 @@ def _markdown(
     caveat = load_caveat(rows)
     if caveat:
         out += ["", caveat]
-    out += ["", table, "", _notes(study), ""]
+    out += ["", table, ""]
+    points = cost_benefit(study, groups_of(study, rows))
+    if points:
+        out += [
+            f"## Cost and benefit (reference: `{study['reference']}`)",
+            "",
+            _cost_benefit_table(study, points),
+            "",
+            f"passes / baseline: counted forward-backward passes, a machine-independent cost. "
+            f"Share: mean gain over the mean gain of `{study['reference']}`; the next column is "
+            f"the paired interval of gain − {SHARE_TARGET:g} × reference gain per seed (above 0: "
+            f"keeps at least {SHARE_TARGET:.0%} of it). Gain per extra pass: gain / (passes − 1).",
+            "",
+        ]
+    out += [_notes(study), ""]
     for plot in plots:
         out += [f"![{plot}]({plot})", ""]
     incomplete = [r["dir"] for r in rows if r.get("status") != "complete"]

@@ -119,3 +119,26 @@ def fmt(s: Summary, digits: int = 4, *, interval: bool = True, sign: bool = Fals
     if interval:
         text += f" [{f.format(s.ci_low)}, {f.format(s.ci_high)}]"
     return text
+
+
+def share_recovered(
+    values: Mapping[int, float],
+    reference: Mapping[int, float],
+    baseline: Mapping[int, float],
+    share: float,
+    level: float = 0.95,
+) -> tuple[float, Summary]:
+    r"""How much of ``reference``'s gain over ``baseline`` a method keeps, paired by seed.
+
+    Returns the point estimate :math:`\bar\Delta_m / \bar\Delta_r` (the mean gains over the seeds
+    all three have) and the paired t-interval of :math:`d_s = \Delta_{m,s} - \text{share}\cdot
+    \Delta_{r,s}`: the method keeps at least ``share`` of the reference's gain where :math:`d > 0`.
+    """
+    seeds = sorted(set(values) & set(reference) & set(baseline))
+    gains = {s: values[s] - baseline[s] for s in seeds}
+    ref_gains = {s: reference[s] - baseline[s] for s in seeds}
+    mean_ref = sum(ref_gains.values()) / len(seeds) if seeds else math.nan
+    mean = sum(gains.values()) / len(seeds) if seeds else math.nan
+    ratio = mean / mean_ref if seeds and mean_ref != 0 else math.nan
+    scaled = {s: share * g for s, g in ref_gains.items()}
+    return ratio, paired_gap(gains, scaled, level)

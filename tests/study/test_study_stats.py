@@ -2,9 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
+import scipy.stats
 
-from samkit.study.stats import fmt, summarize
+from samkit.study.stats import fmt, share_recovered, summarize
 
 
 def test_t_interval_of_known_values():
@@ -57,3 +59,17 @@ def test_intervals_are_clipped_to_the_metrics_range():
     g = paired_gap({0: 1.0, 1: 0.0}, {0: 0.0, 1: 0.5}, bounds=gap_bounds("test_acc"))
     assert (g.ci_low, g.ci_high) == (-1.0, 1.0) and gap_bounds("lambda_max")[0] == -math.inf
     assert summarize([0.5, 0.7]).ci_high > 1  # unbounded by default
+
+
+def test_share_of_the_reference_gain_against_a_hand_computation():
+    base = {0: 0.80, 1: 0.82, 2: 0.81, 3: 0.79}
+    ref = {0: 0.88, 1: 0.89, 2: 0.90, 3: 0.86}
+    cheap = {0: 0.87, 1: 0.87, 2: 0.89, 3: 0.85, 4: 0.99}  # seed 4 has no pair: left out
+    share, keeps = share_recovered(cheap, ref, base, 0.9)
+    gains = [cheap[s] - base[s] for s in range(4)]
+    ref_gains = [ref[s] - base[s] for s in range(4)]
+    assert share == pytest.approx(np.mean(gains) / np.mean(ref_gains), rel=1e-12)
+    d = np.array(gains) - 0.9 * np.array(ref_gains)
+    low, high = scipy.stats.t.interval(0.95, 3, loc=d.mean(), scale=scipy.stats.sem(d))
+    assert keeps.n == 4 and keeps.mean == pytest.approx(d.mean(), abs=1e-12)
+    assert (keeps.ci_low, keeps.ci_high) == pytest.approx((low, high), abs=1e-12)

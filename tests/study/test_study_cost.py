@@ -1,0 +1,36 @@
+"""The cost-and-benefit section of a compare report (``--reference``), on a fabricated study."""
+
+from __future__ import annotations
+
+import pytest
+from test_study_claims import _fake_compare
+
+from samkit.study import write_report
+from samkit.train import files as run_files
+
+
+def test_cost_benefit_table_and_figure(tmp_path):
+    accs = {"sgd": [0.80, 0.82, 0.81], "sam": [0.88, 0.89, 0.90], "every-4": [0.87, 0.87, 0.89]}
+    passes = {"sgd": 100, "sam": 200, "every-4": 125}
+    _fake_compare(tmp_path, {k: [{"test_acc": a, "passes": passes[k]} for a in v] for k, v in accs.items()})
+    study = run_files.read_json(tmp_path / "study.json")
+    run_files.write_json(tmp_path / "study.json", {**study, "baseline": "sgd", "reference": "sam"})
+    write_report(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Cost and benefit (reference: `sam`)" in text and (tmp_path / "gain_vs_cost.png").is_file()
+    row = next(line for line in text.splitlines() if line.startswith("| `every-4` | 1.25x"))
+    gain = (0.07 + 0.05 + 0.08) / 3
+    share = gain / ((0.08 + 0.07 + 0.09) / 3)
+    assert f"{gain:+.4f}" in row and f"{share:.0%}" in row  # 83% of SAM's gain at 1.25x
+    assert f"{gain / 0.25:+.4f}" in row  # gain per extra pass
+    sam_row = next(line for line in text.splitlines() if line.startswith("| `sam` | 2.00x"))
+    assert sam_row.count("–") == 2  # no share of itself
+
+
+def test_a_reference_that_is_not_a_method_is_refused(tmp_path):
+    from samkit.errors import SamkitError
+    from samkit.study import compare
+    from samkit.train import TrainConfig
+
+    with pytest.raises(SamkitError, match="--reference 'sam' is not one of the methods' labels"):
+        compare(TrainConfig(), methods=["sgd"], reference="sam", out=tmp_path)
