@@ -96,10 +96,14 @@ def _curves(folder: Path, groups: dict[str, list[dict[str, Any]]], plt: Any) -> 
     if noisy:
         panels.append(("memorised", "fraction of flipped labels fit",
                        "Memorised noisy labels"))  # fmt: skip
-    # constrained layout keeps each panel's tick labels out of its neighbour
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2),
+    many = sum(bool(runs) for runs in done.values()) > 8
+    # constrained layout keeps each panel's tick labels out of its neighbour; many methods get
+    # distinct colours and line styles and a legend of their own below the panels
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 6.4 if many else 4.2),
                              layout="constrained")  # fmt: skip
-    for label, runs in done.items():
+    colours = plt.get_cmap("tab20").colors if many else [None]
+    styles = ("-", "--", ":", "-.")
+    for k, (label, runs) in enumerate(done.items()):
         if not runs:
             continue
         n = min(len(m) for m in runs)
@@ -109,14 +113,18 @@ def _curves(folder: Path, groups: dict[str, list[dict[str, Any]]], plt: Any) -> 
             if np.isnan(values).all():
                 continue
             mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
-            (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
+            style = {"color": colours[k % len(colours)], "linestyle": styles[k // 20 % 4]} if many else {}
+            (line,) = ax.plot(epochs, mean, label=f"{label} (n={len(runs)})", **style)
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     for ax, (key, ylabel, title) in zip(axes, panels, strict=True):
         ax.set(xlabel="epoch", ylabel=ylabel, title=title)
         _integer_epochs(ax)
         if key == "train_loss":
             log_axis(ax)
-    if axes[0].lines:
+    if axes[0].lines and many:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=6,
+                   fontsize=8)
+    elif axes[0].lines:
         axes[0].legend()
     fig.suptitle("Per epoch, mean ± std over seeds")
     return _save(fig, folder / "curves.png", plt)
@@ -211,25 +219,44 @@ def _gain_vs_cost(folder: Path, study: dict[str, Any], groups: dict[str, list[di
     families: dict[str, list[dict[str, Any]]] = {}
     for p in points:
         families.setdefault(p["label"].split("-")[0], []).append(p)
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ref_gain = 100 * next(p["gain"].mean for p in points if p["label"] == ref)
+    # A method that lost far more than the reference gains would squash the figure: it is drawn at
+    # the bottom edge, with its value written beside it.
+    floor = -0.5 * abs(ref_gain) if ref_gain else None
+    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
     markers = "osD^v<>PXh*"
+    off_scale = []
+    n_families = len(families)
     for i, (family, members) in enumerate(sorted(families.items())):
         members = sorted(members, key=lambda p: p["cost"])
-        xs = [p["cost"] for p in members]
+        dodge = 0.006 * (i - (n_families - 1) / 2)  # keep error bars at equal cost apart
+        xs = [p["cost"] + dodge for p in members]
         ys = [100 * p["gain"].mean for p in members]
         lo = [100 * (p["gain"].mean - p["gain"].ci_low) for p in members]
         hi = [100 * (p["gain"].ci_high - p["gain"].mean) for p in members]
+        if floor is not None:
+            for p, y in zip(members, ys, strict=True):
+                if y < floor:
+                    off_scale.append((p, y))
+            keep = [j for j, y in enumerate(ys) if y >= floor]
+            xs, ys = [xs[j] for j in keep], [ys[j] for j in keep]
+            lo, hi = [lo[j] for j in keep], [hi[j] for j in keep]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker=markers[i % len(markers)], capsize=3,
-                    linestyle="-" if len(members) > 1 else "none", label=family)
-    ref_gain = next(p["gain"].mean for p in points if p["label"] == ref)
+                    linestyle="-" if len(xs) > 1 else "none", label=family)
+    for j, (p, y) in enumerate(off_scale):
+        ax.annotate(f"{p['label']}: {y:+.1f} (off scale)", xy=(p["cost"], floor),
+                    xytext=(6, 6 + 12 * j), textcoords="offset points", fontsize=8, color="tab:red")
+        ax.plot([p["cost"]], [floor], marker="v", color="tab:red")
     ax.axhline(0, color="0.5", linewidth=0.8)
-    ax.axhline(100 * SHARE_TARGET * ref_gain, color="tab:red", linestyle="--", linewidth=0.9,
+    ax.axhline(SHARE_TARGET * ref_gain, color="tab:red", linestyle="--", linewidth=0.9,
                label=f"{SHARE_TARGET:.0%} of {ref}'s gain")
     ax.axvline(1.25, color="0.6", linestyle=":", linewidth=0.9, label="1.25x passes")
     ax.set_xlim(left=0.98)  # the baseline sits at 1
+    if floor is not None and off_scale:
+        ax.set_ylim(bottom=floor * 1.15)
     ax.set_xlabel(f"passes / {base} (forward-backward passes, counted)")
     ax.set_ylabel(f"test accuracy gain over {base} (points, 95% CI)")
     ax.set_title("What each cadence buys per pass")
-    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside right upper")
     ax.grid(alpha=0.3)
     return _save(fig, folder / "gain_vs_cost.png", plt)

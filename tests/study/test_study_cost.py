@@ -34,3 +34,16 @@ def test_a_reference_that_is_not_a_method_is_refused(tmp_path):
 
     with pytest.raises(SamkitError, match="--reference 'sam' is not one of the methods' labels"):
         compare(TrainConfig(), methods=["sgd"], reference="sam", out=tmp_path)
+
+
+def test_committed_cheap_sam_study_regenerates_from_its_run_files(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[2] / "docs" / "report" / "cheap-sam"
+    copy = tmp_path / "cheap-sam"
+    shutil.copytree(committed, copy)
+    write_report(copy, plots=False)
+    assert (copy / "results.csv").read_text() == (committed / "results.csv").read_text()
+    section = lambda text: text.split("## Cost and benefit")[1].split("passes / baseline:")[0]  # noqa: E731
+    assert section((copy / "report.md").read_text()) == section((committed / "report.md").read_text())
