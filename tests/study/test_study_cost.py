@@ -36,12 +36,13 @@ def test_a_reference_that_is_not_a_method_is_refused(tmp_path):
         compare(TrainConfig(), methods=["sgd"], reference="sam", out=tmp_path)
 
 
-def test_committed_cheap_sam_study_regenerates_from_its_run_files(tmp_path):
+@pytest.mark.parametrize("name", ["cheap-sam", "cheap-sam-confirm"])
+def test_committed_cheap_sam_studies_regenerate_from_their_run_files(tmp_path, name):
     import shutil
     from pathlib import Path
 
-    committed = Path(__file__).resolve().parents[2] / "docs" / "report" / "cheap-sam"
-    copy = tmp_path / "cheap-sam"
+    committed = Path(__file__).resolve().parents[2] / "docs" / "report" / name
+    copy = tmp_path / name
     shutil.copytree(committed, copy)
     write_report(copy, plots=False)
     assert (copy / "results.csv").read_text() == (committed / "results.csv").read_text()
