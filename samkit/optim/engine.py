@@ -174,9 +174,9 @@ def loop_passes(
     try:
         for i, (shard, pieces, w) in enumerate(zip(shards, pieces_of, weights, strict=True)):
             e = None
+            ascent_pieces = _sampled(pieces, shard, ctx) if passes else pieces  # the same for every ascent
             for j in range(passes):
                 merge = stats if j == 0 else None  # later ascent passes leave the statistics alone
-                ascent_pieces = _sampled(pieces, shard, ctx)
                 loss, grads = ascent(model, loss_fn, ascent_pieces, flat, scaler, stats, merge, w, i == 0)
                 examples += sum(batch_size(p) for p, _ in ascent_pieces)
                 if ddp:

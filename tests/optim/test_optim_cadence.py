@@ -255,3 +255,12 @@ def test_a_window_without_total_steps_says_how_to_give_it():
     opt.cadence.set_total_steps(10)
     opt.train_step(model, ce, make_batch())
     assert not opt.last_step.ascended
+
+
+def test_multistep_ascents_share_one_sampled_share_in_both_executions():
+    """With ascent_fraction every ascent step of multi-step SAM uses the same examples."""
+    kw = dict(shards=2, rule=rules.MultiStepSAM(steps=2, step_size=0.7))
+    a, opt_a, _ = run(execution="loop", cadence=cadence.Always(ascent_fraction=0.5), **kw)
+    b, _, _ = run(execution="vectorized", cadence=cadence.Always(ascent_fraction=0.5), **kw)
+    assert_states(state_of(b), state_of(a), atol=1e-10)
+    assert opt_a.passes == 6 * (0.5 + 0.5 + 1)  # two half-batch ascents and the descent, per step
