@@ -46,8 +46,8 @@ _CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
         "--optimizer",
         "optimizer",
         str,
-        "optimizer name (see `samkit optimizers`): sgd, adamw (plain) or a SAM-family rule on "
-        "--base: sam, asam, msam, fsam, gsam, wsam, gcsam, momentum_sam, usam, multistep_sam",
+        "optimizer name (`samkit optimizers` lists them with their options): a plain optimizer "
+        "or a SAM-family rule on --base",
     ),
     ("--base", "base", str, "base optimizer of the SAM family"),
     ("--rho", "rho", float, "SAM perturbation radius"),
