@@ -66,3 +66,33 @@ def test_log_every_steps_is_checked_and_not_hashed():
     assert tiny_config(log_every_steps=0).log_every_steps == 0  # off
     with pytest.raises(SamkitError, match="log_every_steps"):
         tiny_config(log_every_steps=-1)
+
+
+def test_tensorboard_gets_the_step_rows_the_epoch_metrics_and_the_hparams(harness, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    cfg = tiny_config(optimizer="sam", epochs=2, log_every_steps=3)
+    summary = train(cfg, tmp_path / "run", quiet=True)
+    rows = [json.loads(r) for r in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
+    events = EventMultiplexer().AddRunsFromDirectory(str(tmp_path / "run" / "tensorboard")).Reload()
+    runs = events.Runs()
+    main = next(r for r, tags in runs.items() if "step/loss" in tags["scalars"])
+    for key in ("loss", "perturbed_loss", "ascent_norm", "lr"):
+        logged = [(e.step, e.value) for e in events.Scalars(main, f"step/{key}")]
+        assert logged == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in rows]
+    history = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("train_loss", "test_acc", "lr"):  # one point per epoch, from metrics.jsonl's rows
+        logged = [(e.step, e.value) for e in events.Scalars(main, key)]
+        assert logged == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in history]
+    # add_hparams writes its own run under the main one, with the final metrics
+    hp = [r for r, tags in runs.items() if "final/test_acc" in tags["scalars"]]
+    assert len(hp) == 1
+    assert events.Scalars(hp[0], "final/test_acc")[0].value == pytest.approx(summary["test_acc"], rel=1e-6)
+    plugin = events.PluginRunToTagToContent("hparams")[hp[0]]
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    info = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"])
+    hparams = info.session_start_info.hparams
+    assert hparams["optimizer"].string_value == "sam"
+    assert hparams["rho"].number_value == pytest.approx(cfg.rho)
