@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,17 +17,14 @@ transformers = pytest.importorskip("transformers")
 from transformers import (  # noqa: E402
     BertConfig,
     BertForSequenceClassification,
-    GPT2Config,
-    GPT2LMHeadModel,
     Trainer,
     TrainingArguments,
 )
+from transformers_helpers import gpt2, lm_data, lm_labels, lm_loss, tokens  # noqa: E402
 
 import samkit  # noqa: E402
 from samkit import SamkitError  # noqa: E402
 from samkit.integrations.transformers import SAMTrainer  # noqa: E402
-
-SEQ = 6
 
 
 @pytest.fixture(autouse=True)
@@ -37,13 +35,6 @@ def _quiet():
         yield
 
 
-def gpt2(dtype=torch.float64):
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=30, n_positions=16, n_embd=8, n_layer=1, n_head=2, resid_pdrop=0.0,
-                     embd_pdrop=0.0, attn_pdrop=0.0)
-    return GPT2LMHeadModel(cfg).to(dtype)
-
-
 def bert():
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
@@ -52,33 +43,12 @@ def bert():
     return BertForSequenceClassification(cfg).double()
 
 
-def tokens(n, seed=1):
-    return torch.randint(0, 30, (n, SEQ), generator=torch.Generator().manual_seed(seed))
-
-
-def lm_labels(ids):
-    """Next-token labels; the first position, which no prediction targets, is -100 so that the
-    Trainer's count of label tokens (num_items_in_batch) is the count the loss averages over."""
-    labels = ids.clone()
-    labels[:, 0] = -100
-    return labels
-
-
-def lm_data(ids):
-    return [{"input_ids": t, "labels": lab} for t, lab in zip(ids, lm_labels(ids))]
-
-
 def args(tmp_path, **kw):
     settings = dict(per_device_train_batch_size=2, gradient_accumulation_steps=4, max_steps=1, use_cpu=True,
                     report_to=[], save_strategy="no", logging_steps=1, learning_rate=0.05,
                     lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0, disable_tqdm=True,
                     seed=0)
     return TrainingArguments(str(tmp_path / "out"), **{**settings, **kw})
-
-
-def lm_loss(model, batch):
-    ids, labels = batch
-    return model(input_ids=ids, labels=labels).loss
 
 
 def reference(model, ids, targs, **sam_kw):
@@ -234,3 +204,29 @@ def test_import_without_transformers_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "samkit.integrations.transformers")
     with pytest.raises(ImportError, match=r"pip install 'samkit\[transformers\]'"):
         import samkit.integrations.transformers  # noqa: F401
+
+
+def test_ddp_through_accelerate_equals_samkit_ddp(tmp_path):
+    """torchrun, 2 gloo processes, gradient accumulation 2, clipping: the replicas are bit-identical
+    and equal samkit's own DDP train_step on the micro-batches each rank was given, both with one
+    perturbation per rank (the default) and with one for all ranks (sync_perturbation_group_size=2);
+    the two differ (so the comparison can tell them apart)."""
+    import os
+    import subprocess
+
+    worker = Path(__file__).with_name("transformers_ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(worker), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name in ("per_rank", "global"):
+        run = [r[name] for r in ranks]
+        assert not torch.equal(run[0]["ids"], run[1]["ids"])  # each rank had its own examples
+        assert [r["global_step"] for r in run] == [r["steps"] for r in run] == [3, 3]
+        for k, v in run[0]["trainer"].items():
+            assert torch.equal(v, run[1]["trainer"][k]), k
+            torch.testing.assert_close(v, run[0]["samkit"][k], atol=1e-10, rtol=0, msg=k)
+    per_rank, whole = ranks[0]["per_rank"]["trainer"], ranks[0]["global"]["trainer"]
+    assert max(float((per_rank[k] - whole[k]).abs().max()) for k in per_rank) > 1e-3
