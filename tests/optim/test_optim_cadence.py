@@ -114,11 +114,13 @@ def test_reused_perturbation_is_the_last_ascent_steps():
     assert opt.passes == 5 + 2
 
 
-def test_looksam_in_between_update_equals_the_reference():
-    """At SAM steps g_v = h - <g,h>/||g||^2 g; in between g + alpha ||g|| / ||g_v|| g_v."""
+@pytest.mark.parametrize("shards,execution", [(1, "loop"), (2, "loop"), (3, "vectorized")])
+def test_looksam_in_between_update_equals_the_reference(shards, execution):
+    """At SAM steps g_v = h - <g,h>/||g||^2 g; in between g + alpha ||g|| / ||g_v|| g_v. With shards,
+    h is the shards' SAM gradients weighted by size (each at its own e_s) and g the batch's gradient."""
     alpha = 0.7
     model = make_mlp()
-    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, rho=0.1,
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, rho=0.1, shards=shards, execution=execution,
               cadence=cadence.Every(2, reuse="looksam", alpha=alpha))
     ref = make_mlp()
     params = list(ref.parameters())
@@ -128,7 +130,13 @@ def test_looksam_in_between_update_equals_the_reference():
         opt.train_step(model, ce, batch)
         g = list(torch.autograd.grad(ce(ref, batch), params))
         if s % 2 == 0:
-            h = gradient_at(ref, params, [0.1 * x / (_norm(g) + EPS) for x in g], batch)
+            n = len(batch[1])
+            h = [torch.zeros_like(p) for p in params]
+            for part in torch.tensor_split(torch.arange(n), shards):
+                piece = (batch[0][part], batch[1][part])
+                gs = torch.autograd.grad(ce(ref, piece), params)
+                hs = gradient_at(ref, params, [0.1 * x / (_norm(gs) + EPS) for x in gs], piece)
+                h = [hi + len(part) / n * x for hi, x in zip(h, hs)]
             gv = [hi - _dot(g, h) / (_dot(g, g) + EPS) * gi for hi, gi in zip(h, g)]
             update = h
         else:
