@@ -678,6 +678,12 @@ class SAM(Optimizer):
         return choice
 
     # ---- state ---------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """All of it (``torch.optim.Optimizer`` keeps only its groups, state and defaults, which would
+        leave a copy without its base optimizer, rule and cadence): ``copy.deepcopy`` and pickling
+        give an optimizer that continues as the original."""
+        return dict(self.__dict__)
+
     _COUNTERS = ("steps", "skipped_steps", "ascent_steps", "passes", "example_passes")
 
     def state_dict(self) -> dict[str, Any]:

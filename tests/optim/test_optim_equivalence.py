@@ -215,3 +215,33 @@ def test_add_param_group_reaches_the_base_optimizer():
     opt.add_param_group({"params": model.conv1.parameters(), "rho": 0.1})
     assert len(opt.base_optimizer.param_groups) == 2
     assert opt.param_groups[1]["rho"] == 0.1 and opt.param_groups[1]["momentum"] == 0.9
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_optimizer_continues_as_the_original(how):
+    """copy.deepcopy(model, opt) (an in-memory snapshot) and pickling keep everything a step needs:
+    base optimizer, rule state (F-SAM's EMA), cadence stream, counters; the copies' groups are
+    shared with their base as in the original."""
+    import io
+
+    def copied(obj):
+        if how == "deepcopy":
+            return copy.deepcopy(obj)
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        buf.seek(0)
+        return torch.load(buf, weights_only=False)
+
+    model = make_cnn()
+    opt = FriendlySAM(model.parameters(), torch.optim.SGD, lr=LR, momentum=0.9, rho=RHO, shards=2,
+                      cadence=samkit.cadence.RandomSwitch(0.5, seed=1, ascent_fraction=0.5))
+    for s in range(2):
+        opt.train_step(model, ce, make_batch(seed=s))
+    twin_model, twin = copied((model, opt))
+    assert twin.base_optimizer.param_groups is twin.param_groups
+    assert twin.param_groups[0]["params"][0] is next(twin_model.parameters())
+    for s in range(2, 5):
+        opt.train_step(model, ce, make_batch(seed=s))
+        twin.train_step(twin_model, ce, make_batch(seed=s))
+    assert_states(state_of(twin_model), state_of(model))
+    assert (twin.steps, twin.passes, twin.ascent_steps) == (opt.steps, opt.passes, opt.ascent_steps)
