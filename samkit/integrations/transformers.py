@@ -20,6 +20,7 @@ optimizer's state: base state, rule state, counters).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -88,7 +89,9 @@ class SAMTrainer(transformers.Trainer):
             opt_model = self.model if model is None else model
             base, base_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             # The class itself (the Trainer takes any other callable for a model-level factory).
-            self.optimizer_cls_and_kwargs = (SAM, {**base_kwargs, **self.sam_kwargs, "base_optimizer": base})
+            # sam_kwargs are settings: a stateful one (a cadence) is copied for each optimizer.
+            settings = copy.deepcopy(self.sam_kwargs)
+            self.optimizer_cls_and_kwargs = (SAM, {**base_kwargs, **settings, "base_optimizer": base})
         sam = super().create_optimizer(model)
         if not isinstance(sam, SAM):
             raise SamkitError(

@@ -74,6 +74,25 @@ class Cadence:
         self.total_steps: int | None = None
         self._sampler = torch.Generator().manual_seed(0)
 
+    def bind(self) -> None:
+        """Mark the cadence as driving an optimizer (called by :class:`samkit.SAM`). A cadence drives
+        one optimizer, once: its random stream and statistics move on as that optimizer steps, so a
+        second optimizer given the same object would not start where a fresh one starts."""
+        if self.__dict__.get("_bound"):
+            raise SamkitError(
+                f"this cadence object ({self!r}) already drives an optimizer; its random stream and "
+                "statistics have moved on with it: give each optimizer its own cadence (e.g. "
+                "cadence=samkit.cadence.Every(5) in each call, or copy.deepcopy of an unused one)"
+            )
+        self._bound = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles are unbound: a copy (stream and statistics as they were) may drive a
+        new optimizer."""
+        state = dict(self.__dict__)
+        state.pop("_bound", None)
+        return state
+
     # ---- decisions ------------------------------------------------------------------------------
     def ascends(self, step: int) -> bool:
         """Whether step ``step`` (0-based, counting taken steps) takes the ascent pass."""

@@ -242,6 +242,7 @@ class SAM(Optimizer):
         self.geometry = rules.perturbation  # compile_step swaps in a compiled version
         self._backup = WeightBackup()
         self._pending: _Pending | None = None
+        cadence.bind()  # last: a construction that fails leaves the cadence free
 
     @property
     def passes_per_step(self) -> int:

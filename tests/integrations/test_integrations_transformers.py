@@ -230,3 +230,18 @@ def test_ddp_through_accelerate_equals_samkit_ddp(tmp_path):
             torch.testing.assert_close(v, run[0]["samkit"][k], atol=1e-10, rtol=0, msg=k)
     per_rank, whole = ranks[0]["per_rank"]["trainer"], ranks[0]["global"]["trainer"]
     assert max(float((per_rank[k] - whole[k]).abs().max()) for k in per_rank) > 1e-3
+
+
+def test_sam_kwargs_are_settings_each_trainer_builds_its_own_optimizer_from(tmp_path):
+    """A stateful setting (a cadence) in sam_kwargs is copied for each optimizer built from it, so two
+    trainers given the same sam_kwargs train alike (and the user's object stays unused)."""
+    settings = {"rho": 0.1, "cadence": samkit.cadence.RandomSwitch(0.5, seed=2)}
+    targs = args(tmp_path, max_steps=4, gradient_accumulation_steps=2)
+    models = [gpt2(), gpt2()]
+    trainers = [SAMTrainer(model=m, args=targs, train_dataset=lm_data(tokens(16)), sam_kwargs=settings)
+                for m in models]
+    for t in trainers:
+        t.train()
+    assert_same(models[0], models[1], atol=0)
+    assert trainers[0].sam.cadence is not settings["cadence"]
+    assert 0 < trainers[0].sam.ascent_steps < 4

@@ -272,3 +272,25 @@ def test_multistep_ascents_share_one_sampled_share_in_both_executions():
     b, _, _ = run(execution="vectorized", cadence=cadence.Always(ascent_fraction=0.5), **kw)
     assert_states(state_of(b), state_of(a), atol=1e-10)
     assert opt_a.passes == 6 * (0.5 + 0.5 + 1)  # two half-batch ascents and the descent, per step
+
+
+def test_a_cadence_object_drives_one_optimizer():
+    """A cadence holds a random stream and running statistics that move on as its optimizer steps:
+    a second optimizer given the same object would draw on from the first one's stream (a silently
+    different run), so it is refused, also once the first is gone; a copy taken before use drives a
+    second optimizer as the original drove the first; a construction that fails binds nothing."""
+    shared = cadence.RandomSwitch(0.5, seed=3, ascent_fraction=0.5)
+    spare = copy.deepcopy(shared)
+    first, _, pattern = run(6, model=make_mlp(), cadence=shared)
+    with pytest.raises(SamkitError, match="already drives an optimizer"):
+        SAM(make_mlp().parameters(), torch.optim.SGD, lr=LR, cadence=shared)
+    del first
+    with pytest.raises(SamkitError, match="give each optimizer its own cadence"):
+        SAM(make_mlp().parameters(), torch.optim.SGD, lr=LR, cadence=shared)
+    twin = make_mlp()
+    _, _, again = run(6, model=twin, cadence=spare)
+    assert again == pattern and any(pattern) and not all(pattern)
+    unused = cadence.Every(2, reuse="perturbation")
+    with pytest.raises(SamkitError, match="use shards=1"):
+        SAM(make_mlp().parameters(), torch.optim.SGD, lr=LR, shards=2, cadence=unused)
+    assert SAM(make_mlp().parameters(), torch.optim.SGD, lr=LR, cadence=unused).cadence is unused
