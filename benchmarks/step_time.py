@@ -17,6 +17,7 @@ only indicative because the CPU allocator caches and reuses memory across rows).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -83,8 +84,8 @@ def methods(args) -> dict[str, Callable[[nn.Module], Callable]]:
         return step
 
     def ours(cls=samkit.SAM, **extra):
-        def make(model, loss_fn):
-            opt = cls(model.parameters(), sgd, rho=0.05, nonfinite="unchecked", **kw, **extra)
+        def make(model, loss_fn):  # a fresh copy of the settings: a cadence drives one optimizer
+            opt = cls(model.parameters(), sgd, rho=0.05, nonfinite="unchecked", **kw, **copy.deepcopy(extra))
             return lambda batch: opt.train_step(model, loss_fn, batch)
 
         return make
