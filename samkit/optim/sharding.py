@@ -106,16 +106,27 @@ def shard_batch(batch: Any, sharding: Sharding) -> tuple[list[Any], list[float]]
     return split_batch(batch, sizes), [s / n for s in sizes]
 
 
+def piece_sizes(n: int, micro_batch_size: int | None) -> list[int]:
+    """The sizes of the consecutive pieces ``n`` examples are taken in with ``micro_batch_size``.
+
+    As few pieces as the size allows (``ceil(n / b)``), their sizes within one of each other: 16
+    examples with ``b = 5`` are 4 pieces of 4, not 5 + 5 + 5 + 1 (a single example that BatchNorm
+    cannot normalise). The peak memory is that of the largest piece, at most ``b``.
+    """
+    if micro_batch_size is None or n <= micro_batch_size:
+        return [n]
+    count = -(-n // micro_batch_size)
+    small, larger = divmod(n, count)
+    return [small + 1] * larger + [small] * (count - larger)
+
+
 def micro_batches(batch: Any, micro_batch_size: int | None) -> list[tuple[Any, float]]:
-    """``batch`` cut into consecutive pieces of at most ``micro_batch_size`` examples, each with its
-    weight ``n_j / n`` (the whole batch with weight 1 when it fits)."""
-    if micro_batch_size is None:
-        return [(batch, 1.0)]
+    """``batch`` cut into the pieces of :func:`piece_sizes`, each with its weight ``n_j / n`` (the
+    whole batch with weight 1 when it fits)."""
     n = batch_size(batch)
-    if n <= micro_batch_size:
+    sizes = piece_sizes(n, micro_batch_size)
+    if len(sizes) == 1:
         return [(batch, 1.0)]
-    full, rest = divmod(n, micro_batch_size)
-    sizes = [micro_batch_size] * full + ([rest] if rest else [])
     return list(zip(split_batch(batch, sizes), [s / n for s in sizes], strict=True))
 
 

@@ -38,7 +38,7 @@ from samkit.errors import SamkitError
 from samkit.optim.batchnorm import RunningStats
 from samkit.optim.engine import PassResult, StepContext, check_dense, unscale_
 from samkit.optim.rules.base import Groups
-from samkit.optim.sharding import split_groups
+from samkit.optim.sharding import piece_sizes, split_groups
 
 
 class _Bound(nn.Module):
@@ -68,10 +68,10 @@ def equal_runs(sizes: list[int]) -> list[tuple[int, int, int]]:
 
 
 def chunks(size: int, micro_batch_size: int | None) -> list[tuple[int, int]]:
-    """``(start, length)`` of the pieces a shard of ``size`` examples is taken in."""
-    if micro_batch_size is None or micro_batch_size >= size:
-        return [(0, size)]
-    return [(a, min(micro_batch_size, size - a)) for a in range(0, size, micro_batch_size)]
+    """``(start, length)`` of the pieces a shard of ``size`` examples is taken in (the loop's)."""
+    lengths = piece_sizes(size, micro_batch_size)
+    starts = [sum(lengths[:j]) for j in range(len(lengths))]
+    return list(zip(starts, lengths, strict=True))
 
 
 def parameter_names(model: nn.Module, flat: list[Tensor]) -> list[str]:

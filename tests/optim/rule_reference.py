@@ -64,10 +64,13 @@ class Reference:
         n = len(shard[1])
         if micro is None or micro >= n:
             return [(shard, 1.0)]
-        out = []
-        for a in range(0, n, micro):
-            piece = tuple(t[a : a + micro] for t in shard)
-            out.append((piece, len(piece[1]) / n))
+        count = -(-n // micro)  # as few pieces as the size allows, their sizes within one
+        out, a = [], 0
+        for j in range(count):
+            size = n // count + (j < n % count)
+            piece = tuple(t[a : a + size] for t in shard)
+            out.append((piece, size / n))
+            a += size
         return out
 
     def _perturbation(self, g, w, grad_at):

@@ -123,3 +123,35 @@ def test_clipping_in_the_two_call_api_and_step_closure():
                 opt.second_step()
             opt.zero_grad()
         assert_states(state_of(model), state_of(ref), atol=1e-13)
+
+
+@pytest.mark.parametrize("n,b,sizes", [(16, 5, [4, 4, 4, 4]), (8, 3, [3, 3, 2]), (10, 5, [5, 5]),
+                                       (11, 5, [4, 4, 3]), (7, 1, [1] * 7), (4, 9, [4])])
+def test_micro_batches_are_as_few_and_as_even_as_the_size_allows(n, b, sizes):
+    """ceil(n / b) pieces of at most b examples, sizes differing by at most one: never a last piece
+    of one example that BatchNorm cannot normalise when b does not divide the batch."""
+    from samkit.optim.sharding import micro_batches
+
+    batch = (torch.arange(n), torch.arange(n))
+    pieces = micro_batches(batch, b)
+    assert [len(p[1]) for p, _ in pieces] == sizes
+    assert [w for _, w in pieces] == [s / n for s in sizes]
+    assert torch.equal(torch.cat([p[0] for p, _ in pieces]), batch[0])  # consecutive, in order
+
+
+def test_micro_batch_size_that_does_not_divide_the_batch_with_batchnorm1d():
+    """16 examples in micro-batches of at most 5 with BatchNorm1d: 4 pieces of 4 (greedy 5+5+5+1 made
+    BatchNorm fail on a single example), equal to the per-micro-batch reference."""
+    def bn_mlp():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 8), torch.nn.BatchNorm1d(8),
+                                   torch.nn.ReLU(), torch.nn.Linear(8, 3)).double()
+
+    model = bn_mlp()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, rho=0.1, micro_batch_size=5)
+    ref = bn_mlp()
+    reference = Reference(ref, lr=LR, rho=0.1)
+    for s in range(3):
+        opt.train_step(model, ce, make_batch(n=16, seed=s))
+        reference.step(make_batch(n=16, seed=s), [16], micro=5)
+    assert_states(state_of(model), state_of(ref), atol=1e-10)
