@@ -225,7 +225,7 @@ class SAM(Optimizer):
             defaults["eta"] = eta
         self._rule_keys = tuple(defaults)
         super().__init__(params, {**defaults, **base_kwargs})
-        self.base_optimizer = _build_base(base_optimizer, self.param_groups, base_kwargs)
+        self.base_optimizer = _build_base(base_optimizer, self.param_groups, base_kwargs, rule)
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
         for group in self.param_groups:
@@ -760,14 +760,17 @@ def _positive_int_or_none(name: str, value: Any) -> int | None:
     return value
 
 
-def _build_base(factory: BaseOptimizer, groups: list[dict[str, Any]], kwargs: dict[str, Any]) -> Optimizer:
+def _build_base(
+    factory: BaseOptimizer, groups: list[dict[str, Any]], kwargs: dict[str, Any], rule: Rule
+) -> Optimizer:
     """The base optimizer on the same param groups (a class, a partial or any such callable)."""
     try:
         base = factory(groups, **kwargs)
     except TypeError as err:
         raise SamkitError(
             f"could not build the base optimizer {getattr(factory, '__name__', factory)!r} with "
-            f"{sorted(kwargs)}: {err}"
+            f"{sorted(kwargs)}: {err}. Keywords that are neither samkit's nor the {rule.name} rule's "
+            f"({', '.join(sorted(rule.hyperparameters()))}) go to the base optimizer"
         ) from err
     if not isinstance(base, Optimizer):
         raise SamkitError(

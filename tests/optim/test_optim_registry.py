@@ -83,6 +83,9 @@ def test_a_base_built_on_other_parameters_is_refused():
         SAM(make_cnn().parameters(), lambda groups, **kw: None, lr=0.1)
     with pytest.raises(SamkitError, match="could not build the base optimizer"):
         SAM(make_cnn().parameters(), torch.optim.SGD, lr=0.1, betas=(0.9, 0.99))
+    # a rule option given to the wrong rule: the message lists the options this rule has
+    with pytest.raises(SamkitError, match=r"the gsam rule's \(adaptive, alpha, eta\) go to the base"):
+        create_optimizer("gsam", make_cnn().parameters(), base="sgd", lr=0.1, gamma=0.3)
 
 
 def test_unknown_names_list_the_known_ones():
