@@ -208,13 +208,17 @@ def trained_scenario(args) -> dict:
 
 
 # ------------------------------------------------------------------------------------- main
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=256, help="random CIFAR-shaped examples")
     ap.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = standard)")
     ap.add_argument("--trace-samples", type=int, default=30, help="matvecs per trace estimate")
     ap.add_argument("--quick", action="store_true", help="width 16, batch 64: for a 2-core CPU")
+    ap.add_argument("--tiny", action="store_true",
+                    help="width 4, batch 8, 6 trace samples, at most 10 power iterations: seconds "
+                         "(the CPU check of benchmarks/gpu_suite.py; not a measurement)")
+    ap.add_argument("--power-max-iter", type=int, default=100, help="the baseline's power iterations")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--trained", action="store_true",
                     help="also: trace at equal accuracy on a trained MNIST-1D CNN")
@@ -223,9 +227,11 @@ def main() -> None:
     ap.add_argument(
         "--out", default=None, help="JSON path (default results/hessian_time_<device>.json)"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
         args.width, args.batch = 16, 64
+    if args.tiny:
+        args.width, args.batch, args.trace_samples, args.power_max_iter = 4, 8, 6, 10
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -241,7 +247,7 @@ def main() -> None:
     print(f"{model_name}: {dim:,} parameters, batch {args.batch}, device {device}")
 
     (b_lam, b_vec, b_iters), t_b_eig = timed(
-        lambda: baseline_top_eigenvalue(model, params, batch, gen)
+        lambda: baseline_top_eigenvalue(model, params, batch, gen, max_iter=args.power_max_iter)
     )
     (b_tr, b_se), t_b_tr = timed(
         lambda: baseline_trace(model, params, batch, gen, args.trace_samples)
@@ -319,6 +325,10 @@ def main() -> None:
         "speedup_trace": tr_speedup,
         "speedup_total": total_speedup,
         "eigenvalue_relative_difference": eig_rel,
+        "baseline_residual": b_res,  # true ||Hv - lambda v|| of each method's eigenvector
+        "samkit_residual": float(ours.residuals[0]),
+        "baseline_trace_stderr": b_se,
+        "samkit_trace_stderr": o_tr.stderr,
         "baseline_power_iterations": b_iters,
         "samkit_lanczos_matvecs": ours.matvecs,
         "samkit_lanczos_converged": ours.converged[0],
