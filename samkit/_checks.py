@@ -4,6 +4,7 @@ import it): a bad value raises :class:`SamkitError` naming the setting, the rule
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from samkit.errors import SamkitError
@@ -29,13 +30,23 @@ def check_number(
         raise SamkitError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
 
 
-def check_positive_int(name: str, value: Any) -> None:
-    """An ``int`` (not a bool) of at least 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SamkitError(f"{name} must be a positive integer, got {value!r}")
+def check_positive_int(
+    name: str, value: Any, *, minimum: int = 1, hint: str | None = None, allow_none: bool = False
+) -> None:
+    """An ``int`` (not a bool) of at least ``minimum`` (``None`` too with ``allow_none``); ``hint``
+    says in the error what the count counts (``"examples"``)."""
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        if hint:
+            what += f" ({hint})"
+        if allow_none:
+            what += " or None"
+        raise SamkitError(f"{name} must be {what}, got {value!r}")
 
 
-def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     """One of ``choices``."""
     if value not in choices:
         raise SamkitError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")

@@ -1,4 +1,4 @@
-"""Name -> constructor tables shared by datasets and models (timm-style registries).
+"""Name -> entry tables shared by datasets, models and optimizers (timm-style registries).
 
 A name registered with ``prefix=True`` is a family that takes a sub-name after a colon:
 ``"timm:resnet18"`` calls the ``timm`` entry with ``name="resnet18"``, ``"glue:sst2"`` the ``glue``
@@ -22,38 +22,51 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Registry(Generic[F]):
-    """Entries of one ``kind`` (``"model"``, ``"dataset"``); families pass their sub-name as ``sub``."""
+    """Entries of one ``kind`` (``"model"``, ``"dataset"``, ``"optimizer"``); families pass their
+    sub-name as ``sub``. Names list sorted, or in registration order with ``ordered=True``."""
 
-    def __init__(self, kind: str, sub: str) -> None:
-        self.kind, self.sub = kind, sub
+    def __init__(self, kind: str, sub: str | None = None, *, ordered: bool = False) -> None:
+        self.kind, self.sub, self.ordered = kind, sub, ordered
         self._entries: dict[str, F] = {}
         self._families: set[str] = set()
 
+    def add(self, name: str, entry: F, *, prefix: bool = False) -> F:
+        """Register ``entry`` under ``name`` (a name is registered once)."""
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        if prefix and self.sub is None:
+            raise ValueError(f"the {self.kind} registry has no families")
+        self._entries[name] = entry
+        if prefix:
+            self._families.add(name)
+        return entry
+
     def register(self, name: str, *, prefix: bool = False) -> Callable[[F], F]:
+        """Decorator form of :meth:`add`."""
+
         def decorate(fn: F) -> F:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._entries[name] = fn
-            if prefix:
-                self._families.add(name)
-            return fn
+            return self.add(name, fn, prefix=prefix)
 
         return decorate
 
     def names(self) -> list[str]:
-        """Registered names, sorted; families shown as ``family:<sub>``."""
-        return sorted(
-            f"{n}:<{self.sub}>" if n in self._families else n for n in self._entries
-        )
+        """Registered names; families shown as ``family:<sub>``."""
+        shown = [f"{n}:<{self.sub}>" if n in self._families else n for n in self._entries]
+        return shown if self.ordered else sorted(shown)
+
+    def get(self, name: str) -> F:
+        """The entry registered as ``name`` (not a family); a clear error listing the names."""
+        if name in self._entries and name not in self._families:
+            return self._entries[name]
+        raise SamkitError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}")
 
     def resolve(self, name: str) -> tuple[F, dict[str, Any]]:
         """The entry for ``name`` and the keyword a family receives (``{sub: "..."}``)."""
         family, sep, rest = name.partition(":")
         if sep and family in self._families and rest:
+            assert self.sub is not None
             return self._entries[family], {self.sub: rest}
-        if not sep and name in self._entries and name not in self._families:
-            return self._entries[name], {}
-        raise SamkitError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}")
+        return self.get(name), {}
 
     def check_options(
         self, name: str, fn: F, options: dict[str, Any], reserved: Iterable[str]

@@ -14,40 +14,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from samkit._batch import LossFn, batch_size
+from samkit._checks import check_choice
 from samkit.errors import SamkitError
 
-LossFn = Callable[[nn.Module, Any], Tensor]
 ParamSpec = None | str | Callable[[str], bool] | Iterable[Any]
 
-_MODES = ("eval", "train")
+MODES = ("eval", "train")
 
 
 # ----------------------------------------------------------------------------------------- batches
-def first_leaf(batch: Any) -> Tensor | None:
-    """The first tensor in a tensor / tuple / list / dict batch (depth first), or None."""
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, Mapping):
-        batch = list(batch.values())
-    if isinstance(batch, (tuple, list)):
-        for item in batch:
-            leaf = first_leaf(item)
-            if leaf is not None:
-                return leaf
-    return None
-
-
-def batch_size(batch: Any) -> int:
-    """Number of examples in a batch: the leading dimension of its first tensor."""
-    leaf = first_leaf(batch)
-    if leaf is None or leaf.dim() == 0:
-        raise SamkitError(
-            "a batch must contain a tensor with a leading batch dimension; got "
-            f"{type(batch).__name__}. Pass a tensor, a tuple/dict of tensors, or a list of those."
-        )
-    return int(leaf.shape[0])
-
-
 def to_device(batch: Any, device: torch.device) -> Any:
     """Move every tensor of a batch to ``device`` (structure kept)."""
     if isinstance(batch, Tensor):
@@ -100,10 +76,6 @@ def as_batches(data: Any, device: torch.device) -> list[tuple[Any, int]]:
     out = []
     for batch in items:
         n = batch_size(batch)
-        if n == 0:
-            raise SamkitError(
-                "data contains an empty batch (0 examples): drop it or fix the loader."
-            )
         out.append((to_device(batch, device), n))
     return out
 
@@ -168,23 +140,8 @@ def select_params(model: nn.Module, params: ParamSpec) -> tuple[list[str], list[
 
 
 def check_mode(mode: str) -> None:
-    if mode not in _MODES:
-        raise SamkitError(f"mode must be one of {_MODES}; got {mode!r}.")
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise SamkitError(f"{name} must be one of {tuple(choices)}; got {value!r}.")
-
-
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SamkitError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-
-
-def check_nonnegative(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise SamkitError(f"{name} must be a non-negative number; got {value!r}.")
+    """A measurement's mode: ``"eval"`` or ``"train"`` (BatchNorm with batch statistics)."""
+    check_choice("mode", mode, MODES)
 
 
 # -------------------------------------------------------------------------------- state protection

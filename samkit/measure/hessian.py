@@ -24,13 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from samkit._atomic import save_figure
+from samkit._batch import LossFn
+from samkit._checks import check_choice, check_number, check_positive_int
 from samkit.errors import SamkitError
 from samkit.measure._common import (
-    LossFn,
     ParamSpec,
-    check_choice,
-    check_nonnegative,
-    check_positive_int,
     make_generator,
     progress_bar,
     unflatten,
@@ -221,7 +219,7 @@ def _check_eig_args(k: int, method: str, which: str, tol: float, max_iter: int) 
     check_positive_int("k", k)
     check_choice("method", method, EIG_METHODS)
     check_choice("which", which, WHICH)
-    check_nonnegative("tol", tol)
+    check_number("tol", tol, low=0.0)
     check_positive_int("max_iter", max_iter)
 
 
@@ -402,7 +400,7 @@ def hessian_trace(
     shrinks as the top of the spectrum gets captured by Q (and is 0 once Q spans everything).
     """
     check_choice("method", method, TRACE_METHODS)
-    check_positive_int("num_samples", num_samples, 3 if method == "hutch++" else 1)
+    check_positive_int("num_samples", num_samples, minimum=3 if method == "hutch++" else 1)
     op = HessianOperator(model, loss_fn, data, params, mode=mode, method=hvp)
     gen = make_generator(seed, generator)
     dtype = _basis_dtype(op)
@@ -484,7 +482,7 @@ def hessian_density(
     """
     check_positive_int("num_runs", num_runs)
     check_positive_int("lanczos_steps", lanczos_steps)
-    check_positive_int("num_points", num_points, 2)
+    check_positive_int("num_points", num_points, minimum=2)
     if sigma is not None and not sigma > 0:
         raise SamkitError(f"sigma must be positive (or None for automatic); got {sigma!r}.")
     op = HessianOperator(model, loss_fn, data, params, mode=mode, method=hvp)

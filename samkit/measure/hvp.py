@@ -28,13 +28,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from samkit._batch import LossFn
+from samkit._checks import check_choice
 from samkit.errors import SamkitError
 from samkit.measure._common import (
-    LossFn,
     LossModule,
     ParamSpec,
     as_batches,
-    check_choice,
     check_mode,
     flatten,
     loss_at,

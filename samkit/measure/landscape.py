@@ -31,15 +31,14 @@ import torch
 from torch import Tensor, nn
 
 from samkit._atomic import save_figure
+from samkit._batch import LossFn
+from samkit._checks import check_choice, check_positive_int
 from samkit.errors import SamkitError
 from samkit.measure._common import (
-    LossFn,
     LossModule,
     ParamSpec,
     as_batches,
-    check_choice,
     check_mode,
-    check_positive_int,
     make_generator,
     model_device,
     preserved_state,
@@ -268,7 +267,7 @@ def landscape_1d(
         curve = landscape_1d(model, loss_fn, (x, y), steps=31, span=(-1, 1))
         plot_landscape_1d(curve, "landscape_1d.png")
     """
-    check_positive_int("steps", steps, 2)
+    check_positive_int("steps", steps, minimum=2)
     lo, hi = _span(span, "span")
     batches, fns = _prepare(model, loss_fn, data, error_fn, mode)
     names, _ = select_params(model, params)
@@ -306,8 +305,8 @@ def landscape_2d(
     given per axis. Without directions, two independent seeded filter-normalized random ones
     (seeds ``seed`` and ``seed + 1``)."""
     n_a, n_b = (steps, steps) if isinstance(steps, int) else steps
-    check_positive_int("steps", n_a, 2)
-    check_positive_int("steps", n_b, 2)
+    check_positive_int("steps", n_a, minimum=2)
+    check_positive_int("steps", n_b, minimum=2)
     spans = span if isinstance(span[0], (tuple, list)) else (span, span)
     (a_lo, a_hi), (b_lo, b_hi) = _span(spans[0], "span"), _span(spans[1], "span")
     batches, fns = _prepare(model, loss_fn, data, error_fn, mode)

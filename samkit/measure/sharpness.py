@@ -34,17 +34,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from samkit._batch import LossFn, batch_size
+from samkit._checks import check_choice, check_number, check_positive_int
 from samkit.errors import SamkitError
 from samkit.measure._common import (
-    LossFn,
     LossModule,
     ParamSpec,
     as_batches,
-    batch_size,
-    check_choice,
     check_mode,
-    check_nonnegative,
-    check_positive_int,
     loss_at,
     make_generator,
     model_device,
@@ -135,16 +132,16 @@ def sharpness(
         s = sharpness(model, loss_fn, loader, rho=0.05, shard_size=128, error_fn=err)
         s.loss_increase, s.loss_increase_stderr, s.error_increase
     """
-    check_nonnegative("rho", rho)
+    check_number("rho", rho, low=0.0)
     check_choice("kind", kind, KINDS)
     check_choice("norm", norm, NORMS)
     check_mode(mode)
     if shard_size is not None:
         check_positive_int("shard_size", shard_size)
-    check_positive_int("steps", steps, 0)
+    check_positive_int("steps", steps, minimum=0)
     check_positive_int("num_samples", num_samples)
     step_size = float(rho) if step_size is None else step_size
-    check_nonnegative("step_size", step_size)
+    check_number("step_size", step_size, low=0.0)
     device = model_device(model)
     names, weights = select_params(model, params)
     batches = as_batches(data, device)

@@ -4,8 +4,9 @@ from samkit.optim import cadence, rules
 from samkit.optim.batchnorm import frozen_running_stats
 from samkit.optim.compile import compile_step
 from samkit.optim.registry import create_optimizer
-from samkit.optim.sam import SAM, FriendlySAM, NonFiniteError, StepRecord
+from samkit.optim.sam import SAM, FriendlySAM
 from samkit.optim.sharding import Sharding
+from samkit.optim.update import NonFiniteError, StepRecord
 
 __all__ = [
     "cadence",

@@ -406,6 +406,16 @@ def parse_cadence(spec: str) -> Cadence:
                 f"({', '.join(accepted)})"
             )
         options[key] = yaml.safe_load(value)
+    required = [
+        p.name for p in inspect.signature(cls).parameters.values()
+        if p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    missing = [k for k in required if k not in options]
+    if missing:
+        raise SamkitError(
+            f"cadence {spec!r} needs {', '.join(missing)} (e.g. {name}:{missing[0]}=...; its options: "
+            f"{', '.join(accepted)})"
+        )
     try:
         return cls(**options)
     except TypeError as err:

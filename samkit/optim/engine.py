@@ -1,7 +1,16 @@
-"""The loop execution: one shard after another, weights perturbed in place and restored by copy.
+"""The pass loop: ascent, perturb, descent, exact restore — one route for every front end.
 
-For each shard ``s`` (weight ``w_s = n_s / n``), split into micro-batches ``j`` (weight ``v_j``)
-when ``micro_batch_size`` asks for it:
+One shard's ascent is :func:`ascend`, whoever takes the gradients: ``train_step`` (``loss_fn`` over
+the shard's micro-batches, :func:`loop_passes`), ``step(closure)`` (the closure,
+:func:`closure_passes`) and ``first_step`` (the gradient the caller left in ``.grad``). For each
+ascent pass ``j`` of the rule it takes the gradient at the current weights, asks a decision that
+waits for it (AE-SAM), keeps the batch's ascent gradient when the plan says so, turns it into
+``e_j`` and moves the weights to ``w + e_j``; a step without ascent moves them by the plan's fixed
+(or the rule's own) perturbation. The descent then adds the gradient at ``w + e`` to ``.grad`` and
+the weights are restored by copy (bit-exact).
+
+The loop execution, for each shard ``s`` (weight ``w_s = n_s / n``) split into micro-batches ``j``
+(weight ``v_j``) when ``micro_batch_size`` asks for it:
 
 1. ascent: ``g_s = sum_j v_j grad L_sj(w)`` (via ``autograd.grad``, so the descent gradients
    accumulating in ``.grad`` are untouched; under FSDP2 via ``backward``, whose hooks
@@ -9,142 +18,144 @@ when ``micro_batch_size`` asks for it:
    passes, skipped for rules with none;
 2. the rule turns ``g_s`` into ``e_s`` and the weights move to ``w + e_s``;
 3. descent: ``w_s v_j grad L_sj(w + e_s)`` is added to ``.grad`` for every micro-batch;
-4. the weights are restored by copy (bit-exact).
+4. the weights are restored by copy.
 
 Under DDP the ascent runs under ``no_sync()`` and only the step's last backward all-reduces.
 BatchNorm: the first pass over each piece (the ascent, or the descent for a rule without ascent)
 contributes its statistics to one merged update; every other pass leaves them as they were (see
-:mod:`samkit.optim.batchnorm`).
+:mod:`samkit.optim.batchnorm`). The vectorized execution (:mod:`~samkit.optim.vectorized`) runs
+the same plan with all shards stacked; :func:`run_passes` picks the execution.
 
-The engine sees a :class:`StepContext` — the rule, its context, the sharding and a weight backup —
-never the optimizer.
+The engine sees a :class:`~samkit.optim.plan.StepPlan`, never the optimizer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from samkit.errors import SamkitError
+from samkit._batch import LossFn, batch_size
 from samkit.optim.batchnorm import RunningStats
-from samkit.optim.distributed import (
-    PerturbationGroups,
-    all_reduce_mean_,
-    ddp_of,
-    full_value,
-    is_fsdp,
-    local_tensors,
-    no_sync,
-)
-from samkit.optim.rules.base import Groups, Rule, RuleContext, global_norm
-from samkit.optim.sharding import Sharding, batch_size, micro_batches, shard_batch, split_groups
+from samkit.optim.distributed import all_reduce_mean_, ddp_of, full_value, is_distributed, no_sync
+from samkit.optim.passes import PassResult, check_dense, shard_gradient
+from samkit.optim.plan import Execution, StepPlan
+from samkit.optim.rules.base import Groups, global_norm
+from samkit.optim.sharding import micro_batches, shard_batch, split_groups
+from samkit.optim.vectorized import vectorized_passes
 
-LossFn = Callable[[nn.Module, Any], Tensor]
-
-
-def weights_moved() -> None:
-    """Call after changing weights in place: ``torch.autocast`` caches the low-precision copy of every
-    weight for the whole autocast region, and would serve a pass at ``w + e`` the cached copy of
-    ``w`` (SAM would silently become the base optimizer under mixed precision)."""
-    torch.clear_autocast_cache()  # cheap when autocast is off: an empty cache
-
-
-class WeightBackup:
-    """A copy of the weights in a reused buffer, put back by copy (so bit-exactly)."""
-
-    def __init__(self) -> None:
-        self._copy: list[Tensor] | None = None
-
-    def save(self, flat: list[Tensor]) -> None:
-        flat = local_tensors(flat)
-        b = self._copy
-        if b is None or len(b) != len(flat) or any(
-            x.shape != p.shape or x.dtype != p.dtype or x.device != p.device
-            for x, p in zip(b, flat, strict=True)
-        ):
-            self._copy = [p.detach().clone() for p in flat]
-        else:
-            torch._foreach_copy_(b, [p.detach() for p in flat])
-
-    def restore(self, flat: list[Tensor]) -> None:
-        assert self._copy is not None
-        with torch.no_grad():
-            torch._foreach_copy_(local_tensors(flat), self._copy)
-        weights_moved()
+# take(j) -> (loss or None, flat gradient) of ascent pass j at the current weights
+TakeGradient = Callable[[int], tuple[Tensor | None, list[Tensor]]]
 
 
 @dataclass
-class StepContext:
-    """Everything an engine needs for one step: the rule and how to perturb, split and restore.
+class Ascent:
+    """What the ascent passes of one shard left; the weights sit at ``w + e``."""
 
-    The cadence's decisions arrive as plain values: ``ascend`` (take the rule's ascent passes),
-    ``fixed`` (the perturbation of a step without ascent: a reused ``e``, or none), ``sample`` (the
-    examples of a shard the ascent gradient is taken on) and ``decide`` (for a decision that needs
-    the step's squared gradient norm, e.g. AE-SAM).
+    e: Groups | None  # the perturbation the weights sit at (None: at w)
+    ascended: bool  # False for a step without ascent, or one decided against after the gradient
+    loss: Tensor | None  # the first ascent pass's loss (at w)
+    norm: Tensor | None  # the first ascent pass's norm (None without ascent)
+    norms: Tensor  # the sum of every pass's norm: non-finite iff an ascent value is
+    full: Groups | None  # the first pass's gradient per group, when the plan keeps it
+    declined: list[Tensor] | None = None  # the gradient at w of a step decided against the ascent
+
+
+def ascend(plan: StepPlan, take: TakeGradient, *, ddp: bool = False) -> Ascent:
+    """The ascent passes of one shard (the same for every front end); see the module docstring.
+
+    ``take(j)`` gives pass ``j``'s gradient at the current weights (``take(0)`` at ``w``); under DDP
+    (``ddp``) a decision after the gradient uses the mean over ranks of the squared norm.
     """
-
-    rule: Rule
-    rules: RuleContext
-    sharding: Sharding
-    micro_batch_size: int | None = None
-    backup: WeightBackup = field(default_factory=WeightBackup)
-    sync: PerturbationGroups = field(default_factory=lambda: PerturbationGroups(1))
-    ascend: bool = True
-    fixed: Groups | None = None
-    sample: Callable[[int, torch.device], Tensor | None] | None = None
-    decide: Callable[[Tensor], bool] | None = None
-    keep_full: bool = False  # keep the batch's ascent gradient (for the rule or the cadence)
-
-    @property
-    def params(self) -> Groups:
-        return self.rules.params
-
-    @property
-    def flat(self) -> list[Tensor]:
-        return [p for group in self.rules.params for p in group]
-
-    @property
-    def ascent_passes(self) -> int:
-        """Ascent passes this step: the rule's, or none when the cadence skips the ascent."""
-        return self.rule.ascent_passes if self.ascend else 0
-
-    def perturbation(
-        self, grads: Groups | None, stacked: bool = False, previous: Groups | None = None
-    ) -> tuple[Groups | None, Tensor]:
-        """The perturbation per group (``None``: none this step) and its norm (a plain tensor).
-
-        Without an ascent pass: the rule's own (Momentum-SAM) if it needs none, else ``fixed``.
-        """
-        if grads is None and self.rule.ascent_passes > 0:
-            device = self.flat[0].device
-            return self.fixed, torch.zeros((), device=device)
-        e, norm = self.rule.perturbation(grads, self.rules, stacked=stacked, previous=previous)
-        return e, full_value(norm)
+    flat, backup = plan.flat, plan.backup
+    lengths = [len(g) for g in plan.params]
+    e: Groups | None = None
+    loss: Tensor | None = None
+    first: Tensor | None = None
+    norms: Tensor | None = None
+    full: Groups | None = None
+    for j in range(plan.ascent_passes):
+        loss_j, grads = take(j)
+        if j == 0:
+            loss = loss_j
+            if plan.decide is not None and not _decided(plan, grads, ddp):
+                # A plain step after all (AE-SAM): the gradient at w is the update.
+                zero = torch.zeros((), device=flat[0].device)
+                return Ascent(None, False, loss, None, zero, None, declined=grads)
+        by_group = split_groups(grads, lengths)
+        if j == 0 and plan.keep_full:
+            full = by_group
+        e, norm = plan.perturbation(by_group, previous=e)
+        norms = norm if norms is None else norms + norm
+        if j == 0:
+            first = norm
+        backup.move(flat, e, restore_first=j > 0)
+        del grads, by_group
+    if plan.ascent_passes == 0:
+        e, norms = plan.perturbation(None)
+        backup.move(flat, e)
+    assert norms is not None
+    return Ascent(e, plan.ascent_passes > 0, loss, first, norms, full)
 
 
-@dataclass
-class PassResult:
-    """What the passes of one step produced (the descent gradient itself is in ``.grad``)."""
+def _decided(plan: StepPlan, grads: list[Tensor], ddp: bool) -> bool:
+    """Ask the cadence with this step's squared gradient norm (mean over ranks under DDP)."""
+    assert plan.decide is not None
+    squared = global_norm(grads).square().reshape(1)
+    if ddp:
+        all_reduce_mean_([squared])
+    return plan.decide(full_value(squared)[0])
 
-    loss: Tensor | None  # mean loss at w (at w + e when no pass at w was taken), detached
-    perturbed_loss: Tensor | None  # mean loss at w + e, detached (None: no perturbed pass)
-    ascent_norm: Tensor  # sum of the norms the rule reported: non-finite iff an ascent value is
-    full_grads: Groups | None  # the batch's ascent gradient per group, when kept
-    ascended: bool = True  # whether an ascent pass shaped this step's perturbation
-    perturbation: Groups | None = None  # e of the step (one shard only), for a cadence to reuse
-    norm_mean: Tensor | None = None  # mean over shards of the first ascent pass's norm
-    examples: int = 0  # examples through every forward-backward pass of the step
-    passes: float = 0.0  # forward-backward passes over the batch (examples / batch size)
+
+def run_passes(
+    plan: StepPlan,
+    execution: Execution,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Any,
+    scaler: torch.amp.GradScaler | None,
+    stats: RunningStats | None,
+) -> PassResult:
+    """Every pass of a ``train_step`` with the execution chosen for it (vectorized falls back to the
+    loop under ``auto`` when the model cannot be mapped)."""
+    choice = execution.choose(plan, model)
+    result = None
+    if choice == "vectorized":
+        try:
+            result = ENGINES["vectorized"](plan, model, loss_fn, batch, scaler, stats)
+        except Exception as exc:  # an op without a vmap rule, ...: the loop always works
+            for p in plan.flat:
+                p.grad = None
+            if execution.asked == "vectorized" and stats:
+                stats.clear()
+            execution.failed(exc)
+            choice = "loop"
+    if result is None:
+        result = ENGINES["loop"](plan, model, loss_fn, batch, scaler, stats)
+    execution.used = choice
+    result.passes = result.examples / batch_size(batch)
+    return result
+
+
+def commit_stats(stats: RunningStats, finite: bool, model: nn.Module, batch: Any) -> None:
+    """After the finite check: the merged running statistics (averaged over ranks), or the old ones
+    back for a step that is not taken (like the weights)."""
+    if not finite:
+        stats.restore()
+    else:
+        stats.write_merged()
+        if is_distributed(model):
+            all_reduce_mean_(stats.floats, weight=float(batch_size(batch)))
+    stats.clear()
 
 
 def loop_passes(
-    ctx: StepContext,
+    plan: StepPlan,
     model: nn.Module,
     loss_fn: LossFn,
     batch: Any,
@@ -152,62 +163,51 @@ def loop_passes(
     stats: RunningStats | None,
 ) -> PassResult:
     """One shard after another: ascent, perturb, descent (into ``.grad``), exact restore."""
-    params, flat = ctx.params, ctx.flat
-    lengths = [len(g) for g in params]
-    passes = ctx.ascent_passes
+    flat = plan.flat
+    passes = plan.ascent_passes
     # Shards are about perturbations: a step without ascent is one pass over the whole batch.
-    shards, weights = shard_batch(batch, ctx.sharding) if passes else ([batch], [1.0])
-    pieces_of = [micro_batches(shard, ctx.micro_batch_size) for shard in shards]
-    ctx.backup.save(flat)
+    shards, weights = shard_batch(batch, plan.sharding) if passes else ([batch], [1.0])
+    pieces_of = [micro_batches(shard, plan.micro_batch_size) for shard in shards]
+    plan.backup.save(flat)
     # With one shard the full-batch gradient is the ascent gradient itself: no accumulator.
-    accumulate = ctx.keep_full and len(shards) > 1 and passes > 0
-    full = [[torch.zeros_like(p) for p in g] for g in params] if accumulate else None
+    accumulate = plan.keep_full and len(shards) > 1
+    full = [[torch.zeros_like(p) for p in g] for g in plan.params] if accumulate else None
     total: Tensor | None = None
     perturbed: Tensor | None = None
     norm_sum: Tensor | None = None
     first_norms: Tensor | None = None
     examples = 0
-    e: Groups | None = None
-    ascended = passes > 0
+    shard: Ascent | None = None
     moved = False  # whether a descent pass ran at a perturbation
     ddp = ddp_of(model) is not None
     try:
-        for i, (shard, pieces, w) in enumerate(zip(shards, pieces_of, weights, strict=True)):
-            e = None
-            ascent_pieces = _sampled(pieces, shard, ctx) if passes else pieces  # the same for every ascent
-            for j in range(passes):
+        for i, (pieces, w) in enumerate(zip(pieces_of, weights, strict=True)):
+            ascent_pieces = _sampled(pieces, shards[i], plan) if passes else pieces  # same for every pass
+
+            def take(j: int, i: int = i, w: float = w, ascent_pieces: Any = ascent_pieces) -> Any:
                 merge = stats if j == 0 else None  # later ascent passes leave the statistics alone
-                loss, grads = ascent(model, loss_fn, ascent_pieces, flat, scaler, stats, merge, w, i == 0)
-                examples += sum(batch_size(p) for p, _ in ascent_pieces)
+                out = shard_gradient(model, loss_fn, ascent_pieces, flat, scaler, stats, merge, w, i == 0)
                 if ddp:
-                    ctx.sync.average_(grads)
-                if j == 0:
-                    total = loss * w if total is None else total + loss * w
-                by_group = split_groups(grads, lengths)
-                if j == 0 and ctx.decide is not None and not _decided(ctx, grads, ddp):
-                    # A plain step after all (AE-SAM): the gradient at w is the update.
-                    _to_grad(flat, grads, scaler, ddp)
-                    ascended = False
-                    del grads, by_group
-                    break
-                if j == 0 and accumulate:
-                    for acc, g in zip(full, by_group, strict=True):
-                        torch._foreach_add_(acc, g, alpha=w)
-                elif j == 0 and ctx.keep_full:
-                    full = by_group
-                e, norm = ctx.perturbation(by_group, previous=e)
-                norm_sum = norm if norm_sum is None else norm_sum + norm
-                if j == 0:
-                    first_norms = norm * w if first_norms is None else first_norms + norm * w
-                _move_to(ctx, flat, e, restore_first=j > 0)
-                del grads, by_group
-            if not ascended and passes > 0:
-                break  # decided against the ascent: the step's gradient is in .grad already
-            if passes == 0:
-                e, norm = ctx.perturbation(None)
-                norm_sum = norm if norm_sum is None else norm_sum + norm
-                _move_to(ctx, flat, e, restore_first=False)
-            moved = moved or e is not None
+                    plan.sync.average_(out[1])
+                return out
+
+            shard = ascend(plan, take, ddp=ddp)
+            taken = passes if shard.ascended else min(passes, 1)  # a declined ascent took one pass
+            examples += taken * sum(batch_size(p) for p, _ in ascent_pieces)
+            if shard.loss is not None:
+                total = shard.loss * w if total is None else total + shard.loss * w
+            if shard.declined is not None:
+                _to_grad(flat, shard.declined, scaler, ddp)  # the step's gradient is in .grad now
+                break
+            norm_sum = shard.norms if norm_sum is None else norm_sum + shard.norms
+            if shard.norm is not None:
+                first_norms = shard.norm * w if first_norms is None else first_norms + shard.norm * w
+            if accumulate and shard.full is not None:
+                for acc, g in zip(full, shard.full, strict=True):
+                    torch._foreach_add_(acc, g, alpha=w)
+            elif shard.full is not None:
+                full = shard.full
+            moved = moved or shard.e is not None
             for k, (piece, v) in enumerate(pieces):
                 last = i == len(shards) - 1 and k == len(pieces) - 1
                 scale = w * v if v != 1.0 else w
@@ -223,53 +223,99 @@ def loop_passes(
                     if passes == 0:  # the only pass: its statistics are the step's
                         stats.accumulate(scale, first=i == 0 and k == 0)
                     stats.restore()
-            ctx.backup.restore(flat)
+            plan.backup.restore(flat)
     except BaseException:
-        ctx.backup.restore(flat)
+        plan.backup.restore(flat)
         if stats:
             stats.restore()
             stats.clear()
         for p in flat:
             p.grad = None
         raise
+    ascended = shard is not None and shard.ascended
     if norm_sum is None:
         norm_sum = torch.zeros((), device=flat[0].device)
     if ddp and full is not None and ascended:  # the rule's state tracks the global gradient
         all_reduce_mean_([t for g in full for t in g])
     loss = total if total is not None else perturbed
-    assert loss is not None
+    assert loss is not None and shard is not None
     return PassResult(
         loss=loss,
         perturbed_loss=perturbed if moved else None,
         ascent_norm=norm_sum,
         full_grads=full if ascended else None,
         ascended=ascended,
-        perturbation=e if len(shards) == 1 else None,
+        perturbation=shard.e if len(shards) == 1 else None,
         norm_mean=first_norms,
         examples=examples,
     )
 
 
-def _sampled(pieces: list[tuple[Any, float]], shard: Any, ctx: StepContext) -> list[tuple[Any, float]]:
+def closure_passes(
+    plan: StepPlan, closure: Callable[[], Any], frozen: Callable[[], AbstractContextManager[None]]
+) -> tuple[Ascent, Any, int]:
+    """``step(closure)`` and ``first_step``: the same ascent, on the gradient at ``w`` that is in
+    ``.grad`` already, with the closure for every further pass.
+
+    The closure (``None`` for ``first_step``, which takes one ascent pass and leaves the descent to
+    the caller) computes the loss and calls ``backward()``; ``frozen()`` keeps BatchNorm statistics
+    for the calls at a perturbation. Returns the ascent, the last closure value (the loss at
+    ``w + e``) and how many times the closure ran. The weights are left at ``w + e``: the update
+    restores them.
+    """
+    flat = plan.flat
+    calls = 0
+
+    def in_grad() -> list[Tensor]:
+        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in flat]
+
+    def take(j: int) -> tuple[Tensor | None, list[Tensor]]:
+        nonlocal calls
+        if j == 0:
+            grads = in_grad()
+            check_dense(grads)
+            # Kept past the caller's next zero_grad, which may zero in place: a copy when kept.
+            return None, [g.clone() for g in grads] if plan.keep_full else grads
+        assert closure is not None
+        _clear_grads(flat)
+        with frozen():
+            closure()
+        calls += 1
+        return None, in_grad()
+
+    plan.backup.save(flat)
+    out: Any = None
+    try:
+        with torch.no_grad():
+            shard = ascend(plan, take)
+        moved = shard.e is not None or shard.ascended or plan.rule.ascent_passes == 0
+        if closure is not None and shard.declined is None and moved:
+            _clear_grads(flat)
+            with frozen() if plan.rule.ascent_passes > 0 else nullcontext():
+                out = closure()
+            calls += 1
+    except BaseException:
+        plan.backup.restore(flat)
+        raise
+    return shard, out, calls
+
+
+def _clear_grads(flat: list[Tensor]) -> None:
+    for p in flat:
+        p.grad = None
+
+
+def _sampled(pieces: list[tuple[Any, float]], shard: Any, plan: StepPlan) -> list[tuple[Any, float]]:
     """The pieces the ascent gradient is taken on: all, or a random share of the shard."""
-    if ctx.sample is None:
+    if plan.sample is None:
         return pieces
     n = batch_size(shard)
     device = next(t for t in pytree.tree_leaves(shard) if isinstance(t, Tensor)).device
-    idx = ctx.sample(n, device)
+    idx = plan.sample(n, device)
     if idx is None:
         return pieces
     subset = pytree.tree_map(lambda t: t[idx] if isinstance(t, Tensor) else t, shard)
-    return micro_batches(subset, ctx.micro_batch_size)
-
-
-def _decided(ctx: StepContext, grads: list[Tensor], ddp: bool) -> bool:
-    """Ask the cadence with this step's squared gradient norm (mean over ranks under DDP)."""
-    assert ctx.decide is not None
-    squared = global_norm(grads).square().reshape(1)
-    if ddp:
-        all_reduce_mean_([squared])
-    return ctx.decide(full_value(squared)[0])
+    return micro_batches(subset, plan.micro_batch_size)
 
 
 def _to_grad(flat: list[Tensor], grads: list[Tensor], scaler: torch.amp.GradScaler | None, ddp: bool) -> None:
@@ -282,103 +328,5 @@ def _to_grad(flat: list[Tensor], grads: list[Tensor], scaler: torch.amp.GradScal
         p.grad = g
 
 
-def _move_to(ctx: StepContext, flat: list[Tensor], e: Groups | None, restore_first: bool) -> None:
-    """Weights to ``w + e`` (from ``w``, restored first when they sit at an earlier perturbation)."""
-    if restore_first:
-        ctx.backup.restore(flat)
-    if e is not None:
-        with torch.no_grad():
-            torch._foreach_add_(flat, [t for group in e for t in group])
-        weights_moved()
-
-
-def ascent(
-    model: nn.Module,
-    loss_fn: LossFn,
-    pieces: list[tuple[Any, float]],
-    flat: list[Tensor],
-    scaler: torch.amp.GradScaler | None,
-    stats: RunningStats | None,
-    merge: RunningStats | None,
-    weight: float,
-    first_shard: bool,
-) -> tuple[Tensor, list[Tensor]]:
-    """Mean loss and gradient of a shard at the current weights, accumulated over its pieces.
-
-    ``.grad`` is not touched; gradients are unscaled. Each piece's BatchNorm statistics are put
-    back, after being added to ``merge`` (with weight ``weight * v_j``) when it is given.
-    """
-    loss_sum: Tensor | None = None
-    grad_sum: list[Tensor] | None = None
-    for k, (piece, v) in enumerate(pieces):
-        with no_sync(model):  # each rank perturbs with its own gradient
-            loss, grads = gradient(model, loss_fn, piece, flat, scaler)
-        if merge:
-            merge.accumulate(weight * v if v != 1.0 else weight, first=first_shard and k == 0)
-        if stats:
-            stats.restore()
-        if len(pieces) == 1:
-            return loss, grads
-        if grad_sum is None:
-            loss_sum, grad_sum = loss * v, torch._foreach_mul(grads, v)
-        else:
-            loss_sum = loss_sum + loss * v
-            torch._foreach_add_(grad_sum, grads, alpha=v)
-    assert loss_sum is not None and grad_sum is not None
-    return loss_sum, grad_sum
-
-
-def gradient(
-    model: nn.Module,
-    loss_fn: LossFn,
-    batch: Any,
-    flat: list[Tensor],
-    scaler: torch.amp.GradScaler | None,
-) -> tuple[Tensor, list[Tensor]]:
-    """Loss and its gradient for one piece of data (unscaled, without touching ``.grad``)."""
-    loss = loss_fn(model, batch)
-    if not isinstance(loss, Tensor) or loss.dim() != 0:
-        raise SamkitError(
-            "loss_fn(model, batch) must return the mean loss as a 0-d tensor, got "
-            f"{type(loss).__name__}{'' if not isinstance(loss, Tensor) else tuple(loss.shape)}"
-        )
-    if not loss.requires_grad:
-        raise SamkitError(
-            "the loss does not depend on any parameter that requires grad: compute it from "
-            "model(...) inside loss_fn, not under torch.no_grad()"
-        )
-    target = scaler.scale(loss) if scaler is not None else loss
-    if is_fsdp(model):
-        # FSDP2 reduce-scatters the gradient into the sharded parameters' .grad in its backward
-        # hooks (autograd.grad would not see them): run backward, take the grads, and put back
-        # the descent gradients accumulated so far.
-        accumulated = [p.grad for p in flat]
-        for p in flat:
-            p.grad = None
-        target.backward()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in flat]
-        for p, g in zip(flat, accumulated, strict=True):
-            p.grad = g
-    else:
-        grads = list(
-            torch.autograd.grad(target, flat, allow_unused=True, materialize_grads=True)
-        )
-    check_dense(grads)
-    if scaler is not None:
-        unscale_(grads, scaler)
-    return loss.detach(), grads
-
-
-def unscale_(grads: list[Tensor], scaler: torch.amp.GradScaler) -> None:
-    """Divide by the scaler's current scale, read as a tensor through its public API (no sync)."""
-    torch._foreach_div_(grads, scaler.scale(torch.ones((), device=grads[0].device)))
-
-
-def check_dense(grads: list[Tensor]) -> None:
-    """Sparse gradients (``nn.Embedding(sparse=True)``) have no norm or perturbation: say so."""
-    if any(g.layout != torch.strided for g in grads):
-        raise SamkitError(
-            "a parameter has a sparse gradient (e.g. nn.Embedding(..., sparse=True)); the SAM "
-            "family needs dense gradients to normalise and perturb: build the layer with "
-            "sparse=False"
-        )
+# The executions a plan's passes can run on (plan.Execution chooses among them).
+ENGINES = {"loop": loop_passes, "vectorized": vectorized_passes}

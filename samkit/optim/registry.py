@@ -19,8 +19,10 @@ from torch.optim import Optimizer
 
 from samkit.errors import SamkitError
 from samkit.optim import rules
+from samkit.optim.plan import check_knobs
 from samkit.optim.rules.base import Rule
 from samkit.optim.sam import SAM
+from samkit.registry import Registry
 
 BASES: dict[str, type[Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -58,29 +60,22 @@ class OptimizerEntry:
         return self.rule(**(options or {})).ascent_passes + 1
 
 
-_ENTRIES: dict[str, OptimizerEntry] = {}
+_OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", ordered=True)
 
 
 def register(name: str, rule: Callable[..., Rule] | None, summary: str, **defaults: Any) -> None:
     """Add ``name`` to the table (a name is registered once)."""
-    if name in _ENTRIES:
-        raise ValueError(f"optimizer {name!r} is already registered")
-    _ENTRIES[name] = OptimizerEntry(name, summary, rule, defaults)
+    _OPTIMIZERS.add(name, OptimizerEntry(name, summary, rule, defaults))
 
 
 def names() -> tuple[str, ...]:
     """Every registered name, in registration order (plain optimizers first)."""
-    return tuple(_ENTRIES)
+    return tuple(_OPTIMIZERS.names())
 
 
 def entry(name: str) -> OptimizerEntry:
     """The entry for ``name``; a clear error listing the names for an unknown one."""
-    try:
-        return _ENTRIES[name]
-    except KeyError:
-        raise SamkitError(
-            f"unknown optimizer {name!r}; known optimizers: {', '.join(_ENTRIES)}"
-        ) from None
+    return _OPTIMIZERS.get(name)
 
 
 # SAM's own keyword knobs (everything but the params, the base optimizer and the rule).
@@ -102,6 +97,34 @@ def base_factory(base: str | type[Optimizer] | Callable[..., Optimizer]) -> Call
     return base
 
 
+def _split(name: str, kwargs: dict[str, Any]) -> tuple[Rule | None, dict[str, Any], dict[str, Any]]:
+    """``kwargs`` of a name cut three ways: the rule (built from its options, which checks them),
+    samkit's knobs and the base optimizer's settings. A plain name takes no knob."""
+    e = entry(name)
+    kwargs = dict(kwargs)
+    if not e.is_sam:
+        knobs = sorted(set(kwargs) & set(_SAM_KNOBS))
+        if knobs:
+            raise SamkitError(
+                f"{', '.join(knobs)} only {'applies' if len(knobs) == 1 else 'apply'} to the SAM family, "
+                f"not to the plain optimizer {name!r} "
+                "(one pass per step): choose a SAM-family name such as 'sam' (or 'msam' for shards)"
+            )
+        return None, {}, kwargs
+    assert e.rule is not None
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in e.options}
+    knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in _SAM_KNOBS}
+    if knobs.get("shards") is None and knobs.get("shard_size") is None:
+        for key, value in e.defaults.items():  # the name's own settings (msam: 4 shards)
+            if knobs.get(key) is None:
+                knobs[key] = value
+    try:
+        rule = e.rule(**options)
+    except TypeError as err:  # pragma: no cover - options are filtered by the signature
+        raise SamkitError(f"optimizer {name!r}: {err}") from err
+    return rule, knobs, kwargs
+
+
 def create_optimizer(
     name: str,
     params: Iterable[Any],
@@ -112,30 +135,25 @@ def create_optimizer(
     alpha=0.1, rho=0.05, lr=0.1, momentum=0.9)``.
 
     ``kwargs`` are split three ways: the rule's options (``alpha``), samkit's knobs (``rho``,
-    ``shards``, ``micro_batch_size``, ``max_grad_norm``, ...) and the base optimizer's settings
-    (``lr``, ``momentum``, ...). For a plain name (``"sgd"``, ``"adamw"``) ``base`` is ignored and
-    every keyword goes to that optimizer. ``base`` may be a name, a class, a ``functools.partial``
-    or any callable ``f(param_groups, **settings)``.
+    ``shards``, ``micro_batch_size``, ``max_grad_norm``, ``cadence``, ...) and the base optimizer's
+    settings (``lr``, ``momentum``, ...). For a plain name (``"sgd"``, ``"adamw"``) ``base`` is
+    ignored and every keyword goes to that optimizer. ``base`` may be a name, a class, a
+    ``functools.partial`` or any callable ``f(param_groups, **settings)``.
     """
-    e = entry(name)
-    if not e.is_sam:
-        knobs = sorted(set(kwargs) & set(_SAM_KNOBS))
-        if knobs:
-            raise SamkitError(
-                f"{', '.join(knobs)}: samkit setting(s) of the SAM family, but {name!r} is a plain "
-                f"optimizer (one pass per step); choose a SAM-family name such as 'sam'"
-            )
-        return BASES[name](params, **kwargs)
-    assert e.rule is not None
-    options = {k: kwargs.pop(k) for k in list(kwargs) if k in e.options}
-    knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in _SAM_KNOBS}
-    if "shards" not in knobs and "shard_size" not in knobs:
-        knobs = {**e.defaults, **knobs}
-    try:
-        rule = e.rule(**options)
-    except TypeError as err:  # pragma: no cover - options are filtered by the signature
-        raise SamkitError(f"optimizer {name!r}: {err}") from err
-    return SAM(params, base_factory(base), rule=rule, **knobs, **kwargs)
+    rule, knobs, rest = _split(name, kwargs)
+    if rule is None:
+        return BASES[name](params, **rest)
+    return SAM(params, base_factory(base), rule=rule, **knobs, **rest)
+
+
+def check_settings(name: str, *, batch_size: int | None = None, **kwargs: Any) -> None:
+    """The checks :func:`create_optimizer` makes of a name's rule options and samkit knobs, without
+    parameters (a run configuration validates itself with them); with ``batch_size``, also that the
+    sharding can split such a batch. The base optimizer's settings are its own to check."""
+    rule, knobs, _ = _split(name, kwargs)
+    if rule is not None:
+        knobs.pop("model", None)
+        check_knobs(batch_size=batch_size, rule=rule, **knobs)
 
 
 register("sgd", None, "SGD (torch.optim.SGD): one pass per step")
@@ -155,4 +173,7 @@ register("usam", rules.UnnormalizedSAM, "unnormalized SAM: e = rho * g (Andriush
 register("multistep_sam", rules.MultiStepSAM, "SAM with k projected ascent steps (Andriushchenko & "
          "Flammarion, ICML 2022): k + 1 passes")
 
-__all__ = ["BASES", "OptimizerEntry", "base_factory", "create_optimizer", "entry", "names", "register"]
+__all__ = [
+    "BASES", "OptimizerEntry", "base_factory", "check_settings", "create_optimizer", "entry", "names",
+    "register",
+]

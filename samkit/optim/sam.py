@@ -1,6 +1,7 @@
 r"""The SAM family as ``torch.optim.Optimizer`` front ends.
 
-One step of every member is the same pipeline (see ``docs/optimizers.md``)::
+One step of every member is the same pipeline (see ``docs/optimizers.md`` and
+``docs/architecture.md``)::
 
     for each shard s of the batch (weights w_s = n_s / n), in micro-batches if asked:
         g_s = grad L_s(w)                       ascent gradient (unperturbed; updates BatchNorm stats)
@@ -9,17 +10,16 @@ One step of every member is the same pipeline (see ``docs/optimizers.md``)::
         w  <- copy of w                          exact restore (no subtraction)
     grad = sum_s w_s h_s -> rule.descent -> clip -> base optimizer step (SGD, AdamW, ...) -> rule.observe
 
-The rule (:mod:`samkit.optim.rules`), the sharding (``shards=k`` / ``shard_size=m``), the memory
-knob (``micro_batch_size``) and the execution (:mod:`~samkit.optim.engine` loop,
-:mod:`~samkit.optim.vectorized`, DDP/FSDP in :mod:`~samkit.optim.distributed`) are independent.
-This module holds the front ends: construction, ``first_step``/``second_step``/``step``,
-``train_step`` and the state; the engines never see the optimizer, only a :class:`StepContext`.
+Every front end takes the same route: the step's plan (:mod:`~samkit.optim.plan`: rule x cadence x
+sharding x micro-batches), the passes (:mod:`~samkit.optim.engine`: the one ascent routine, with the
+loop or :mod:`~samkit.optim.vectorized` execution for ``train_step``, the closure for
+``step(closure)``, the caller's backward for ``first_step``/``second_step``), then the update
+(:mod:`~samkit.optim.update`: finite check, descent transforms, clipping, scaler, base step,
+counting). This module holds only the front ends and the state.
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -29,81 +29,42 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from samkit._batch import LossFn
 from samkit.errors import SamkitError
 from samkit.optim import rules
 from samkit.optim.batchnorm import RunningStats, frozen_running_stats
-from samkit.optim.cadence import Always, Cadence
-from samkit.optim.distributed import (
-    PerturbationGroups,
-    all_reduce_mean_,
-    full_value,
-    is_distributed,
+from samkit.optim.cadence import Cadence
+from samkit.optim.distributed import PerturbationGroups
+from samkit.optim.engine import Ascent, closure_passes, commit_stats, run_passes
+from samkit.optim.passes import PassResult
+from samkit.optim.plan import Knobs, StepPlan, check_max_grad_norm, check_micro_batch_size
+from samkit.optim.rules.base import Rule, RuleContext
+from samkit.optim.sharding import Sharding
+from samkit.optim.update import (
+    Counters,
+    Finite,
+    NonFiniteError,
+    StepRecord,
+    account,
+    active_scaler,
+    base_step,
+    check_finite,
+    refuse_skipped,
 )
-from samkit.optim.engine import (
-    PassResult,
-    StepContext,
-    WeightBackup,
-    check_dense,
-    loop_passes,
-    weights_moved,
-)
-from samkit.optim.rules.base import Groups, Rule, RuleContext, check_number, global_norm
-from samkit.optim.sharding import Sharding, batch_size
-from samkit.optim.vectorized import vectorized_passes
+from samkit.optim.weights import WeightBackup
 
-log = logging.getLogger("samkit")
+__all__ = ["SAM", "FriendlySAM", "NonFiniteError", "StepRecord", "active_scaler"]
 
-LossFn = Callable[[nn.Module, Any], Tensor]
 BaseOptimizer = type[Optimizer] | Callable[..., Optimizer]
-_EXECUTIONS = ("auto", "loop", "vectorized")
-_NONFINITE = ("raise", "skip", "unchecked")
-
-
-class NonFiniteError(SamkitError, FloatingPointError):
-    """A loss or gradient was NaN/inf; the weights and optimizer state were left unchanged."""
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What the last step did (``opt.last_step``). Tensors stay on the device: reading one syncs.
-
-    ``loss``: mean loss at ``w`` (None for the two-call API, where samkit does not see the loss);
-    ``perturbed_loss``: at ``w + e`` (None when no pass ran at a perturbation); ``ascent_norm``: the
-    norm the rule normalised by (for SAM ``||g||``; the mean over shards); ``ascended``: whether an
-    ascent pass made this step's perturbation; ``taken``: whether the base optimizer stepped;
-    ``passes``: forward-backward passes over the batch this step (1.5 with half-batch ascents).
-    """
-
-    loss: Tensor | None
-    perturbed_loss: Tensor | None
-    ascent_norm: Tensor | None
-    ascended: bool
-    taken: bool
-    passes: float
 
 
 @dataclass
 class _Pending:
-    """A two-call step between ``first_step`` and ``second_step``."""
+    """A two-call step between ``first_step`` and ``second_step``: its plan and its ascent."""
 
-    ctx: RuleContext
-    full: Groups | None
-    norm: Tensor
-    ascended: bool
-    perturbation: Groups | None
+    plan: StepPlan
+    ascent: Ascent
     passes: float
-    later_norms: Tensor | None = None  # sum of multi-step SAM's later ascent norms (finite check only)
-
-
-def active_scaler(scaler: torch.amp.GradScaler | None) -> torch.amp.GradScaler | None:
-    """The scaler if it scales; ``None`` for none or a disabled one (``GradScaler(enabled=False)``)."""
-    return scaler if scaler is not None and scaler.is_enabled() else None
-
-
-def auto_vectorizes(device: torch.device) -> bool:
-    """What ``execution="auto"`` does with several shards: vectorize on CUDA, loop elsewhere (on a CPU
-    the loop is as fast or faster: see ``benchmarks/results/step_time_cpu.md``)."""
-    return device.type == "cuda"
 
 
 class SAM(Optimizer):
@@ -164,85 +125,126 @@ class SAM(Optimizer):
         shard_size: int | None = None,
         micro_batch_size: int | None = None,
         max_grad_norm: float | None = None,
-        cadence: Cadence | None = None,
+        cadence: Cadence | str | None = None,
         execution: str = "auto",
         nonfinite: str = "raise",
         sync_perturbation_group_size: int = 1,
         model: nn.Module | None = None,
         **base_kwargs: Any,
     ) -> None:
-        if rule is None:
-            rule = rules.ASAM(eta=eta or 0.0) if adaptive else rules.SAM()
-        if not isinstance(rule, Rule):
-            raise SamkitError(f"rule must be a samkit.rules.Rule such as samkit.rules.GSAM(), got {rule!r}")
         if not callable(base_optimizer):
             raise SamkitError(
                 "base_optimizer must be an optimizer class such as torch.optim.SGD, a partial of one, "
                 f"or a callable that builds one from the param groups; got {base_optimizer!r}"
             )
-        if execution not in _EXECUTIONS:
-            raise SamkitError(f"execution must be one of {_EXECUTIONS}, got {execution!r}")
-        if nonfinite not in _NONFINITE:
-            raise SamkitError(f"nonfinite must be one of {_NONFINITE}, got {nonfinite!r}")
-        check_number("rho", rho, low=0.0)
-        self.rule = rule
-        self.sharding = Sharding.from_args(shards, shard_size)
-        if not rule.shardable and not self.sharding.is_single:
-            raise SamkitError(
-                f"the {rule.name} rule takes no per-shard ascent, so {self.sharding} would give every "
-                "shard the same perturbation: use shards=1"
-            )
-        cadence = Always() if cadence is None else cadence
-        if not isinstance(cadence, Cadence):
-            raise SamkitError(
-                f"cadence must be a samkit.cadence object such as samkit.cadence.Every(5), got {cadence!r}"
-            )
-        if rule.ascent_passes == 0 and (type(cadence) is not Always or cadence.ascent_fraction is not None):
-            raise SamkitError(
-                f"the {rule.name} rule takes no ascent pass, so the cadence {cadence!r} has nothing to "
-                "skip or shrink: leave cadence out"
-            )
-        if (cadence.reuses_perturbation or cadence.decides_after_gradient) and not self.sharding.is_single:
-            raise SamkitError(
-                f"the cadence {cadence!r} works with one perturbation per step (per rank), not "
-                f"{self.sharding}: use shards=1"
-            )
-        self.cadence = cadence
+        knobs = Knobs.build(
+            rho=rho, rule=rule, adaptive=adaptive, eta=eta, shards=shards, shard_size=shard_size,
+            micro_batch_size=micro_batch_size, max_grad_norm=max_grad_norm, cadence=cadence,
+            execution=execution, nonfinite=nonfinite,
+            sync_perturbation_group_size=sync_perturbation_group_size,
+        )  # fmt: skip
+        self.knobs = knobs
         self.model = model
-        self.micro_batch_size = _positive_int_or_none("micro_batch_size", micro_batch_size)
-        if max_grad_norm is not None:
-            check_number("max_grad_norm", max_grad_norm, low=0.0)
-            if max_grad_norm == 0:
-                raise SamkitError("max_grad_norm must be > 0 (or None for no clipping), got 0")
-        self.max_grad_norm = max_grad_norm
-        self.perturbation_groups = PerturbationGroups(sync_perturbation_group_size)
-        self.execution = execution
-        self.nonfinite = nonfinite
-        defaults = {"rho": rho, **rule.hyperparameters()}
+        defaults = {"rho": rho, **knobs.rule.hyperparameters()}
         if adaptive is not None:
             defaults["adaptive"] = bool(adaptive)
         if eta is not None:
             defaults["eta"] = eta
         self._rule_keys = tuple(defaults)
         super().__init__(params, {**defaults, **base_kwargs})
-        self.base_optimizer = _build_base(base_optimizer, self.param_groups, base_kwargs, rule)
+        self.base_optimizer = _build_base(base_optimizer, self.param_groups, base_kwargs, knobs.rule)
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
         for group in self.param_groups:
-            rule.validate(group)
-        rule.check_base(self.base_optimizer)
-        self.steps = 0  # base-optimizer steps taken
-        self.skipped_steps = 0  # steps skipped for non-finite values
-        self.ascent_steps = 0  # taken steps whose perturbation came from an ascent pass
-        self.passes = 0.0  # forward-backward passes over a batch, a pass over a fraction f counting f
-        self.example_passes = 0  # examples through every forward-backward pass (train_step)
+            knobs.rule.validate(group)
+        knobs.rule.check_base(self.base_optimizer)
+        self.counts = Counters()
         self.last_step: StepRecord | None = None
-        self.execution_used: str | None = None
-        self._vectorized_error: str | None = None
         self.geometry = rules.perturbation  # compile_step swaps in a compiled version
         self._backup = WeightBackup()
         self._pending: _Pending | None = None
-        cadence.bind()  # last: a construction that fails leaves the cadence free
+        knobs.cadence.bind()  # last: a construction that fails leaves the cadence free
+
+    # ---- the settings and the counters, as attributes ------------------------------------------
+    @property
+    def rule(self) -> Rule:
+        """The perturbation rule (:mod:`samkit.rules`)."""
+        return self.knobs.rule
+
+    @property
+    def cadence(self) -> Cadence:
+        """When the ascent happens (:mod:`samkit.cadence`)."""
+        return self.knobs.cadence
+
+    @property
+    def sharding(self) -> Sharding:
+        """How a batch is split into shards (``shards`` / ``shard_size``)."""
+        return self.knobs.sharding
+
+    @property
+    def micro_batch_size(self) -> int | None:
+        """The most examples a pass takes at once (None: the whole shard)."""
+        return self.knobs.micro_batch_size
+
+    @micro_batch_size.setter
+    def micro_batch_size(self, value: int | None) -> None:
+        check_micro_batch_size(value)
+        self.knobs.micro_batch_size = value
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        """The global norm the descent gradient is clipped to (None: none)."""
+        return self.knobs.max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value: float | None) -> None:
+        check_max_grad_norm(value)
+        self.knobs.max_grad_norm = value
+
+    @property
+    def nonfinite(self) -> str:
+        """What a NaN/inf loss or gradient does: ``raise``, ``skip`` or ``unchecked``."""
+        return self.knobs.nonfinite
+
+    @property
+    def execution(self) -> str:
+        """The execution asked for: ``auto``, ``loop`` or ``vectorized``."""
+        return self.knobs.execution.asked
+
+    @property
+    def execution_used(self) -> str | None:
+        """The execution the last ``train_step`` ran (``auto`` resolved); None before one."""
+        return self.knobs.execution.used
+
+    @property
+    def perturbation_groups(self) -> PerturbationGroups:
+        """Under DDP, the groups of ranks that average their ascent gradients."""
+        return self.knobs.sync
+
+    @property
+    def steps(self) -> int:
+        """Base-optimizer steps taken."""
+        return self.counts.steps
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for a non-finite loss or gradient."""
+        return self.counts.skipped_steps
+
+    @property
+    def ascent_steps(self) -> int:
+        """Taken steps whose perturbation came from an ascent pass."""
+        return self.counts.ascent_steps
+
+    @property
+    def passes(self) -> float:
+        """Forward-backward passes over a batch (a pass over a fraction ``f`` counts ``f``)."""
+        return self.counts.passes
+
+    @property
+    def example_passes(self) -> int:
+        """Examples through every forward-backward pass of ``train_step``."""
+        return self.counts.example_passes
 
     @property
     def passes_per_step(self) -> int:
@@ -251,7 +253,6 @@ class SAM(Optimizer):
         What a run really spent, with a cadence that skips ascents, is :attr:`passes`."""
         return self.rule.ascent_passes + 1
 
-    # ---- plumbing ------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not hasattr(self, "base_optimizer"):  # during Optimizer.__init__
             super().add_param_group(param_group)
@@ -261,186 +262,100 @@ class SAM(Optimizer):
         self.base_optimizer.add_param_group(param_group)
         self.rule.validate(self.param_groups[-1])
 
-    def _groups(self, with_grad: bool) -> Groups:
+    # ---- the route every front end takes: plan, passes, update -----------------------------------
+    def _plan(self, with_grad: bool) -> StepPlan:
+        """This step's plan over the parameters that take part (those with a gradient, for the
+        front ends that find the gradient at ``w`` in ``.grad``)."""
         if with_grad:
-            return [[p for p in g["params"] if p.grad is not None] for g in self.param_groups]
-        return [[p for p in g["params"] if p.requires_grad] for g in self.param_groups]
-
-    def _rule_context(self, params: Groups) -> RuleContext:
-        return RuleContext(
+            params = [[p for p in g["params"] if p.grad is not None] for g in self.param_groups]
+        else:
+            params = [[p for p in g["params"] if p.requires_grad] for g in self.param_groups]
+        ctx = RuleContext(
             params=params,
             groups=self.param_groups,
             state_of=self.state.__getitem__,
             base_state_of=self.base_optimizer.state.__getitem__,
             geometry=self.geometry,
         )
-
-    def _plan(self, ctx: RuleContext) -> tuple[bool, Groups | None]:
-        """Whether this step ascends (as far as is known before any gradient), and the
-        perturbation of a step that does not (a reused one, or None)."""
-        if self.rule.ascent_passes == 0:
-            return False, None  # the rule perturbs without an ascent pass (Momentum-SAM)
-        if self.cadence.decides_after_gradient or self.cadence.ascends(self.steps):
-            return True, None
-        return False, self.cadence.reuse(ctx)
-
-    def _step_context(self, params: Groups) -> StepContext:
-        rules_ctx = self._rule_context(params)
-        ascend, fixed = self._plan(rules_ctx)
-        cadence, step = self.cadence, self.steps
-        after = cadence.decides_after_gradient and ascend
-        return StepContext(
-            rule=self.rule,
-            rules=rules_ctx,
-            sharding=self.sharding,
-            micro_batch_size=self.micro_batch_size,
-            backup=self._backup,
-            sync=self.perturbation_groups,
-            ascend=ascend,
-            fixed=fixed,
-            sample=cadence.sample if cadence.ascent_fraction is not None else None,
-            decide=(lambda squared: cadence.decide(float(squared), step)) if after else None,
-            keep_full=self.rule.needs_full_grad or cadence.needs_full_grad,
-        )
-
-    def _finite(self, ascent_norm: Tensor, params: list[Tensor]) -> bool | None:
-        """One host sync: are the ascent norm and every descent gradient finite? (None: unchecked)."""
-        if self.nonfinite == "unchecked":
-            return None
-        grads = [p.grad for p in params if p.grad is not None]
-        total = ascent_norm + full_value(rules.global_norm(grads)) if grads else ascent_norm
-        return bool(torch.isfinite(total))
-
-    def _descent_side(self, ctx: RuleContext, result: PassResult, rule_step: bool) -> None:
-        """Rule and cadence descent transforms, then clipping, on unscaled gradients in ``.grad``."""
-        rule_transforms = rule_step and self.rule.transforms_descent
-        if rule_transforms or self.cadence.transforms_descent:
-            for group in ctx.params:
-                for p in group:
-                    if p.grad is None:  # unused in the loss: its descent gradient is zero
-                        p.grad = torch.zeros_like(p)
-            grads = [[p.grad for p in group] for group in ctx.params]
-            if rule_transforms:
-                self.rule.descent(grads, result.full_grads, ctx)
-            if self.cadence.transforms_descent:
-                self.cadence.descent(grads, result.full_grads, ctx, result.ascended)
-        if self.max_grad_norm is not None:
-            flat = [p for group in ctx.params for p in group if p.grad is not None]
-            if flat:
-                torch.nn.utils.clip_grad_norm_(flat, self.max_grad_norm, foreach=True)
+        return self.knobs.plan(self.counts.steps, ctx, self._backup)
 
     @Optimizer.profile_hook_step
-    def _hooked(self, update: Callable[[], bool]) -> bool:
+    def _hooked(self, update: Callable[[], None]) -> None:
         """Run the base-optimizer update between this optimizer's step hooks (once per step)."""
-        return update()
+        update()
 
-    def _finish(
-        self,
-        ok: bool | None,
-        ctx: RuleContext,
-        result: PassResult,
-        scaler: torch.amp.GradScaler | None,
+    def _update(
+        self, plan: StepPlan, result: PassResult, finite: Finite, scaler: torch.amp.GradScaler | None
     ) -> None:
         """Base step (or skip) after the weights are restored and the descent grads are in ``.grad``."""
-        flat = [p for group in ctx.params for p in group]
-        rule_step = result.ascended or self.rule.ascent_passes == 0
-        transforms = (
-            (rule_step and self.rule.transforms_descent)
-            or self.cadence.transforms_descent
-            or self.max_grad_norm is not None
-        )
 
-        def update() -> bool:
-            taken = ok is not False
-            if scaler is not None:
-                if ok is False:
-                    # Make the scaler see the non-finite value (it may be only in the ascent pass),
-                    # so that it skips the step and backs off its scale exactly as it always does.
-                    # Indexing (not .view) works for any memory layout, channels_last included.
-                    bad = next(p for p in flat if p.grad is not None)
-                    bad.grad[(0,) * bad.grad.dim()] = float("inf")
-                if transforms:
-                    scaler.unscale_(self.base_optimizer)
-                    if ok is not False:
-                        self._descent_side(ctx, result, rule_step)
-                before = scaler.get_scale() if ok is None else None
-                scaler.step(self.base_optimizer)
-                scaler.update()
-                if before is not None:  # unchecked: the scaler alone knows whether it skipped
-                    taken = scaler.get_scale() >= before
-            elif ok is not False:
-                if transforms:
-                    self._descent_side(ctx, result, rule_step)
-                self.base_optimizer.step()
-            return taken
+        def update() -> None:
+            taken = base_step(self.base_optimizer, plan, result, finite, scaler)
+            self._opt_called = True  # LR schedulers built on this optimizer check it (call order)
+            self.last_step = account(self.counts, plan, result, finite, taken)
+            if finite is Finite.NO:
+                self.zero_grad(set_to_none=True)
+                refuse_skipped(self.counts, self.nonfinite, scaler)
 
-        self._hooked(lambda: self._account(ok, update(), ctx, result, rule_step, scaler))
+        self._hooked(update)
 
-    def _account(
+    # ---- the whole update ----------------------------------------------------------------------
+    def train_step(
         self,
-        ok: bool | None,
-        taken: bool,
-        ctx: RuleContext,
-        result: PassResult,
-        rule_step: bool,
-        scaler: torch.amp.GradScaler | None,
-    ) -> None:
-        """After the base update: counters, the step record, rule and cadence state (or a skip)."""
-        # LR schedulers built on this optimizer check this flag to warn about call order.
-        self._opt_called = True
-        self.passes += result.passes
-        self.example_passes += result.examples
-        self.last_step = StepRecord(
-            loss=result.loss,
-            perturbed_loss=result.perturbed_loss,
-            ascent_norm=result.norm_mean,
-            ascended=result.ascended,
-            taken=taken,
-            passes=result.passes,
-        )
-        if ok is False:
-            self.skipped_steps += 1
-            self.zero_grad(set_to_none=True)
-            ctx.scratch.clear()
-            if scaler is None and self.nonfinite == "raise":
-                raise NonFiniteError(
-                    f"non-finite loss or gradient at step {self.steps}: the weights were restored "
-                    "and the step was not taken. Check the data and the learning rate, use a "
-                    "GradScaler with mixed precision, or pass nonfinite='skip' to skip such steps"
-                )
-            if scaler is None:
-                warnings.warn(
-                    f"samkit: skipped a step with a non-finite loss or gradient "
-                    f"({self.skipped_steps} so far)",
-                    RuntimeWarning,
-                    stacklevel=7,  # the caller of train_step / second_step
-                )
-            return
-        if taken:
-            if rule_step:
-                self.rule.observe(result.full_grads, ctx)
-            self.cadence.observe(ctx, result.ascended, result.perturbation)
-            self.steps += 1
-            self.ascent_steps += int(result.ascended)
-        ctx.scratch.clear()
+        model: nn.Module,
+        loss_fn: LossFn,
+        batch: Any,
+        *,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> Tensor:
+        """One full SAM-family update on ``batch``; returns the unperturbed mean loss (detached).
+
+        ``loss_fn(model, batch)`` returns the mean loss of ``batch``. The batch is split into the
+        configured shards (and micro-batches); each shard's ascent pass (unperturbed) updates
+        BatchNorm statistics, merged once per step; the descent passes do not. With a
+        ``GradScaler`` the ascent gradient is unscaled before its norm, and a non-finite value
+        anywhere makes the scaler skip the step and back off (``scaler.step`` and ``scaler.update``
+        are called here); a disabled scaler is ignored. Under autocast, wrap this call (or the body
+        of ``loss_fn``) in ``torch.autocast``. A step without ascent pass (Momentum-SAM, or a
+        cadence that skips it) takes one pass, whose loss it returns; ``opt.last_step`` describes
+        the step.
+        """
+        if self._pending is not None:
+            raise SamkitError("train_step() called between first_step() and second_step()")
+        scaler = active_scaler(scaler)
+        plan = self._plan(with_grad=False)
+        if not plan.flat:
+            raise SamkitError("the optimizer holds no parameter that requires grad")
+        stats = RunningStats(model) if model.training else None
+        self.zero_grad(set_to_none=True)
+        if stats:
+            stats.save()
+        result = run_passes(plan, self.knobs.execution, model, loss_fn, batch, scaler, stats)
+        assert result.loss is not None
+        finite = check_finite(self.nonfinite, result, plan.flat, scaler)
+        if stats:
+            commit_stats(stats, finite is not Finite.NO, model, batch)
+        self._update(plan, result, finite, scaler)
+        return result.loss
 
     # ---- familiar two-call surface (shards=1) ---------------------------------------------------
-    def _require_single_shard(self, what: str, multistep: bool = False) -> None:
-        if not self.sharding.is_single:
-            raise SamkitError(
-                f"{what} works on the gradient of one whole batch; with {self.sharding} use "
-                "train_step(model, loss_fn, batch), which splits the batch into shards"
-            )
-        if self.rule.ascent_passes > 1 and not multistep:
-            raise SamkitError(
-                f"{what}: the {self.rule.name} rule takes {self.rule.ascent_passes} ascent passes, "
-                "which need the loss function: use train_step(model, loss_fn, batch) or "
-                "step(closure)"
-            )
-
     def _frozen(self) -> AbstractContextManager[None]:
         """Freeze BatchNorm statistics for a pass at a perturbation (when the model is known)."""
         return frozen_running_stats(self.model) if self.model is not None else nullcontext()
+
+    def _begin(self, closure: Callable[[], Any] | None, what: str) -> tuple[StepPlan, Ascent, Any, int]:
+        """The plan and the ascent of a step whose gradient at ``w`` is in ``.grad`` (none needed
+        for a rule without ascent pass)."""
+        if self._pending is not None:
+            raise SamkitError("first_step() called twice: call second_step() to restore the weights")
+        plan = self._plan(with_grad=self.rule.ascent_passes > 0)
+        if not plan.flat:
+            raise SamkitError(
+                f"{what} found no gradients: compute the loss on the unperturbed weights and "
+                "call loss.backward() before first_step() (or use train_step)"
+            )
+        ascent, out, calls = closure_passes(plan, closure, self._frozen)
+        return plan, ascent, out, calls
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
@@ -450,44 +365,12 @@ class SAM(Optimizer):
         only forward/backward of the step. A cadence that skips this step's ascent leaves the
         weights where they are (or moves them by the reused perturbation).
         """
-        self._require_single_shard("first_step()")
-        self._begin()
+        self.knobs.require_single_shard("first_step()")
+        plan, ascent, _, _ = self._begin(None, "first_step()")
+        passes = 2.0 if self.rule.ascent_passes > 0 else 1.0  # the caller's backward(s)
+        self._pending = _Pending(plan, ascent, passes)
         if zero_grad:
             self.zero_grad()
-
-    def _begin(self) -> None:
-        if self._pending is not None:
-            raise SamkitError("first_step() called twice: call second_step() to restore the weights")
-        rule = self.rule
-        if rule.ascent_passes == 0:
-            params, grads = self._groups(with_grad=False), None
-        else:
-            params = self._groups(with_grad=True)
-            grads = [[p.grad for p in group] for group in params]
-            check_dense([g for group in grads for g in group])
-        flat = [p for group in params for p in group]
-        if not flat:
-            raise SamkitError(
-                "first_step() found no gradients: compute the loss on the unperturbed weights and "
-                "call loss.backward() before first_step() (or use train_step)"
-            )
-        ctx = self._rule_context(params)
-        ascend, fixed = self._plan(ctx)
-        if ascend and self.cadence.decides_after_gradient and grads is not None:
-            squared = global_norm([g for group in grads for g in group]).square()
-            ascend = self.cadence.decide(float(full_value(squared)), self.steps)
-        keep = ascend and (rule.needs_full_grad or self.cadence.needs_full_grad) and grads is not None
-        full = [[g.clone() for g in group] for group in grads] if keep else None  # type: ignore[union-attr]
-        if rule.ascent_passes == 0 or ascend:
-            e, norm = rule.perturbation(grads, ctx)
-        else:
-            e, norm = fixed, torch.zeros((), device=flat[0].device)
-        self._backup.save(flat)
-        if e is not None:
-            torch._foreach_add_(flat, [t for group in e for t in group])
-            weights_moved()
-        passes = 2.0 if rule.ascent_passes > 0 else 1.0  # the caller's backward(s)
-        self._pending = _Pending(ctx, full, full_value(norm), ascend and rule.ascent_passes > 0, e, passes)
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
@@ -495,23 +378,26 @@ class SAM(Optimizer):
         if self._pending is None:
             raise SamkitError("second_step() called without first_step(): nothing to restore")
         pending, self._pending = self._pending, None
-        flat = [p for group in pending.ctx.params for p in group]
-        self._backup.restore(flat)
-        # The record's ascent norm is the first pass's, as in train_step; every norm is checked.
-        norms = pending.norm if pending.later_norms is None else pending.norm + pending.later_norms
-        result = PassResult(
-            loss=None,
-            perturbed_loss=None,
-            ascent_norm=norms,
-            full_grads=pending.full,
-            ascended=pending.ascended,
-            perturbation=pending.perturbation,
-            norm_mean=pending.norm if pending.ascended else None,
-            passes=pending.passes,
-        )
-        self._finish(self._finite(norms, flat), pending.ctx, result, None)
+        plan = pending.plan
+        result = self._restored(plan, pending.ascent, pending.passes)
+        self._update(plan, result, check_finite(self.nonfinite, result, plan.flat, None), None)
         if zero_grad:
             self.zero_grad()
+
+    @staticmethod
+    def _restored(plan: StepPlan, ascent: Ascent, passes: float) -> PassResult:
+        """Weights back at ``w``; what the caller's (or the closure's) passes gave, for the update."""
+        plan.backup.restore(plan.flat)
+        return PassResult(
+            loss=None,
+            perturbed_loss=None,
+            ascent_norm=ascent.norms,  # the record's norm is the first pass's; every one is checked
+            full_grads=ascent.full if ascent.ascended else None,
+            ascended=ascent.ascended,
+            perturbation=ascent.e,
+            norm_mean=ascent.norm if ascent.ascended else None,
+            passes=passes,
+        )
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """A whole step from a closure that computes the loss and calls ``backward()``.
@@ -538,145 +424,21 @@ class SAM(Optimizer):
                 "optimizer.step() without a closure: use samkit.integrations.transformers.SAMTrainer "
                 "for the Hugging Face Trainer (see docs/integrations.md)"
             )
-        self._require_single_shard("step(closure)", multistep=True)
+        self.knobs.require_single_shard("step(closure)", multistep=True)
         closure = torch.enable_grad()(closure)
-        rule = self.rule
         first_loss = None
-        calls = 0
         fresh = not any(p.grad is not None for g in self.param_groups for p in g["params"])
-        if rule.ascent_passes > 0 and fresh:  # torch's convention: the closure makes the gradient
+        if self.rule.ascent_passes > 0 and fresh:  # torch's convention: the closure makes the gradient
             first_loss = closure()
-            calls += 1
+        plan, ascent, out, calls = self._begin(closure, "step(closure)")
+        # the caller's own backward (popular convention) or our first closure call count as a pass
+        passes = float(calls + (0 if self.rule.ascent_passes == 0 else 1))
         with torch.no_grad():
-            self._begin()
-        pending = self._pending
-        assert pending is not None
-        out = first_loss
-        try:
-            if pending.perturbation is not None or pending.ascended or rule.ascent_passes == 0:
-                flat = [p for group in pending.ctx.params for p in group]
-                for _ in range(1, rule.ascent_passes if pending.ascended else 1):
-                    self.zero_grad(set_to_none=True)
-                    with self._frozen():
-                        closure()
-                    calls += 1
-                    grads = [[p.grad if p.grad is not None else torch.zeros_like(p) for p in group]
-                             for group in pending.ctx.params]
-                    with torch.no_grad():
-                        e, norm = rule.perturbation(grads, pending.ctx, previous=pending.perturbation)
-                        self._backup.restore(flat)
-                        torch._foreach_add_(flat, [t for group in e or [] for t in group])
-                        weights_moved()
-                    pending.perturbation = e
-                    later, before = full_value(norm), pending.later_norms
-                    pending.later_norms = later if before is None else before + later
-                self.zero_grad(set_to_none=True)
-                with self._frozen() if rule.ascent_passes > 0 else nullcontext():
-                    out = closure()
-                calls += 1
-        except BaseException:
-            self._backup.restore([p for group in pending.ctx.params for p in group])
-            self._pending = None
-            raise
-        pending.passes = float(calls + (0 if fresh or rule.ascent_passes == 0 else 1))
-        self.second_step()
+            result = self._restored(plan, ascent, passes)
+            self._update(plan, result, check_finite(self.nonfinite, result, plan.flat, None), None)
         return first_loss if first_loss is not None else out
 
-    step.hooked = True  # type: ignore[attr-defined]  # hooks fire in _finish, once per step
-
-    # ---- the whole update ----------------------------------------------------------------------
-    def train_step(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        batch: Any,
-        *,
-        scaler: torch.amp.GradScaler | None = None,
-    ) -> Tensor:
-        """One full SAM-family update on ``batch``; returns the unperturbed mean loss (detached).
-
-        ``loss_fn(model, batch)`` returns the mean loss of ``batch``. The batch is split into the
-        configured shards (and micro-batches); each shard's ascent pass (unperturbed) updates
-        BatchNorm statistics, merged once per step; the descent passes do not. With a
-        ``GradScaler`` the ascent gradient is unscaled before its norm, and a non-finite value
-        anywhere makes the scaler skip the step and back off (``scaler.step`` and ``scaler.update``
-        are called here); a disabled scaler is ignored. Under autocast, wrap this call (or the body
-        of ``loss_fn``) in ``torch.autocast``. A step without ascent pass (Momentum-SAM, or a
-        cadence that skips it) takes one pass, whose loss it returns; ``opt.last_step`` describes
-        the step.
-        """
-        if self._pending is not None:
-            raise SamkitError("train_step() called between first_step() and second_step()")
-        scaler = active_scaler(scaler)
-        params = self._groups(with_grad=False)
-        flat = [p for group in params for p in group]
-        if not flat:
-            raise SamkitError("the optimizer holds no parameter that requires grad")
-        ctx = self._step_context(params)
-        vectorizable = ctx.ascent_passes > 0 and ctx.decide is None
-        execution = self._choose_execution(model) if vectorizable else "loop"
-        stats = RunningStats(model) if model.training else None
-        self.zero_grad(set_to_none=True)
-        if stats:
-            stats.save()
-        result = None
-        if execution == "vectorized":
-            sizes = self.sharding.sizes(batch_size(batch))
-            try:
-                result = vectorized_passes(ctx, model, loss_fn, batch, sizes, scaler, stats)
-            except Exception as exc:  # an op without a vmap rule, ...: the loop always works
-                self.zero_grad(set_to_none=True)
-                if self.execution == "vectorized":
-                    if stats:
-                        stats.clear()
-                    if isinstance(exc, SamkitError):
-                        raise
-                    raise SamkitError(
-                        f"execution='vectorized' failed for this model ({type(exc).__name__}: "
-                        f"{exc}); some operations have no torch.func (vmap) rule. Use "
-                        "execution='loop', or 'auto', which falls back to the loop"
-                    ) from exc
-                self._vectorized_error = f"{type(exc).__name__}: {exc}"
-                log.warning("vectorized execution failed (%s); using the loop from now on",
-                            self._vectorized_error)
-                execution = "loop"
-        if execution == "loop":
-            result = loop_passes(ctx, model, loss_fn, batch, scaler, stats)
-        self.execution_used = execution
-        assert result is not None and result.loss is not None
-        result.passes = result.examples / batch_size(batch)
-        ok = self._finite(result.ascent_norm + result.loss.float() * 0, flat)
-        if ok is None and scaler is not None:
-            ok = bool(torch.isfinite(result.ascent_norm))
-        if stats:
-            # A non-finite step leaves the running statistics as they were, like the weights.
-            if ok is False:
-                stats.restore()
-            else:
-                stats.write_merged()
-                if is_distributed(model):
-                    all_reduce_mean_(stats.floats, weight=float(batch_size(batch)))
-            stats.clear()
-        self._finish(ok, ctx.rules, result, scaler)
-        return result.loss
-
-    def _choose_execution(self, model: nn.Module) -> str:
-        """``loop`` or ``vectorized`` for this step (``auto``: vectorized for k > 1 shards on CUDA)."""
-        if (
-            self.sharding.is_single
-            or self.execution == "loop"
-            or self._vectorized_error
-            or is_distributed(model)  # under DDP/FSDP the loop runs one rank's shards
-        ):
-            choice = "loop"
-        elif self.execution == "vectorized":
-            choice = "vectorized"
-        else:
-            device = next(iter(self.param_groups[0]["params"])).device
-            choice = "vectorized" if auto_vectorizes(device) else "loop"
-        if choice != self.execution_used:
-            log.debug("%s execution for %s (asked: %s)", choice, self.sharding, self.execution)
-        return choice
+    step.hooked = True  # type: ignore[attr-defined]  # hooks fire in _update, once per step
 
     # ---- state ---------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -684,8 +446,6 @@ class SAM(Optimizer):
         leave a copy without its base optimizer, rule and cadence): ``copy.deepcopy`` and pickling
         give an optimizer that continues as the original."""
         return dict(self.__dict__)
-
-    _COUNTERS = ("steps", "skipped_steps", "ascent_steps", "passes", "example_passes")
 
     def state_dict(self) -> dict[str, Any]:
         """Rule state (e.g. the F-SAM EMA), the base optimizer's state, the cadence's state and the
@@ -697,8 +457,7 @@ class SAM(Optimizer):
             )
         sd = super().state_dict()
         sd["base"] = self.base_optimizer.state_dict()
-        sd["samkit"] = {k: getattr(self, k) for k in self._COUNTERS}
-        sd["samkit"]["cadence"] = self.cadence.state_dict()
+        sd["samkit"] = {**self.counts.state_dict(), "cadence": self.cadence.state_dict()}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -718,8 +477,7 @@ class SAM(Optimizer):
         cadence = counters.pop("cadence", None)
         if cadence is not None:
             self.cadence.load_state_dict(cadence)
-        for key in self._COUNTERS:  # counters added later default to 0 in older checkpoints
-            setattr(self, key, type(getattr(self, key))(counters.get(key, 0)))
+        self.counts.load_state_dict(counters)
 
 
 class FriendlySAM(SAM):
@@ -750,14 +508,6 @@ class FriendlySAM(SAM):
         super().__init__(
             params, base_optimizer, rho=rho, rule=rules.FriendlySAM(sigma=sigma, lmbda=lmbda), **kwargs
         )
-
-
-def _positive_int_or_none(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SamkitError(f"{name} must be a positive integer (examples) or None, got {value!r}")
-    return value
 
 
 def _build_base(

@@ -15,7 +15,11 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
+from samkit._batch import batch_size
 from samkit.errors import SamkitError
+
+__all__ = ["Sharding", "batch_size", "micro_batches", "piece_sizes", "shard_batch", "split_batch",
+           "split_groups"]
 
 
 @dataclass(frozen=True)
@@ -66,26 +70,6 @@ class Sharding:
 
     def __str__(self) -> str:
         return f"shard_size={self.shard_size}" if self.shard_size else f"shards={self.shards}"
-
-
-def batch_size(batch: Any) -> int:
-    """The shared leading dimension of every tensor in ``batch`` (error if they disagree)."""
-    leaves = [x for x in pytree.tree_leaves(batch) if isinstance(x, torch.Tensor)]
-    if not leaves:
-        raise SamkitError(
-            "the batch holds no tensor: pass a tensor, or a tuple/list/dict of tensors that share "
-            "the leading batch dimension"
-        )
-    sizes = {x.shape[0] if x.dim() > 0 else None for x in leaves}
-    if None in sizes or len(sizes) != 1:
-        shapes = [tuple(x.shape) for x in leaves]
-        raise SamkitError(
-            f"every tensor in the batch must share the leading batch dimension; got shapes {shapes}"
-        )
-    n = sizes.pop()
-    if n == 0:
-        raise SamkitError("the batch is empty (0 examples)")
-    return n
 
 
 def split_batch(batch: Any, sizes: list[int]) -> list[Any]:

@@ -34,9 +34,11 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.utils import _pytree as pytree
 
+from samkit._batch import batch_size
 from samkit.errors import SamkitError
 from samkit.optim.batchnorm import RunningStats
-from samkit.optim.engine import PassResult, StepContext, check_dense, unscale_
+from samkit.optim.passes import PassResult, check_dense, unscale_
+from samkit.optim.plan import StepPlan
 from samkit.optim.rules.base import Groups
 from samkit.optim.sharding import piece_sizes, split_groups
 
@@ -87,11 +89,10 @@ def parameter_names(model: nn.Module, flat: list[Tensor]) -> list[str]:
 
 
 def vectorized_passes(
-    ctx: StepContext,
+    ctx: StepPlan,
     model: nn.Module,
     loss_fn: Callable[[nn.Module, Any], Tensor],
     batch: Any,
-    sizes: list[int],
     scaler: torch.amp.GradScaler | None,
     stats: RunningStats | None,
 ) -> PassResult:
@@ -100,6 +101,7 @@ def vectorized_passes(
     Writes the merged running statistics into ``stats``.
     """
     params, flat = ctx.params, ctx.flat
+    sizes = ctx.sharding.sizes(batch_size(batch))
     if ctx.ascent_passes < 1 or ctx.decide is not None:
         raise SamkitError(
             "a step without ascent pass (or one decided after the gradient) has nothing to "
@@ -234,7 +236,7 @@ def _pieces(sub: Any, size: int, micro_batch_size: int | None) -> list[tuple[Any
     ]
 
 
-def _sampled(sub: Any, count: int, size: int, ctx: StepContext) -> tuple[Any, int]:
+def _sampled(sub: Any, count: int, size: int, ctx: StepPlan) -> tuple[Any, int]:
     """Each shard's examples for the ascent: all, or the cadence's random share (per shard)."""
     if ctx.sample is None:
         return sub, size

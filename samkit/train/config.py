@@ -21,13 +21,13 @@ from samkit import _atomic
 from samkit._checks import check_choice, check_number, check_positive_int
 from samkit.errors import SamkitError
 from samkit.optim import registry
+from samkit.optim.plan import EXECUTIONS
 
 OPTIMIZERS = registry.names()
 BASES = tuple(registry.BASES)
 SCHEDULES = ("cosine", "step", "constant")
 SCHEDULE_UNITS = ("step", "epoch")
 PRECISIONS = ("fp32", "bf16")
-EXECUTIONS = ("auto", "loop", "vectorized")
 
 # Fields that say where or how a run is executed, not what is computed: left out of the hash so a
 # run moved to another data folder (or labelled differently in a study) is still the same run.
@@ -148,16 +148,35 @@ class TrainConfig:
         """Forward-backward passes per step of this optimizer (1 plain, 2 SAM, k + 1 multi-step)."""
         return registry.entry(self.optimizer).passes_per_step(self.rule_options())
 
+    def optimizer_settings(self) -> dict[str, Any]:
+        """samkit's knobs and the rule's options the optimizer is built with (the base optimizer's
+        settings aside): what :func:`samkit.create_optimizer` receives and checks. A plain optimizer
+        gets only the SAM knobs a user set (which it refuses); its micro-batches and clipping are
+        the training loop's."""
+        if not self.is_sam:
+            given = {"shards": None if self.shards == 1 else self.shards, "shard_size": self.shard_size,
+                     "cadence": self.cadence}  # fmt: skip
+            return {k: v for k, v in given.items() if v is not None}
+        return {
+            "rho": self.rho,
+            "shards": self.shards,  # None: the name's default (msam: 4)
+            "shard_size": self.shard_size,
+            "micro_batch_size": self.micro_batch_size,
+            "max_grad_norm": self.max_grad_norm,
+            "cadence": self.cadence,
+            "execution": self.execution,
+            **self.rule_options(),
+        }
+
     # ---- validation ---------------------------------------------------------------------------
     def validated(self) -> TrainConfig:
         """Return ``self`` after checking every field; :class:`SamkitError` on the first bad one."""
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        self._check_optimizer_options()
         check_choice("base", self.base, BASES)
+        check_choice("execution", self.execution, EXECUTIONS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("schedule_unit", self.schedule_unit, SCHEDULE_UNITS)
         check_choice("precision", self.precision, PRECISIONS)
-        check_choice("execution", self.execution, EXECUTIONS)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise SamkitError("dataset must be a dataset name such as 'mnist1d' (see samkit.data).")
         if not isinstance(self.model, str) or not self.model:
@@ -167,50 +186,22 @@ class TrainConfig:
         for name in ("train_subset", "test_subset", "max_steps_per_epoch", "train_eval_examples"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
-        for name in ("shards", "shard_size", "threads"):
-            if getattr(self, name) is not None:
-                check_positive_int(name, getattr(self, name))
+        if self.threads is not None:
+            check_positive_int("threads", self.threads)
         for name in ("init_from", "init_from_id"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise SamkitError(f"{name} must be a path (a string), got {getattr(self, name)!r}.")
-        if self.cadence is not None:
-            from samkit.optim.cadence import parse_cadence
-
-            if not self.is_sam:
-                raise SamkitError(
-                    f"cadence only applies to the SAM family, not optimizer={self.optimizer!r}."
-                )
-            parse_cadence(self.cadence)  # a bad spec is refused up front
-        if self.micro_batch_size is not None:
+        if self.micro_batch_size is not None:  # also the training loop's, for a plain optimizer
             check_positive_int("micro_batch_size", self.micro_batch_size)
-        if self.log_every_steps != 0:
-            check_positive_int("log_every_steps", self.log_every_steps)
         if self.max_grad_norm is not None:
             check_number("max_grad_norm", self.max_grad_norm, low=0.0, low_open=True)
-        if self.shards is not None and self.shard_size is not None:
-            raise SamkitError(
-                f"shards={self.shards} and shard_size={self.shard_size} are both set; give one: "
-                "shards (number of shards per batch) or shard_size (examples per shard)."
-            )
-        if not self.is_sam and (self.shards not in (None, 1) or self.shard_size is not None):
-            raise SamkitError(
-                f"shards/shard_size only apply to SAM variants, not optimizer={self.optimizer!r}; "
-                "use --optimizer msam (or sam/asam/fsam) to split batches into shards."
-            )
-        if self.shards is not None and self.shards > self.batch_size:
-            raise SamkitError(
-                f"shards={self.shards} is larger than batch_size={self.batch_size}: every shard "
-                "needs at least one example; use fewer shards or a larger batch."
-            )
-        if self.shard_size is not None and self.shard_size > self.batch_size:
-            raise SamkitError(
-                f"shard_size={self.shard_size} is larger than batch_size={self.batch_size}; "
-                "a shard is a part of a batch."
-            )
-        for name in ("rho", "eta", "sigma", "momentum", "weight_decay", "warmup_epochs"):
+        if self.log_every_steps != 0:
+            check_positive_int("log_every_steps", self.log_every_steps)
+        if self.cadence is not None and not isinstance(self.cadence, str):
+            raise SamkitError(f"cadence must be a spec such as 'every:k=5', got {self.cadence!r}.")
+        for name in ("momentum", "weight_decay", "warmup_epochs"):
             check_number(name, getattr(self, name), low=0.0)
         check_number("lr", self.lr, low=0.0, low_open=True)
-        check_number("lmbda", self.lmbda, low=0.0, high=1.0, high_open=True)  # as FriendlySAM checks
         check_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
         check_number("label_noise", self.label_noise, low=0.0, high=1.0)
         check_number("step_gamma", self.step_gamma, low=0.0, low_open=True)
@@ -230,6 +221,7 @@ class TrainConfig:
                 raise SamkitError(f"{name} must be a mapping of option: value.")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise SamkitError(f"seed must be a non-negative integer, got {self.seed!r}.")
+        self._check_optimizer_options()
         return self
 
     def _check_optimizer_options(self) -> None:
@@ -249,12 +241,8 @@ class TrainConfig:
                 f"optimizer {self.optimizer!r} does not take option(s) {', '.join(unknown)}; it "
                 f"accepts: {', '.join(accepted) or '(none)'}."
             )
-        try:  # the rule checks its own values (types, ranges) when it is built
-            entry = registry.entry(self.optimizer)
-            if entry.rule is not None:
-                entry.rule(**self.rule_options())
-        except TypeError as err:
-            raise SamkitError(f"optimizer {self.optimizer!r}: {err}.") from err
+        # The optimizer checks its own settings (the rule's options, shards, cadence, ...).
+        registry.check_settings(self.optimizer, batch_size=self.batch_size, **self.optimizer_settings())
 
     # ---- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -84,7 +84,6 @@ def build_optimizer(
     """The configured optimizer by its registry name: a plain base optimizer, or a SAM-family rule
     wrapping the ``base`` optimizer (see :func:`samkit.create_optimizer`), with its cadence
     (told ``total_steps`` when it is defined by fractions of training)."""
-    from samkit.optim.cadence import parse_cadence
     from samkit.optim.registry import create_optimizer
 
     settings: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
@@ -94,27 +93,14 @@ def build_optimizer(
     params = [p for p in model.parameters() if p.requires_grad]
     if not cfg.is_sam:
         return create_optimizer(cfg.optimizer, params, **settings)
-    shards, shard_size = cfg.sam_shards()
-    cadence = parse_cadence(cfg.cadence) if cfg.cadence is not None else None
+    # "auto" runs the shards in a loop on CPU and vectorized on CUDA.
+    opt = create_optimizer(cfg.optimizer, params, base=cfg.base, **cfg.optimizer_settings(), **settings)
+    cadence = getattr(opt, "cadence", None)
     if cadence is not None and cadence.needs_total_steps() and cadence.total_steps is None:
         if total_steps is None:
             raise SamkitError(f"cadence {cfg.cadence!r} needs the number of training steps.")
         cadence.set_total_steps(total_steps)
-    # "auto" runs the shards in a loop on CPU and vectorized on CUDA.
-    return create_optimizer(
-        cfg.optimizer,
-        params,
-        base=cfg.base,
-        rho=cfg.rho,
-        shards=shards,
-        shard_size=shard_size,
-        micro_batch_size=cfg.micro_batch_size,
-        max_grad_norm=cfg.max_grad_norm,
-        cadence=cadence,
-        execution=cfg.execution,
-        **cfg.rule_options(),
-        **settings,
-    )
+    return opt
 
 
 # Smallest SAM shard for which BatchNorm's per-shard statistics are a fair stand-in for the batch's

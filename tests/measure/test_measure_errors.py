@@ -25,20 +25,20 @@ DATA = class_data()
     [
         (
             lambda: sharpness(MODEL, ce, DATA, rho=-0.1),
-            "rho must be a non-negative number; got -0.1",
+            "rho must be a non-negative number, got -0.1",
         ),
-        (lambda: sharpness(MODEL, ce, DATA, rho=float("nan")), "rho must be a non-negative"),
+        (lambda: sharpness(MODEL, ce, DATA, rho=float("nan")), "rho must be a finite number"),
         (
             lambda: sharpness(MODEL, ce, DATA, 0.1, kind="best"),
-            r"kind must be one of \('worst', 'average'\)",
+            "kind must be one of worst, average",
         ),
         (lambda: sharpness(MODEL, ce, DATA, 0.1, norm="l1"), "norm must be one of"),
         (
             lambda: sharpness(MODEL, ce, DATA, 0.1, shard_size=0),
-            "shard_size must be an integer >= 1",
+            "shard_size must be a positive integer",
         ),
         (lambda: sharpness(MODEL, ce, DATA, 0.1, mode="test"), "mode must be one of"),
-        (lambda: hessian_eigenvalues(MODEL, ce, DATA, k=0), "k must be an integer >= 1; got 0"),
+        (lambda: hessian_eigenvalues(MODEL, ce, DATA, k=0), "k must be a positive integer, got 0"),
         (
             lambda: hessian_eigenvalues(MODEL, ce, DATA, k=1000),
             "k=1000 exceeds the number of parameters",
@@ -61,7 +61,7 @@ DATA = class_data()
             "method must be",
         ),
         (lambda: hessian_eigenvalues(MODEL, ce, []), "data is empty"),
-        (lambda: hessian_eigenvalues(MODEL, ce, (DATA[0][:0], DATA[1][:0])), "empty batch"),
+        (lambda: hessian_eigenvalues(MODEL, ce, (DATA[0][:0], DATA[1][:0])), "a batch is empty"),
         (lambda: hessian_eigenvalues(MODEL, ce, 3), "data must be a batch"),
         (lambda: hessian_eigenvalues(MODEL, ce, DATA, params="nomatch"), "selects no parameter"),
         (
@@ -102,9 +102,11 @@ def test_measure_imports_only_errors_from_samkit():
     root = pathlib.Path(samkit.measure.__file__).parent
     for path in root.glob("*.py"):
         for mod in re.findall(r"^\s*(?:from|import) (samkit[\w.]*)", path.read_text(), re.M):
-            # samkit._atomic is the private file writer every layer shares (DESIGN.md); a
-            # command-line wrapper that needs a trained run lives with the CLI, not here
-            assert mod in ("samkit.errors", "samkit._atomic") or mod.startswith("samkit.measure"), (
+            # samkit._atomic (the file writer), _checks (argument checks) and _batch (what a batch
+            # is) are the private helpers every layer shares (DESIGN.md); a command-line wrapper
+            # that needs a trained run lives with the CLI, not here
+            shared = ("samkit.errors", "samkit._atomic", "samkit._checks", "samkit._batch")
+            assert mod in shared or mod.startswith("samkit.measure"), (
                 path.name,
                 mod,
             )

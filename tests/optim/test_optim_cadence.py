@@ -234,12 +234,27 @@ def test_resume_mid_cycle_is_bit_exact(make):
         ({"rule": rules.MomentumSAM(), "momentum": 0.9, "cadence": cadence.Every(2)}, "nothing to skip"),
         ({"shards": 2, "cadence": cadence.Every(2, reuse="perturbation")}, "use shards=1"),
         ({"shards": 2, "cadence": cadence.GradNormTrigger(total_steps=4)}, "use shards=1"),
-        ({"cadence": "every"}, "samkit.cadence object"),
+        ({"cadence": 5}, "samkit.cadence object"),
+        ({"cadence": "every"}, r"cadence 'every' needs k \(e.g. every:k=...; its options: k, reuse"),
     ],
 )
 def test_cadences_refuse_what_they_cannot_do(kw, match):
     with pytest.raises(SamkitError, match=match):
         SAM(make_cnn().parameters(), torch.optim.SGD, lr=LR, **kw)
+
+
+def test_a_cadence_given_by_its_spec_is_the_cadence_object():
+    """``cadence="every:k=2,reuse=looksam"`` (the CLI's spelling) steps as ``Every(2, reuse=...)``."""
+    models, opts = [], []
+    for spec in ("every:k=2,reuse=looksam", cadence.Every(2, reuse="looksam")):
+        model = make_cnn()
+        models.append(model)
+        opts.append(SAM(model.parameters(), torch.optim.SGD, lr=LR, momentum=0.9, cadence=spec))
+    assert repr(opts[0].cadence) == repr(opts[1].cadence)
+    for s in range(4):
+        for model, opt in zip(models, opts):
+            opt.train_step(model, ce, make_batch(seed=s))
+    assert_states(state_of(models[0]), state_of(models[1]))
 
 
 @pytest.mark.parametrize(

@@ -134,9 +134,9 @@ class DataDependent(nn.Module):
 
 
 def test_auto_falls_back_to_the_loop_when_vectorizing_fails(monkeypatch, caplog):
-    import samkit.optim.sam as sam_module
+    import samkit.optim.plan as plan_module
 
-    monkeypatch.setattr(sam_module, "auto_vectorizes", lambda device: True)  # as on CUDA
+    monkeypatch.setattr(plan_module, "auto_vectorizes", lambda device: True)  # as on CUDA
     torch.manual_seed(0)
     model = DataDependent().double()
     twin = copy.deepcopy(model)

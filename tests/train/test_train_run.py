@@ -196,12 +196,12 @@ def test_missing_dataset_is_a_clear_error(harness, tmp_path):
     ("changes", "message"),
     [
         ({"optimizer": "adam"}, "optimizer must be one of"),
-        ({"optimizer": "sgd", "shards": 4}, "only apply to SAM"),
-        ({"optimizer": "msam", "shards": 2, "shard_size": 8}, "both set"),
+        ({"optimizer": "sgd", "shards": 4}, "shards only applies to the SAM family"),
+        ({"optimizer": "msam", "shards": 2, "shard_size": 8}, "not both"),
         ({"lr": 0.0}, "lr must be > 0"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
-        ({"lmbda": 1.0}, "lmbda must be < 1"),
-        ({"optimizer": "msam", "shards": 300, "batch_size": 128}, "shards=300 is larger than"),
+        ({"optimizer": "fsam", "lmbda": 1.0}, r"lmbda must be in \[0, 1\)"),
+        ({"optimizer": "msam", "shards": 300, "batch_size": 128}, "has 128 examples but shards=300"),
         ({"warmup_epochs": 5.0, "epochs": 2}, "warmup_epochs"),
     ],
 )

@@ -1,0 +1,311 @@
+r"""The plan of a step: rule x cadence x sharding x micro-batches, decided in one place.
+
+Two objects, built at two moments:
+
+* :class:`Knobs` — once, when the optimizer is built: every SAM-family setting checked, and their
+  compatibility (a rule without ascent pass has nothing for a cadence to skip; a cadence that reuses
+  one perturbation needs one shard; ...). :func:`check_knobs` runs the same checks without
+  parameters, for a run configuration to validate itself with the optimizer's own rules.
+* :class:`StepPlan` — once per step, by :meth:`Knobs.plan`: whether this step ascends, the
+  perturbation of a step that does not (a reused one, or none), the share of each shard the ascent
+  gradient is taken on, a decision that waits for the gradient (AE-SAM), whether the batch's ascent
+  gradient is kept, and the descent-side transforms. The engines (:mod:`~samkit.optim.engine`,
+  :mod:`~samkit.optim.vectorized`) and the update (:mod:`~samkit.optim.update`) read the plan; none
+  of them asks the cadence again.
+
+The execution that runs the plan's passes is chosen here too (:class:`Execution`): ``"loop"``,
+``"vectorized"``, or ``"auto"``, which vectorizes several shards on CUDA and loops elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from samkit._checks import check_choice, check_number, check_positive_int
+from samkit.errors import SamkitError
+from samkit.optim.cadence import Always, Cadence, parse_cadence
+from samkit.optim.distributed import PerturbationGroups, full_value, is_distributed
+from samkit.optim.rules.base import Groups, Rule, RuleContext
+from samkit.optim.rules.sam import ASAM, SAM
+from samkit.optim.sharding import Sharding
+from samkit.optim.weights import WeightBackup
+
+log = logging.getLogger("samkit")
+
+EXECUTIONS = ("auto", "loop", "vectorized")
+NONFINITE = ("raise", "skip", "unchecked")
+
+
+@dataclass
+class StepPlan:
+    """What one step does, decided before its first pass (see the module docstring).
+
+    ``ascend``: take the rule's ascent passes (a rule without any, Momentum-SAM, has ``False`` and
+    perturbs on its own); ``fixed``: the perturbation of a step without ascent (a reused ``e``, or
+    ``None``: a plain step); ``sample``: the examples of a shard the ascent gradient is taken on;
+    ``decide``: for a decision that needs the step's squared gradient norm; ``keep_full``: keep the
+    batch's ascent gradient (for the rule or the cadence).
+    """
+
+    rule: Rule
+    cadence: Cadence
+    rules: RuleContext
+    sharding: Sharding
+    micro_batch_size: int | None = None
+    max_grad_norm: float | None = None
+    backup: WeightBackup = field(default_factory=WeightBackup)
+    sync: PerturbationGroups = field(default_factory=lambda: PerturbationGroups(1))
+    ascend: bool = True
+    fixed: Groups | None = None
+    sample: Callable[[int, torch.device], Tensor | None] | None = None
+    decide: Callable[[Tensor], bool] | None = None
+    keep_full: bool = False
+
+    @property
+    def params(self) -> Groups:
+        return self.rules.params
+
+    @property
+    def flat(self) -> list[Tensor]:
+        return [p for group in self.rules.params for p in group]
+
+    @property
+    def ascent_passes(self) -> int:
+        """Ascent passes this step: the rule's, or none when the cadence skips the ascent."""
+        return self.rule.ascent_passes if self.ascend else 0
+
+    @property
+    def vectorizable(self) -> bool:
+        """Whether the passes can run stacked (an ascent, decided before it)."""
+        return self.ascent_passes > 0 and self.decide is None
+
+    def perturbation(
+        self, grads: Groups | None, stacked: bool = False, previous: Groups | None = None
+    ) -> tuple[Groups | None, Tensor]:
+        """The perturbation per group (``None``: none this step) and its norm (a plain tensor).
+
+        Without an ascent pass: the rule's own (Momentum-SAM) if it needs none, else ``fixed``.
+        """
+        if grads is None and self.rule.ascent_passes > 0:
+            return self.fixed, torch.zeros((), device=self.flat[0].device)
+        e, norm = self.rule.perturbation(grads, self.rules, stacked=stacked, previous=previous)
+        return e, full_value(norm)
+
+    def rule_step(self, ascended: bool) -> bool:
+        """Whether the rule's descent and observe hooks apply: it made this step's perturbation."""
+        return ascended or self.rule.ascent_passes == 0
+
+    def transforms(self, ascended: bool) -> bool:
+        """Whether anything changes the descent gradient before the base step (rule, cadence, clip)."""
+        return (
+            (self.rule_step(ascended) and self.rule.transforms_descent)
+            or self.cadence.transforms_descent
+            or self.max_grad_norm is not None
+        )
+
+
+@dataclass
+class Knobs:
+    """The SAM-family settings of one optimizer, checked together (see :meth:`build`)."""
+
+    rule: Rule
+    cadence: Cadence
+    sharding: Sharding
+    micro_batch_size: int | None
+    max_grad_norm: float | None
+    execution: Execution
+    nonfinite: str
+    sync: PerturbationGroups
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        rho: float = 0.05,
+        rule: Rule | None = None,
+        adaptive: bool | None = None,
+        eta: float | None = None,
+        shards: int | None = 1,
+        shard_size: int | None = None,
+        micro_batch_size: int | None = None,
+        max_grad_norm: float | None = None,
+        cadence: Cadence | str | None = None,
+        execution: str = "auto",
+        nonfinite: str = "raise",
+        sync_perturbation_group_size: int = 1,
+    ) -> Knobs:
+        """Check every setting and their compatibility; a :class:`SamkitError` says what to change."""
+        if rule is None:
+            rule = ASAM(eta=eta or 0.0) if adaptive else SAM()
+        if not isinstance(rule, Rule):
+            raise SamkitError(f"rule must be a samkit.rules.Rule such as samkit.rules.GSAM(), got {rule!r}")
+        check_choice("execution", execution, EXECUTIONS)
+        check_choice("nonfinite", nonfinite, NONFINITE)
+        check_number("rho", rho, low=0.0)
+        sharding = Sharding.from_args(shards, shard_size)
+        if not rule.shardable and not sharding.is_single:
+            raise SamkitError(
+                f"the {rule.name} rule takes no per-shard ascent, so {sharding} would give every "
+                "shard the same perturbation: use shards=1"
+            )
+        if isinstance(cadence, str):
+            cadence = parse_cadence(cadence)
+        cadence = Always() if cadence is None else cadence
+        if not isinstance(cadence, Cadence):
+            raise SamkitError(
+                f"cadence must be a samkit.cadence object such as samkit.cadence.Every(5), got {cadence!r}"
+            )
+        if rule.ascent_passes == 0 and (type(cadence) is not Always or cadence.ascent_fraction is not None):
+            raise SamkitError(
+                f"the {rule.name} rule takes no ascent pass, so the cadence {cadence!r} has nothing to "
+                "skip or shrink: leave cadence out"
+            )
+        if (cadence.reuses_perturbation or cadence.decides_after_gradient) and not sharding.is_single:
+            raise SamkitError(
+                f"the cadence {cadence!r} works with one perturbation per step (per rank), not "
+                f"{sharding}: use shards=1"
+            )
+        check_micro_batch_size(micro_batch_size)
+        check_max_grad_norm(max_grad_norm)
+        return cls(
+            rule=rule,
+            cadence=cadence,
+            sharding=sharding,
+            micro_batch_size=micro_batch_size,
+            max_grad_norm=max_grad_norm,
+            execution=Execution(execution),
+            nonfinite=nonfinite,
+            sync=PerturbationGroups(sync_perturbation_group_size),
+        )
+
+    def check_batch(self, n: int) -> None:
+        """Refuse a batch size the sharding cannot split (every shard needs an example; a shard is a
+        part of a batch)."""
+        self.sharding.sizes(n)
+        if self.sharding.shard_size is not None and self.sharding.shard_size > n:
+            raise SamkitError(
+                f"shard_size={self.sharding.shard_size} is larger than the batch of {n} examples; "
+                "a shard is a part of a batch."
+            )
+
+    def plan(self, step: int, ctx: RuleContext, backup: WeightBackup) -> StepPlan:
+        """The plan of step ``step`` (0-based, counting taken steps)."""
+        rule, cadence = self.rule, self.cadence
+        if rule.ascent_passes == 0:  # the rule perturbs without an ascent pass (Momentum-SAM)
+            ascend, fixed = False, None
+        elif cadence.decides_after_gradient or cadence.ascends(step):
+            ascend, fixed = True, None
+        else:
+            ascend, fixed = False, cadence.reuse(ctx)
+        decide = None
+        if cadence.decides_after_gradient and ascend:
+            def decide(squared: Tensor) -> bool:
+                return cadence.decide(float(squared), step)
+        return StepPlan(
+            rule=rule,
+            cadence=cadence,
+            rules=ctx,
+            sharding=self.sharding,
+            micro_batch_size=self.micro_batch_size,
+            max_grad_norm=self.max_grad_norm,
+            backup=backup,
+            sync=self.sync,
+            ascend=ascend,
+            fixed=fixed,
+            sample=cadence.sample if cadence.ascent_fraction is not None else None,
+            decide=decide,
+            keep_full=ascend and (rule.needs_full_grad or cadence.needs_full_grad),
+        )
+
+    def require_single_shard(self, what: str, multistep: bool = False) -> None:
+        """The two-call and closure front ends see one batch's gradient: refuse shards (and several
+        ascent passes, which need the loss function, unless the front end calls it)."""
+        if not self.sharding.is_single:
+            raise SamkitError(
+                f"{what} works on the gradient of one whole batch; with {self.sharding} use "
+                "train_step(model, loss_fn, batch), which splits the batch into shards"
+            )
+        if self.rule.ascent_passes > 1 and not multistep:
+            raise SamkitError(
+                f"{what}: the {self.rule.name} rule takes {self.rule.ascent_passes} ascent passes, "
+                "which need the loss function: use train_step(model, loss_fn, batch) or "
+                "step(closure)"
+            )
+
+
+def check_micro_batch_size(value: Any) -> None:
+    """``micro_batch_size``: a positive count of examples, or None (the whole shard at once)."""
+    check_positive_int("micro_batch_size", value, hint="examples", allow_none=True)
+
+
+def check_max_grad_norm(value: Any) -> None:
+    """``max_grad_norm``: a positive norm, or None (no clipping)."""
+    if value is not None:
+        check_number("max_grad_norm", value, low=0.0)
+        if value == 0:
+            raise SamkitError("max_grad_norm must be > 0 (or None for no clipping), got 0")
+
+
+def check_knobs(batch_size: int | None = None, **knobs: Any) -> Knobs:
+    """The checks :class:`samkit.SAM` makes of its settings, without parameters (for a run
+    configuration); with ``batch_size``, also that the sharding can split such a batch."""
+    built = Knobs.build(**knobs)
+    if batch_size is not None:
+        built.check_batch(batch_size)
+    return built
+
+
+def auto_vectorizes(device: torch.device) -> bool:
+    """What ``execution="auto"`` does with several shards: vectorize on CUDA, loop elsewhere (on a CPU
+    the loop is as fast or faster: see ``benchmarks/results/step_time_cpu.md``)."""
+    return device.type == "cuda"
+
+
+class Execution:
+    """Which engine runs a step's passes: the one asked for, ``auto``'s choice, and what was used.
+
+    ``auto`` vectorizes several shards on CUDA and loops elsewhere; a vectorized step that fails
+    (an operation without a ``vmap`` rule) makes ``auto`` loop from then on and ``vectorized`` raise.
+    """
+
+    def __init__(self, asked: str) -> None:
+        self.asked = asked
+        self.used: str | None = None
+        self.error: str | None = None  # why vectorizing failed once (auto then loops)
+
+    def choose(self, plan: StepPlan, model: nn.Module) -> str:
+        """``loop`` or ``vectorized`` for this step."""
+        if (
+            not plan.vectorizable
+            or plan.sharding.is_single
+            or self.asked == "loop"
+            or self.error
+            or is_distributed(model)  # under DDP/FSDP the loop runs one rank's shards
+        ):
+            choice = "loop"
+        elif self.asked == "vectorized":
+            choice = "vectorized"
+        else:
+            choice = "vectorized" if auto_vectorizes(plan.flat[0].device) else "loop"
+        if choice != self.used:
+            log.debug("%s execution for %s (asked: %s)", choice, plan.sharding, self.asked)
+        return choice
+
+    def failed(self, exc: Exception) -> None:
+        """A vectorized step failed: raise for ``vectorized``, loop from now on for ``auto``."""
+        if self.asked == "vectorized":
+            if isinstance(exc, SamkitError):
+                raise exc
+            raise SamkitError(
+                f"execution='vectorized' failed for this model ({type(exc).__name__}: "
+                f"{exc}); some operations have no torch.func (vmap) rule. Use "
+                "execution='loop', or 'auto', which falls back to the loop"
+            ) from exc
+        self.error = f"{type(exc).__name__}: {exc}"
+        log.warning("vectorized execution failed (%s); using the loop from now on", self.error)
