@@ -54,6 +54,22 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean((2, 3)))
 
 
+# The models samkit's own studies train (samkit/study/compare.py, suite.py), at their input shapes,
+# beside the CIFAR-shaped ones: name -> (registry model, its options, input shape per example).
+WORKLOADS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
+    "cnn1d-w32": ("cnn1d", {"width": 32}, (1, 40)),  # MNIST-1D, the main and noisy jobs
+    "cnn1d-w32-group": ("cnn1d", {"width": 32, "norm": "group"}, (1, 40)),  # the m-sharpness job
+    "cnn1d-w64": ("cnn1d", {"width": 64}, (1, 40)),
+    "cnn2d-digits": ("cnn2d", {"width": 32}, (1, 8, 8)),  # scikit-learn's digits
+    "mlp-mnist1d": ("mlp", {}, (40,)),
+}
+
+
+def input_shape(name: str) -> tuple[int, ...]:
+    """One example's shape for a model name (CIFAR's 3x32x32 unless it is a study workload)."""
+    return WORKLOADS[name][2] if name in WORKLOADS else (3, 32, 32)
+
+
 def build_model(name: str) -> nn.Module:
     if name == "cnn-small":
         return SmallCNN()
@@ -61,6 +77,9 @@ def build_model(name: str) -> nn.Module:
         return SmallCNN(width=4)
     from samkit.models import build_model as registry
 
+    if name in WORKLOADS:
+        model, options, shape = WORKLOADS[name]
+        return registry(model, num_classes=10, input_shape=shape, **options)
     return registry({"resnet18-cifar": "resnet18", "wrn-16-8": "wrn16_8"}.get(name, name),
                     num_classes=10, input_shape=(3, 32, 32))
 
@@ -230,7 +249,7 @@ class Row:
         model = build_model(args.model).to(device)
         if args.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        x = torch.randn(args.batch, 3, 32, 32, device=device)
+        x = torch.randn(args.batch, *input_shape(args.model), device=device)
         y = torch.randint(0, 10, (args.batch,), device=device)
         self.batch = (x, y)
         compile_kwargs = compile_kwargs or {}
@@ -342,7 +361,8 @@ def machine(device: torch.device) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn-small",
-                   help="cnn-small | cnn-tiny | resnet18-cifar | wrn-16-8 | any samkit model")
+                   help="cnn-small | cnn-tiny | resnet18-cifar | wrn-16-8 | a study workload ("
+                        + " | ".join(WORKLOADS) + ") | any samkit model")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
