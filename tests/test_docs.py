@@ -131,7 +131,7 @@ def test_make_demo_is_a_valid_reproduce_command_that_readme_describes():
     import shlex
 
     from samkit import cli
-    from samkit.study.claims import plan
+    from samkit.study.reproduce import plan
 
     makefile = (ROOT / "Makefile").read_text().splitlines()
     recipe = makefile[makefile.index("demo: install") + 1].strip()

@@ -1,8 +1,8 @@
 """``samkit compare``: methods x seeds on one setup, then a report made from the run files.
 
 With no arguments it is the project's main job: SGD, SAM, mSAM (4 shards) and Friendly-SAM on
-MNIST-1D with a small 1-D CNN over 3 seeds, a few minutes on a 2-core CPU (``MAIN_JOB``; the same
-settings as ``configs/mnist1d.yaml``).
+MNIST-1D with a small 1-D CNN over 3 seeds, a few minutes on a 2-core CPU
+(:data:`samkit.study.presets.MAIN_JOB`; the same settings as ``configs/mnist1d.yaml``).
 """
 
 from __future__ import annotations
@@ -15,36 +15,10 @@ import yaml
 
 from samkit.errors import SamkitError
 from samkit.study.folder import base_record, default_folder
+from samkit.study.report import write_study_report
 from samkit.study.runs import StudyResult, flatness_settings, plan_config, run_study
 from samkit.train import TrainConfig, config_hash
 
-# The main job's setup (see docs/report/ for its measured results). 30 epochs of a 32-channel
-# 1-D CNN fit MNIST-1D's train set (~99-100% train accuracy) so the methods differ in what they
-# converge to, not in how far they got; rho per method below.
-MAIN_JOB: dict[str, Any] = {
-    "dataset": "mnist1d",
-    "model": "cnn1d",
-    "model_options": {"width": 32},
-    "epochs": 30,
-    "batch_size": 128,
-    "lr": 0.05,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "schedule": "cosine",
-    "rho": 0.05,
-}
-# The noisy-label preset (configs/mnist1d_noisy.yaml): half the train set, 40% of its labels
-# flipped, 40 epochs of small batches. Plain SGD memorises a third of the flipped labels and loses
-# ~8 points of test accuracy to them; SAM (rho 0.1) fits few of them. The claims suite
-# (samkit/study/suite.py) runs it at 20% and 40% noise, and fine-tunes from it.
-NOISY_JOB: dict[str, Any] = {
-    **MAIN_JOB,
-    "train_subset": 2000,
-    "label_noise": 0.4,
-    "epochs": 40,
-    "batch_size": 64,
-    "rho": 0.1,
-}
 DEFAULT_METHODS = ("sgd", "sam", "msam:shards=4", "fsam:rho=0.1,lmbda=0.6")
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -120,6 +94,7 @@ def compare(
     (fine-tuning studies).
 
     Example:
+        >>> from samkit.study.presets import MAIN_JOB
         >>> compare(TrainConfig(**MAIN_JOB), methods=["sgd", "sam"], seeds=[0, 1])
     """
     methods = list(methods or DEFAULT_METHODS)
@@ -161,4 +136,5 @@ def compare(
     if reference is not None:
         record["reference"] = reference
     banner = f"compare: {len(plan)} runs ({', '.join(labels)} x seeds {seeds})"
-    return run_study(folder, record, plan, jobs=jobs, quiet=quiet, flatness=fs, banner=banner)
+    run_study(folder, record, plan, jobs=jobs, quiet=quiet, flatness=fs, banner=banner)
+    return StudyResult(folder, write_study_report(folder))

@@ -1,15 +1,19 @@
-"""A study folder: ``study.json`` (what was planned, how, and each session's time) + run subfolders.
+"""A study folder: ``study.json`` (what was planned, how, and each session's time) + run subfolders;
+a suite folder (``samkit reproduce``): ``suite.json`` + one study folder per study.
 
 ``study.json`` keys: ``kind`` (compare | sweep), ``base_config`` (the shared TrainConfig),
 ``base_hash``, ``seeds``, ``methods`` (compare) or ``grid`` (sweep), ``flatness`` (settings or
 null), ``runs`` (``dir``, ``label``, ``seed``, ``cell``, ``config_hash`` of each planned run) and
 ``sessions`` (``started``, ``elapsed`` seconds, ``command``, ``jobs`` of each invocation).
+``suite.json`` (:mod:`samkit.study.reproduce`) has ``kind`` (reproduce), ``suite``, ``claims``,
+``studies`` and ``sessions`` (which also name the ``studies`` each one ran).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,8 @@ from samkit.train import TrainConfig, config_hash
 from samkit.train import files as run_files
 
 STUDY = "study.json"
+SUITE = "suite.json"
+FLATNESS = "flatness.json"  # in a run folder: the flatness of its final model (study.runs)
 
 
 def default_folder(kind: str, cfg: TrainConfig) -> Path:
@@ -38,21 +44,46 @@ def open_study(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
     Runs planned now are merged with those planned before (a study can gain seeds or methods);
     a folder holding another kind of study or another base setup is an error.
     """
-    path = folder / STUDY
-    if path.is_file():
-        old = run_files.read_json(path)
+
+    def same_study(old: dict[str, Any]) -> None:
         for key in ("kind", "base_hash"):
             if old.get(key) != record[key]:
                 raise SamkitError(
                     f"{folder} holds another study ({key} {old.get(key)!r} != {record[key]!r}); "
                     "nothing was changed. Use another --out."
                 )
-        known = {r["dir"] for r in record["runs"]}
-        record["runs"] = [r for r in old["runs"] if r["dir"] not in known] + record["runs"]
+
+    return open_record(folder, STUDY, record, merge={"runs": "dir"}, check=same_study,
+                       what="study")  # fmt: skip
+
+
+def open_record(
+    folder: Path,
+    name: str,
+    record: dict[str, Any],
+    *,
+    merge: dict[str, str],
+    check: Callable[[dict[str, Any]], None],
+    what: str,
+) -> dict[str, Any]:
+    """Write ``folder/name`` (a study's or a suite's record), continuing the one already there.
+
+    An existing record is first passed to ``check`` (which raises if it is another study or
+    suite); then each list ``record[key]`` is merged with the old one (the old entries whose
+    ``merge[key]`` field is not planned again come first) and the old ``sessions`` are kept. A
+    folder with other files and no record is refused: nothing in it is touched.
+    """
+    path = folder / name
+    if path.is_file():
+        old = run_files.read_json(path)
+        check(old)
+        for key, ident in merge.items():
+            known = {item[ident] for item in record[key]}
+            record[key] = [item for item in old[key] if item[ident] not in known] + record[key]
         record["sessions"] = old.get("sessions", [])
     elif folder.exists() and any(folder.iterdir()):
         raise SamkitError(
-            f"{folder} exists and is not a study folder (no {STUDY}); nothing was changed. "
+            f"{folder} exists and is not a {what} folder (no {name}); nothing was changed. "
             "Use another --out."
         )
     else:
@@ -62,17 +93,25 @@ def open_study(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def close_session(folder: Path, record: dict[str, Any], started: float, jobs: int) -> None:
-    """Append this invocation's wall time to ``study.json``."""
+def close_session(
+    folder: Path,
+    record: dict[str, Any],
+    started: float,
+    jobs: int,
+    name: str = STUDY,
+    **extra: Any,
+) -> None:
+    """Append this invocation's wall time (and ``extra``) to ``record`` and write it."""
     record["sessions"].append(
         {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "elapsed": time.time() - started,
             "command": list(sys.argv),
             "jobs": jobs,
+            **extra,
         }
     )
-    run_files.write_json(folder / STUDY, record)
+    run_files.write_json(folder / name, record)
 
 
 def base_record(kind: str, base: TrainConfig, seeds: list[int], flatness: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The figures of a study report, drawn from the rows :func:`samkit.study.report.load_study` reads.
+"""The figures of a study report, drawn from the rows :func:`samkit.study.results.load_study` reads
+(never from a report).
 
 ``curves.png`` (per epoch: test accuracy, train loss, and for label noise the memorised fraction),
 ``acc_vs_flatness.png`` (one point per run), ``gain_vs_cost.png`` (with a reference method: the
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit import _atomic
+from samkit.study.results import SHARE_TARGET, cost_benefit
 from samkit.study.stats import Summary
 
 
@@ -66,8 +68,6 @@ def log_axis(ax: Any, axis: str = "y") -> None:
     """A log axis labelled with plain numbers (0.05, 0.1, 0.2). Minor ticks get labels when the
     data span few decades (all of them under one decade, the 2s and 5s under two), where the
     decade labels alone would be one or two."""
-    import math
-
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     getattr(ax, f"set_{axis}scale")("log")
@@ -209,8 +209,6 @@ def _grid_plot(
 def _gain_vs_cost(folder: Path, study: dict[str, Any], groups: dict[str, list[dict[str, Any]]],
                   plt: Any) -> str | None:
     """Test-accuracy gain over the baseline against passes / baseline, one point per method."""
-    from samkit.study.report import SHARE_TARGET, cost_benefit
-
     points = cost_benefit(study, groups)
     if not points:
         return None

@@ -1,10 +1,11 @@
-"""Reports of a study folder, made only from the files on disk (``samkit report DIR``).
+"""Reports made only from the files on disk (``samkit report DIR``).
 
-Reads ``study.json`` and each run's ``config.yaml``, ``summary.json``, ``metrics.jsonl``,
-``flatness.json`` and ``env.json``; writes ``results.csv`` (one row per run), ``report.md`` (two
-tables per method or grid cell — generalisation, then flatness and cost — with mean ± std and 95%
-intervals over seeds, and the paired gap to a baseline) and PNG plots. Runs without a
-``summary.json`` are listed as incomplete and left out of the statistics.
+For a compare or sweep folder (:func:`write_study_report`): ``results.csv`` (one row per run),
+``report.md`` (two tables per method or grid cell — generalisation, then flatness and cost — with
+mean ± std and 95% intervals over seeds, and the paired gap to a baseline) and PNG plots, from
+the rows :mod:`samkit.study.results` reads. For a ``samkit reproduce`` folder
+(:func:`write_report`): every study's report, then the verdicts (:mod:`samkit.study.verdicts`).
+Runs without a ``summary.json`` are listed as incomplete and left out of the statistics.
 """
 
 from __future__ import annotations
@@ -17,112 +18,30 @@ from pathlib import Path
 from typing import Any
 
 from samkit import _atomic
-from samkit.errors import SamkitError
-from samkit.study.folder import STUDY
-from samkit.study.stats import (
-    BOUNDS,
-    Summary,
-    fmt,
-    gap_bounds,
-    paired_gap,
-    share_recovered,
-    summarize,
+from samkit.study import dln, verdicts
+from samkit.study.folder import STUDY, SUITE
+from samkit.study.plots import figure_names, write_plots
+from samkit.study.results import (
+    CSV_FIELDS,
+    SHARE_TARGET,
+    baseline_of,
+    cost_benefit,
+    cost_reference,
+    groups_of,
+    load_caveat,
+    load_study,
+    per_seed,
+    seed_values,
 )
+from samkit.study.stats import BOUNDS, Summary, fmt, gap_bounds, paired_gap, summarize
 from samkit.train import files as run_files
 
-FLATNESS = "flatness.json"
-SUITE = "suite.json"  # a `samkit reproduce` folder (samkit.study.claims)
-CSV_FIELDS = [
-    "dir", "label", "seed", "status", "optimizer", "rho", "shards", "shard_size", "m",
-    "label_noise", "test_acc", "test_loss", "train_loss", "train_acc", "memorised",
-    "best_test_acc", "epochs", "steps", "passes", "example_passes", "train_time", "wall_time",
-    "load_max", "lambda_max", "lambda_max_converged", "sharpness", "sharpness_stderr",
-]  # fmt: skip
 # Settings a method or cell may change; the "Shared setup" line shows only those all runs share.
 SETUP_KEYS = (
     "dataset", "model", "model_options", "train_subset", "label_noise", "epochs", "batch_size",
     "lr", "momentum", "weight_decay", "schedule", "label_smoothing", "precision",
     "max_steps_per_epoch",
 )  # fmt: skip
-# Settings of the SAM family, shown per method (the "settings" column), never as shared.
-SAM_KEYS = ("rho", "shards", "shard_size", "eta", "sigma", "lmbda")
-
-
-def load_study(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``study.json`` and one row per planned run, read from the run folders.
-
-    A row has the run's summary keys, ``optimizer``/``rho``/``shards``/``shard_size``/``m`` (the
-    examples per SAM shard) from its config, its flatness, ``_metrics`` (the per-epoch rows) and
-    ``_config`` (the config as a dict); ``status`` is ``complete`` or ``incomplete``.
-    """
-    folder = Path(folder)
-    if not (folder / STUDY).is_file():
-        raise SamkitError(
-            f"{folder} is not a study folder (no {STUDY}); give a folder written by "
-            "`samkit compare`, `samkit sweep` or `samkit reproduce`."
-        )
-    study = run_files.read_json(folder / STUDY)
-    rows = [_row(folder, run) for run in study["runs"]]
-    return study, rows
-
-
-def _row(folder: Path, run: dict[str, Any]) -> dict[str, Any]:
-    from samkit.train import load_config
-    from samkit.train.setup import shard_examples
-
-    run_dir = folder / run["dir"]
-    row: dict[str, Any] = {"dir": run["dir"], "label": run["label"], "seed": run["seed"]}
-    row.update({f"cell:{k}": v for k, v in run.get("cell", {}).items()})
-    row["_config"] = {}
-    if (run_dir / run_files.CONFIG).is_file():
-        cfg = load_config(run_dir / run_files.CONFIG)
-        row["_config"] = cfg.to_dict()
-        shards = cfg.sam_shards() if cfg.is_sam else (None, None)
-        row.update(
-            optimizer=cfg.optimizer,
-            rho=cfg.rho if cfg.is_sam else None,
-            shards=shards[0],
-            shard_size=shards[1],
-            m=shard_examples(cfg),
-            label_noise=cfg.label_noise,
-        )
-    if (run_dir / run_files.SUMMARY).is_file():
-        summary = run_files.read_json(run_dir / run_files.SUMMARY)
-        row["status"] = summary.get("status", "complete")
-        for key in CSV_FIELDS:
-            if key in summary and key not in ("label", "seed"):
-                row[key] = summary[key]
-    else:
-        row["status"] = "incomplete"
-    if (run_dir / FLATNESS).is_file():
-        flat = run_files.read_json(run_dir / FLATNESS)
-        for key in ("lambda_max", "lambda_max_converged", "sharpness", "sharpness_stderr"):
-            row[key] = flat.get(key)
-    row["_metrics"] = run_files.read_metrics(run_dir / run_files.METRICS)
-    row["_env"] = (
-        run_files.read_json(run_dir / run_files.ENV) if (run_dir / run_files.ENV).is_file() else {}
-    )
-    return row
-
-
-def per_seed(rows: list[dict[str, Any]], key: str) -> dict[int, float]:
-    """``{seed: value}`` of ``key`` over the complete runs in ``rows`` that measured it."""
-    return {
-        int(r["seed"]): float(r[key])
-        for r in rows
-        if r.get("status") == "complete" and r.get(key) is not None
-    }
-
-
-def groups_of(study: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Rows by method label (compare) or grid cell (sweep), in the study's order."""
-    order = study.get("labels") or list(dict.fromkeys(r["label"] for r in rows))
-    groups: dict[str, list[dict[str, Any]]] = {label: [] for label in order}
-    for row in rows:
-        groups.setdefault(row["label"], []).append(row)
-    return groups
-
-
 def _write_csv(path: Path, rows: list[dict[str, Any]], cell_keys: list[str]) -> None:
     cell_keys = [k for k in cell_keys if k not in CSV_FIELDS]  # e.g. rho is a column already
     fields = CSV_FIELDS[:3] + cell_keys + CSV_FIELDS[3:]
@@ -134,32 +53,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], cell_keys: list[str]) -> 
         out.update({k: row.get(f"cell:{k}") for k in cell_keys})
         writer.writerow({k: "" if v is None else v for k, v in out.items()})
     _atomic.write_text(path, buf.getvalue())
-
-
-def _values(rows: list[dict[str, Any]], key: str) -> list[float]:
-    return list(per_seed(rows, key).values())
-
-
-def _reference(groups: dict[str, list[dict[str, Any]]]) -> str:
-    # Cost ratios are relative to plain SGD when it is in the study, else to the first method.
-    for label, rows in groups.items():
-        if rows and rows[0].get("optimizer") == "sgd":
-            return label
-    return next(iter(groups))
-
-
-def baseline_of(study: dict[str, Any], groups: dict[str, list[dict[str, Any]]]) -> str | None:
-    """The method (or cell) the paired gaps are taken to: ``study["baseline"]`` if set, else for a
-    comparison SGD (or the first method); a sweep has none unless one was chosen."""
-    chosen = study.get("baseline")
-    if chosen is not None:
-        if chosen not in groups:
-            raise SamkitError(
-                f"baseline {chosen!r} is not a method of this study; choose one of "
-                f"{', '.join(groups)}."
-            )
-        return chosen
-    return _reference(groups) if study["kind"] == "compare" else None
 
 
 def _same(rows: list[dict[str, Any]], key: str) -> Any:
@@ -210,12 +103,12 @@ def _shared_setup(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _tables(
     study: dict[str, Any], groups: dict[str, list[dict[str, Any]]]
 ) -> tuple[str, dict[str, dict[str, Summary]]]:
-    ref = _reference(groups)
+    ref = cost_reference(groups)
     base = baseline_of(study, groups)
     keys = ("test_acc", "test_loss", "train_loss", "train_acc", "memorised", "lambda_max",
             "sharpness", "train_time", "passes")  # fmt: skip
     stats = {
-        label: {k: summarize(_values(rows, k), bounds=BOUNDS.get(k, (-math.inf, math.inf)))
+        label: {k: summarize(seed_values(rows, k), bounds=BOUNDS.get(k, (-math.inf, math.inf)))
                 for k in keys}
         for label, rows in groups.items()
     }  # fmt: skip
@@ -282,38 +175,6 @@ def _ratio(value: float, ref: float) -> str:
     return f"{value / ref:.2f}x"
 
 
-# What a cheaper method must keep of the reference's gain (issue "Cheap SAM": 90% at <= 1.25x passes).
-SHARE_TARGET = 0.9
-
-
-def cost_benefit(
-    study: dict[str, Any], groups: dict[str, list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """Per method: passes / baseline, the test-accuracy gain over the baseline (paired interval),
-    the share of the reference method's gain it keeps, and the paired interval of
-    ``gain - 0.9 * reference gain`` (positive: it keeps at least 90%)."""
-    base, ref = baseline_of(study, groups), study.get("reference")
-    if base is None or ref is None or ref not in groups:
-        return []
-    base_acc = per_seed(groups[base], "test_acc")
-    ref_acc = per_seed(groups[ref], "test_acc")
-    base_passes = summarize(_values(groups[base], "passes")).mean
-    out = []
-    for label, rows in groups.items():
-        if label == base:
-            continue
-        acc = per_seed(rows, "test_acc")
-        share, keeps = share_recovered(acc, ref_acc, base_acc, SHARE_TARGET)
-        out.append({
-            "label": label,
-            "cost": summarize(_values(rows, "passes")).mean / base_passes,
-            "gain": paired_gap(acc, base_acc, bounds=gap_bounds("test_acc")),
-            "share": share,
-            "keeps": keeps,
-        })  # fmt: skip
-    return out
-
-
 def _cost_benefit_table(study: dict[str, Any], points: list[dict[str, Any]]) -> str:
     base, ref = study.get("baseline") or "sgd", study["reference"]
     head = [
@@ -335,54 +196,35 @@ def _cost_benefit_table(study: dict[str, Any], points: list[dict[str, Any]]) -> 
     return "\n".join(lines)
 
 
-# Load above the cores by more than this (in cores) means other work competed with the runs; below
-# it, the excess is the study's own bookkeeping (its parent process, report writing).
-LOAD_TOLERANCE = 0.5
-
-
-def load_caveat(rows: list[dict[str, Any]]) -> str | None:
-    """A warning when the machine was busier than its cores while runs trained (times unreliable).
-
-    Every run records the 1-minute load average (runnable processes of all users) after each
-    epoch; a run whose load exceeded the logical cores by more than :data:`LOAD_TOLERANCE` was
-    timed while other work competed for the cores.
-    """
-    loaded = []
-    for r in rows:
-        cores = r.get("_env", {}).get("cpu_count")
-        if r.get("load_max") is not None and cores and r["load_max"] > cores + LOAD_TOLERANCE:
-            loaded.append((r["load_max"], cores))
-    if not loaded:
-        return None
-    worst, cores = max(loaded)
-    return (
-        f"**Caveat — times are unreliable**: the machine was loaded while {len(loaded)} of "
-        f"{len(rows)} runs trained (1-minute load average up to {worst:.1f} on {cores} logical "
-        "cores: other work competed for the cores). Train times and time ratios are only "
-        "indicative; `passes` and `passes / SGD` count the work itself and do not depend on the "
-        "machine."
-    )
-
-
 def write_report(folder: str | Path, *, plots: bool = True) -> str:
-    """(Re)write ``results.csv``, ``report.md`` and plots of a study folder; returns the tables.
+    """(Re)write the report of a study folder, or of a suite folder; returns its table.
 
-    A folder written by ``samkit reproduce`` (with ``suite.json``) gets every study's report and
-    the verdict table remade instead. ``plots=False`` leaves the figures as they are (the tables
+    A folder written by ``samkit reproduce`` (with ``suite.json``) gets every study's report
+    remade, then the verdict table. ``plots=False`` leaves the figures as they are (the tables
     do not depend on them).
     """
     folder = Path(folder)
-    if (folder / SUITE).is_file():
-        from samkit.study.claims import write_suite_report
+    if not (folder / SUITE).is_file():
+        return write_study_report(folder, plots=plots)
+    for spec in run_files.read_json(folder / SUITE)["studies"]:
+        path = folder / spec["id"]
+        if spec["kind"] == "dln":
+            if dln.is_done(path):
+                dln.write_report(path, plots=plots)
+        elif (path / STUDY).is_file():
+            write_study_report(path, plots=plots)
+    return verdicts.write_verdicts(folder)
 
-        return write_suite_report(folder, plots=plots)
+
+def write_study_report(folder: str | Path, *, plots: bool = True) -> str:
+    """(Re)write ``results.csv``, ``report.md`` and plots of a compare or sweep folder; returns
+    the tables."""
+    folder = Path(folder)
     study, rows = load_study(folder)
     cell_keys = list(study.get("grid", {})) if study["kind"] == "sweep" else []
     groups = groups_of(study, rows)
     _write_csv(folder / "results.csv", rows, cell_keys)
     table, stats = _tables(study, groups)
-    from samkit.study.plots import figure_names, write_plots
-
     if plots:
         figures = write_plots(folder, study, groups, stats, cell_keys)
     else:

@@ -4,6 +4,8 @@ A run folder found on disk is never recomputed or overwritten: a complete run wi
 config is reused, an interrupted one is resumed, and one holding a different config is an error.
 The flatness of each final model (top Hessian eigenvalue, worst-case m-sharpness) is written to
 ``flatness.json`` in the run folder, so it too is data that a report reads and a rerun reuses.
+Running never writes a report: :func:`samkit.study.compare` and :func:`samkit.study.sweep` do,
+from the files, once the runs are done.
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from typing import Any
 import torch
 
 from samkit.errors import SamkitError
+from samkit.study.folder import FLATNESS, close_session, open_study
 from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, train
 from samkit.train import files as run_files
-
-FLATNESS = "flatness.json"
 
 
 @dataclass
 class StudyResult:
-    """Where a study was written and its printed table."""
+    """Where a study was written and its report's table (what ``compare``/``sweep`` return)."""
 
     folder: Path
     table: str
@@ -241,12 +242,9 @@ def run_study(
     quiet: bool,
     flatness: FlatnessSettings | None,
     banner: str,
-) -> StudyResult:
-    """Open (or continue) the study folder, run ``plan`` (paired with ``record["runs"]``), record
-    the session's wall time and write the report."""
-    from samkit.study.folder import close_session, open_study
-    from samkit.study.report import write_report
-
+) -> None:
+    """Open (or continue) the study folder, run ``plan`` (paired with ``record["runs"]``) and
+    record the session's wall time. The report is the caller's to write (it reads the files)."""
     pairs = [(cfg, folder / r["dir"]) for cfg, r in zip(plan, record["runs"], strict=True)]
     record = open_study(folder, record)  # may merge runs planned in earlier sessions
     started = time.time()
@@ -261,4 +259,3 @@ def run_study(
             f"same command again with --out {folder}"
         ) from None
     close_session(folder, record, started, jobs)
-    return StudyResult(folder, write_report(folder))

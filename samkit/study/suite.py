@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.study.compare import MAIN_JOB, NOISY_JOB
+from samkit.study.presets import MAIN_JOB, NOISY_JOB
 
 SUITES = ("quick", "full")
 FINE_TUNE = {"epochs": 10, "lr": 0.05}  # a short second run from the source's weights

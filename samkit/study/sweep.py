@@ -14,6 +14,7 @@ import yaml
 
 from samkit.errors import SamkitError
 from samkit.study.folder import base_record, default_folder
+from samkit.study.report import write_study_report
 from samkit.study.runs import StudyResult, flatness_settings, plan_config, run_study
 from samkit.train import TrainConfig, config_hash
 
@@ -99,4 +100,5 @@ def sweep(
     record.update(grid=cells, runs=runs, baseline=baseline)
     shape = " x ".join(f"{k} ({len(v)})" for k, v in cells.items())
     banner = f"sweep: {shape} x {len(seeds)} seed(s) = {len(plan)} runs"
-    return run_study(folder, record, plan, jobs=jobs, quiet=quiet, flatness=fs, banner=banner)
+    run_study(folder, record, plan, jobs=jobs, quiet=quiet, flatness=fs, banner=banner)
+    return StudyResult(folder, write_study_report(folder))

@@ -45,6 +45,7 @@ from scipy import optimize
 from samkit.errors import SamkitError
 
 METHODS = ("gd", "nsam", "1sam")
+LABELS = {"gd": "GD", "nsam": "n-SAM", "1sam": "1-SAM"}  # how reports and figures name them
 
 
 @dataclass(frozen=True)

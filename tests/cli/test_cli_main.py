@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from samkit import cli
+from samkit.cli.flags import CONFIG_FLAGS
 from samkit.train import load_config
 
 TINY = [
@@ -32,7 +33,7 @@ def test_help_documents_every_flag_and_registers_all_commands():
         sub.choices
     )
     text = sub.choices["train"].format_help()
-    for flag, *_ in cli._CONFIG_FLAGS:
+    for flag, *_ in CONFIG_FLAGS:
         assert flag in text
     for flag in ("--config", "--out", "--resume", "--overwrite", "--quiet", "--model-option"):
         assert flag in text
@@ -143,13 +144,13 @@ def _help_defaults(command):
     out = {}
     for action in sub._actions:
         m = re.search(r"\(default: ([^)]*)\)$", " ".join((action.help or "").split()))
-        if m and action.dest in {k for _, k, _, _ in cli._CONFIG_FLAGS}:
+        if m and action.dest in {k for _, k, _, _ in CONFIG_FLAGS}:
             out[action.dest] = m.group(1)
     return out
 
 
 def test_compare_and_sweep_help_show_the_settings_they_really_start_from():
-    from samkit.study.compare import MAIN_JOB
+    from samkit.study.presets import MAIN_JOB
     from samkit.train import TrainConfig
 
     compare, sweep, train = (_help_defaults(c) for c in ("compare", "sweep", "train"))

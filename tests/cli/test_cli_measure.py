@@ -12,8 +12,8 @@ import pytest
 import torch
 from measure_helpers import bn_mlp, ce, class_data, error_rate
 
-from samkit import cli_measure
-from samkit.cli_measure import add_parsers
+from samkit.cli import measure as cli_measure
+from samkit.cli.measure import add_parsers
 from samkit.errors import SamkitError
 from samkit.measure import landscape_1d, sharpness
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from samkit.study.compare import MAIN_JOB
+from samkit.study.presets import MAIN_JOB
 from samkit.train import load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
@@ -47,7 +47,7 @@ def test_mnist1d_preset_is_the_main_job():
 
 
 def test_mnist1d_noisy_preset_is_the_claims_suites():
-    from samkit.study.compare import NOISY_JOB
+    from samkit.study.presets import NOISY_JOB
 
     cfg = load_config(CONFIGS[0].parent / "mnist1d_noisy.yaml")
     for key, value in NOISY_JOB.items():

@@ -14,6 +14,7 @@ from harness_fixtures import tiny_config
 
 from samkit.errors import SamkitError
 from samkit.study import claims as claims_mod
+from samkit.study import reproduce as reproduce_mod
 from samkit.study import write_report
 from samkit.study.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, verdict
 from samkit.study.stats import summarize
@@ -133,11 +134,13 @@ def test_sweep_arm_takes_the_best_rho_of_its_group_and_dln_arms(tmp_path):
         claims_mod.arm_values(folder, "sweep", {"cell": {"shard_size": 8}}, "test_acc")
 
     dln = tmp_path / "dln"
-    res = {str(s): {"gd": {"rho": [0.0], "test_loss": [1e-2], "l1": [2.0], "diverged": [False]},
-                    "1sam": {"rho": [0.1, 1.0], "test_loss": [1e-3, None], "l1": [1.5, 0.0],
-                             "diverged": [False, True]}} for s in (0, 1)}  # fmt: skip
+    runs = [{"seed": s, "alpha": 0.1, "lr": 0.05, "methods": {
+        "gd": {"rho": [0.0], "test_loss": [1e-2], "l1": [2.0], "diverged": [False]},
+        "1sam": {"rho": [0.1, 1.0], "test_loss": [1e-3, None], "l1": [1.5, 0.0],
+                 "diverged": [False, True]}}} for s in (1, 0)]  # fmt: skip
     dln.mkdir()
-    run_files.write_json(dln / "results.json", {"settings": {}, "seeds": res})
+    run_files.write_json(dln / "results.json", {"settings": {"alpha": [0.1], "lr": [0.05]},
+                                                "seconds": 1.0, "runs": runs})  # fmt: skip
     desc, vals = claims_mod.arm_values(dln, "dln", {"method": "1sam", "rho": 0.1},
                                        "log10_test_loss")  # fmt: skip
     assert desc == "1-SAM rho=0.1" and vals == {0: pytest.approx(-3.0), 1: pytest.approx(-3.0)}
@@ -156,7 +159,7 @@ def test_claims_are_data_with_known_studies_and_selection_by_tag():
     assert [c.id for c in select_claims(["fsam-acc"])] == ["fsam-acc"]
     with pytest.raises(SamkitError, match="unknown claim.*choose claim ids or tags"):
         select_claims(["nope"])
-    _, specs = claims_mod.plan("quick", ["finetune-noisy"])
+    _, specs = reproduce_mod.plan("quick", ["finetune-noisy"])
     assert [s.id for s in specs] == ["noise-40", "finetune-noisy"]  # the source comes along
 
 
@@ -177,10 +180,10 @@ def test_reproduce_runs_sources_first_and_reuses_finished_runs(harness, tmp_path
         Claim("d", "1-SAM sparser", "A&F", "dln", "l1", {"method": "1sam", "rho": 0.1},
               {"method": "gd"}, -1),
     )  # fmt: skip
-    monkeypatch.setattr(claims_mod, "studies", lambda suite: fake_studies)
-    monkeypatch.setattr(claims_mod, "select_claims", lambda ids: select_claims(ids, fake_claims))
+    monkeypatch.setattr(reproduce_mod, "studies", lambda suite: fake_studies)
+    monkeypatch.setattr(reproduce_mod, "select_claims", lambda ids: select_claims(ids, fake_claims))
     out = tmp_path / "suite"
-    table = claims_mod.reproduce(out, claim_ids=["demo"], quiet=True)
+    table = reproduce_mod.reproduce(out, claim_ids=["demo"], quiet=True)
     assert "| `ft` | **" in table and not (out / "dln").exists()  # only what the claim needs
     cfg = json.loads(json.dumps(run_files.read_json(out / "ft" / "study.json")))
     sources = [r["dir"] for r in cfg["runs"]]
@@ -192,14 +195,14 @@ def test_reproduce_runs_sources_first_and_reuses_finished_runs(harness, tmp_path
     before = (out / "ft" / "sam-seed0" / "checkpoint.pt").read_bytes()
     for source in (out / "src").glob("*/checkpoint.pt"):
         source.unlink()  # as in a committed suite: the sources' weights are not kept
-    claims_mod.reproduce(out, quiet=True)  # all claims now: adds the dln study only
+    reproduce_mod.reproduce(out, quiet=True)  # all claims now: adds the dln study only
     assert (out / "ft" / "sam-seed0" / "checkpoint.pt").read_bytes() == before  # reused
     record = run_files.read_json(out / "suite.json")
     assert {c["id"] for c in record["claims"]} == {"ft", "d"} and len(record["sessions"]) == 2
     rows = list(csv.DictReader(open(out / "verdicts.csv")))
     assert [r["claim"] for r in rows] == ["ft", "d"] and rows[1]["n"] == "2"
     with pytest.raises(SamkitError, match="holds the 'quick' suite"):
-        claims_mod.reproduce(out, suite="full", quiet=True)
+        reproduce_mod.reproduce(out, suite="full", quiet=True)
 
 
 @pytest.mark.parametrize("suite", ["quick", "full"])
@@ -212,6 +215,10 @@ def test_committed_verdict_tables_regenerate_from_their_run_files(tmp_path, suit
     table = write_report(copy, plots=False)  # the numbers; the figures are drawn from the same
     assert (copy / "verdicts.csv").read_text() == (committed / "verdicts.csv").read_text()
     assert table in (committed / "verdicts.md").read_text()
+    from samkit.study import dln
+
+    dln_table = dln.write_report(copy / "dln", plots=False)  # the theory study's, from its results.json
+    assert dln_table in (committed / "dln" / "report.md").read_text()
     for study in committed.iterdir():
         if (study / "results.csv").is_file():
             assert (copy / study.name / "results.csv").read_text() == (
@@ -237,10 +244,18 @@ def test_ctrl_c_in_a_suite_says_how_to_finish_the_suite(harness, tmp_path, monke
     tiny = {k: v for k, v in tiny_config().to_dict().items() if v is not None}
     spec = StudySpec("s", "compare", {**tiny, "epochs": 1}, "tiny", methods=("sgd",), seeds=(0,))
     claim = Claim("c", "x", "y", "s", "test_acc", {"label": "sgd"}, {"label": "sgd"}, +1)
-    monkeypatch.setattr(claims_mod, "studies", lambda suite: [spec])
-    monkeypatch.setattr(claims_mod, "select_claims", lambda ids: [claim])
+    monkeypatch.setattr(reproduce_mod, "studies", lambda suite: [spec])
+    monkeypatch.setattr(reproduce_mod, "select_claims", lambda ids: [claim])
     monkeypatch.setattr(loop, "train_step", step)
     out = tmp_path / "suite"
     with pytest.raises(RunInterrupted, match=f"study s.*samkit reproduce command again with --out {out}"):
-        claims_mod.reproduce(out, quiet=True)
+        reproduce_mod.reproduce(out, quiet=True)
     assert len(run_files.read_json(out / "suite.json")["sessions"]) == 1  # its time is kept
+
+
+def test_reproduce_refuses_a_folder_that_is_not_a_suite_and_touches_nothing(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SamkitError, match=r"not a claims-suite folder \(no suite.json\)"):
+        reproduce_mod.reproduce(tmp_path, claim_ids=["dln"], quiet=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"

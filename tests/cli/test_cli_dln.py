@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from samkit import SamkitError
-from samkit.theory.cli import add_parsers
+from samkit.cli.dln import add_parsers
 
 
 def parse(argv):
@@ -34,8 +34,9 @@ def test_dln_writes_results_and_figures(tmp_path, capsys):
     for r in res["runs"]:
         assert set(r["methods"]) == {"gd", "nsam", "1sam"}
         assert r["methods"]["1sam"]["rho"] == [0.01, 0.1] and r["methods"]["gd"]["rho"] == [0.0]
-        assert r["methods"]["nsam"]["steps"] == [0, 50, 100, 150, 200]
-        assert len(r["methods"]["nsam"]["test_loss"][-1]) == 2
+        assert r["seed"] == 0 and r["methods"]["nsam"]["trajectory"]["steps"] == [0, 50, 100, 150, 200]
+        assert len(r["methods"]["nsam"]["test_loss"]) == 2 == len(r["methods"]["1sam"]["predicted_l1"])
+        assert r["methods"]["nsam"]["test_loss"] == r["methods"]["nsam"]["trajectory"]["test_loss"][-1]
     for name in ("test_loss_vs_rho.png", "learning_curves.png", "l1_vs_steps.png"):
         assert (out / name).stat().st_size > 1000
     for path in out.iterdir():  # written with the umask's mode, like every samkit file
@@ -60,36 +61,3 @@ def test_dln_rejects_a_bad_grid(tmp_path):
     args = parse(["--rho-min", "0", "--out", str(tmp_path / "x")])
     with pytest.raises(SamkitError, match="rho grid"):
         args.func(args)
-
-
-def test_dln_figures_say_what_they_show(tmp_path, monkeypatch):
-    from samkit.theory import cli as dln_cli
-
-    figures = []
-    monkeypatch.setattr(dln_cli._atomic, "save_figure", lambda fig, path, **kw: figures.append(fig))
-    nan = float("nan")
-
-    def method(rhos, test, l1):  # two records (steps 0 and 10): test loss and l1 per rho
-        return {"rho": rhos, "steps": [0, 10], "test_loss": [[0.5] * len(rhos), test],
-                "l1": [[0.0] * len(rhos), l1]}  # fmt: skip
-
-    run = {"alpha": 0.1, "lr": 0.05, "methods": {
-        "gd": method([0.0], [0.01], [1.7]),
-        "nsam": method([0.1, 0.3, 1.0], [0.009, 0.008, 0.005], [1.7, 1.7, 1.7]),
-        "1sam": method([0.1, 0.3, 1.0, 3.0], [0.003, nan, 0.5, 0.5], [1.6, nan, 1e-8, 0.0]),
-    }}  # fmt: skip
-    payload = {"config": {"steps": 10}, "runs": [run, {**run, "alpha": 0.2}]}
-    dln_cli.plot(payload, tmp_path)
-    by_rho, curves, l1 = figures
-    title = by_rho._suptitle.get_text()
-    assert "α = 0.1" in title and "lr = 0.05" in title and "first of 2" in title
-    notes = [t for ax in by_rho.axes for t in ax.texts]
-    assert [t.get_text() for t in notes] == ["collapsed to β = 0"]
-    assert notes[0].xy == (1.0, 0.0)  # the first rho that collapses (||beta||_1 ~ 1e-8, not 0)
-    legend = [t.get_text() for t in by_rho.axes[0].get_legend().get_texts()]
-    assert "1-SAM diverged" in legend  # rho = 0.3 is NaN: marked, not a silent gap
-    for fig in (curves, l1):
-        ax_title = fig.axes[0].get_title()
-        assert "ρ = 0.1" in ax_title and "final test loss is lowest" in ax_title
-        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-        assert labels == ["GD", "n-SAM (ρ = 0.1)", "1-SAM (ρ = 0.1)"]

@@ -1,0 +1,175 @@
+"""The run-setting flags every training command shares (``train``, ``compare``, ``sweep``).
+
+Every flag is also a key of a YAML ``--config`` (``--weight-decay`` is ``weight_decay``); flags
+given on the command line override the file, which overrides the defaults of
+:class:`samkit.train.TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from samkit.errors import SamkitError
+from samkit.train import config
+
+# (flag, config key, type, help). type None: a boolean switch. Defaults live in TrainConfig and
+# are shown in the help; argparse defaults stay None so we know which flags were given.
+CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--dataset", "dataset", str, "dataset name (mnist1d, digits, cifar10, cifar100, glue:<task>)"),
+    ("--data-root", "data_root", str, "folder with the dataset files (generated sets are cached)"),
+    ("--download", "download", None, "let the dataset loader download missing files"),
+    ("--label-noise", "label_noise", float, "fraction of train labels flipped (seeded by --seed)"),
+    ("--train-subset", "train_subset", int, "use only the first N train examples"),
+    ("--test-subset", "test_subset", int, "use only the first N test examples"),
+    ("--model", "model", str, "model name (mlp, cnn1d, cnn2d, resnet18, wrn16_8, hf:<name>, ...)"),
+    (
+        "--init-from",
+        "init_from",
+        str,
+        "start from the weights of a run folder or its checkpoint.pt (fine-tuning: optimizer, "
+        "schedule, seed are this run's; same architecture required; in compare/sweep {seed} in "
+        "the path names each seed's own source)",
+    ),
+    (
+        "--optimizer",
+        "optimizer",
+        str,
+        "optimizer name (`samkit optimizers` lists them with their options): a plain optimizer "
+        "or a SAM-family rule on --base",
+    ),
+    ("--base", "base", str, "base optimizer of the SAM family"),
+    ("--rho", "rho", float, "SAM perturbation radius"),
+    ("--eta", "eta", float, "ASAM offset in T = |w| + eta"),
+    ("--shards", "shards", int, "SAM shards per batch, each with its own perturbation (mSAM)"),
+    ("--shard-size", "shard_size", int, "examples per shard instead of --shards (m-sharpness m)"),
+    (
+        "--micro-batch-size",
+        "micro_batch_size",
+        int,
+        "memory: run each shard's passes in pieces of at most this many examples and accumulate "
+        "(one perturbation per shard all the same; BatchNorm normalises each piece)",
+    ),
+    (
+        "--execution",
+        "execution",
+        str,
+        "how shards run: loop | vectorized (all at once, torch.func) | auto (vectorized on CUDA)",
+    ),
+    ("--sigma", "sigma", float, "Friendly-SAM: weight of the EMA subtracted from the gradient"),
+    ("--lmbda", "lmbda", float, "Friendly-SAM: EMA decay of the full gradient"),
+    ("--lr", "lr", float, "peak learning rate"),
+    ("--momentum", "momentum", float, "SGD momentum"),
+    ("--nesterov", "nesterov", None, "Nesterov momentum (SGD)"),
+    ("--max-grad-norm", "max_grad_norm", float, "clip the (descent) gradient to this global norm"),
+    (
+        "--cadence",
+        "cadence",
+        str,
+        "when the SAM family ascends: always | every:k=5[,reuse=looksam|perturbation] | "
+        "random:p=0.3 | gradnorm | window:start=0.8 (any: ascent_fraction=0.5); "
+        "see docs/optimizers.md",
+    ),
+    (
+        "--weight-decay",
+        "weight_decay",
+        float,
+        "weight decay of the base optimizer (decoupled for AdamW, L2 in the gradient for SGD)",
+    ),
+    ("--schedule", "schedule", str, "LR schedule: cosine | step | constant"),
+    ("--schedule-unit", "schedule_unit", str, "update the LR every step or every epoch"),
+    ("--warmup-epochs", "warmup_epochs", float, "linear LR warmup (epochs)"),
+    ("--batch-size", "batch_size", int, "training batch size (the last partial batch is dropped)"),
+    ("--epochs", "epochs", int, "training epochs"),
+    ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cap steps per epoch (quick runs)"),
+    ("--label-smoothing", "label_smoothing", float, "label smoothing of the training loss"),
+    ("--precision", "precision", str, "fp32 | bf16 (torch.autocast)"),
+    ("--seed", "seed", int, "seed of model init, data order, augmentation, label noise"),
+    ("--log-every-steps", "log_every_steps", int, "a steps.jsonl row every N steps (0: none)"),
+    ("--eval-batch-size", "eval_batch_size", int, "batch size for evaluation"),
+    (
+        "--train-eval-examples",
+        "train_eval_examples",
+        int,
+        "eval-mode train metrics on the first N train examples (default: all)",
+    ),
+    ("--device", "device", str, "torch device (cpu, cuda, cuda:1, mps)"),
+    (
+        "--threads",
+        "threads",
+        int,
+        "torch threads per run (default: torch's own; in a study with --jobs N, cores / N)",
+    ),
+]
+CHOICES = {
+    "optimizer": config.OPTIMIZERS,
+    "base": config.BASES,
+    "schedule": config.SCHEDULES,
+    "schedule_unit": config.SCHEDULE_UNITS,
+    "precision": config.PRECISIONS,
+    "execution": config.EXECUTIONS,
+}
+# the options given as repeatable KEY=VALUE flags: (config key, flag, help)
+_OPTION_FLAGS = (
+    ("dataset_options", "--dataset-option",
+     "dataset-specific option, repeatable (e.g. max_length=64)"),
+    ("model_options", "--model-option", "model-specific option, repeatable (e.g. width=64)"),
+    ("optimizer_options", "--optimizer-option",
+     "option of the optimizer's rule, repeatable (e.g. alpha=0.1 for gsam; "
+     "`samkit optimizers` lists them)"),
+)  # fmt: skip
+
+
+def add_config_flags(p: argparse.ArgumentParser, start: dict[str, Any] | None = None) -> None:
+    """The run-setting flags; their help shows the values a run starts from: TrainConfig's
+    defaults with ``start`` (e.g. the main job's settings for compare/sweep) on top."""
+    from samkit.train import TrainConfig
+
+    defaults = TrainConfig.from_dict(dict(start or {}))
+    title = "run settings (also YAML keys of --config)"
+    if start:
+        title += "; defaults shown are the main job's, replaced by a --config file's"
+    group = p.add_argument_group(title)
+    group.add_argument("--config", type=Path, help="YAML file of run settings; flags override it")
+    for flag, key, kind, text in CONFIG_FLAGS:
+        default = getattr(defaults, key)
+        help_text = f"{text} (default: {default})"
+        if kind is None:
+            group.add_argument(flag, dest=key, action="store_true", default=None, help=help_text)
+        else:
+            group.add_argument(
+                flag, dest=key, type=kind, default=None, choices=CHOICES.get(key), help=help_text
+            )
+    for key, flag, text in _OPTION_FLAGS:
+        group.add_argument(flag, dest=key, action="append", metavar="KEY=VALUE", help=text)
+
+
+def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SamkitError(f"{flag} expects KEY=VALUE, got {item!r}.")
+        out[key.strip()] = yaml.safe_load(value)  # "64" -> 64, "true" -> True, "a" -> "a"
+    return out
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run settings given as flags (not the ones left at their defaults)."""
+    settings = {key: getattr(args, key) for _, key, _, _ in CONFIG_FLAGS}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    for key, flag, _ in _OPTION_FLAGS:
+        if getattr(args, key):
+            settings[key] = _key_values(getattr(args, key), flag)
+    return settings
+
+
+def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> Any:
+    """TrainConfig defaults < ``defaults`` (unless a --config is given) < --config file < flags."""
+    from samkit.train import TrainConfig, load_config
+
+    base = load_config(args.config).to_dict() if args.config else dict(defaults or {})
+    return TrainConfig.from_dict({**base, **given_settings(args)}).validated()
