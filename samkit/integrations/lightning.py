@@ -6,7 +6,9 @@ Install with ``pip install 'samkit[lightning]'``. Return a samkit optimizer (``s
 * **automatic optimization** (the default): write ``training_step`` as usual. Lightning calls
   ``optimizer.step(closure)``; :class:`SAMModule` makes samkit use torch's closure convention (the
   closure makes every gradient: at ``w``, then at ``w + e``), keeps ``self.log`` to the pass at
-  ``w`` and gives Lightning the unperturbed step output. One shard per step (per rank).
+  ``w`` and gives Lightning the unperturbed step output. One shard per step (per rank). Under
+  ``precision="16-mixed"`` the step is samkit's ``train_step`` with Lightning's GradScaler, each of
+  its passes one call of Lightning's closure (whose ``backward`` samkit takes over).
 * **manual optimization** (``self.automatic_optimization = False``): call
   ``loss = self.sam_step(batch, loss_fn)`` in ``training_step``. This is ``opt.train_step`` on the
   model Lightning trains (the DDP-wrapped one under DDP), so shards, micro-batches, every rule and
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -76,6 +79,7 @@ class SAMModule(pl.LightningModule):
     """
 
     _sam_quiet = False  # True during the passes at w + e of an automatic step: self.log ignores them
+    _sam_backward: list[Tensor] | None = None  # a 16-mixed automatic step: the losses backward() got
 
     # ---- manual optimization ---------------------------------------------------------------------
     def sam_step(
@@ -134,6 +138,9 @@ class SAMModule(pl.LightningModule):
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         ddp = _ddp(self.trainer.strategy.model)
         self._check_automatic(sam, ddp is not None)
+        scaler = _scaler(self.trainer)
+        if scaler is not None:
+            return self._scaled_step(sam, optimizer_closure, scaler)
         if sam.model is None:
             sam.model = self  # the passes at w + e leave BatchNorm running statistics alone
         # No gradient when step() is called: samkit then calls the closure for the ascent gradient
@@ -169,6 +176,61 @@ class SAMModule(pl.LightningModule):
             stats = RunningStats(self)
             if stats:
                 all_reduce_mean_(stats.floats)  # one BatchNorm update: the mean of the ranks' updates
+
+    def _scaled_step(self, sam: SAM, optimizer_closure: Callable[[], Any], scaler: Any) -> None:
+        """An automatic step under ``precision="16-mixed"``: samkit's ``train_step`` with Lightning's
+        GradScaler, the loss of each pass from one call of Lightning's closure.
+
+        Lightning's own fp16 step runs the closure once, unscales, and calls ``step()`` without a
+        closure. Here each pass of the SAM step (the ascent at ``w``, the descent at ``w + e``, and
+        any further ascent) calls the closure — ``training_step`` under Lightning's autocast, its
+        ``backward`` taken over by samkit (see :meth:`backward`) — and ``train_step`` does what it does
+        with any scaler: the loss scaled for each pass, each pass's gradient unscaled and checked,
+        the base step through ``scaler.step`` (skipped on inf), one ``scaler.update()``.
+        """
+        calls = 0
+        first_result = None
+
+        def loss_fn(model: nn.Module, batch: Any) -> Tensor:
+            nonlocal calls, first_result
+            calls += 1
+            self._sam_backward = []
+            try:
+                with self._quiet(calls > 1):
+                    optimizer_closure()
+                taken_over = self._sam_backward
+            finally:
+                self._sam_backward = None
+            result = getattr(optimizer_closure, "_result", None)
+            if calls == 1:
+                first_result = result
+            loss = getattr(result, "closure_loss", None)
+            if loss is None:
+                raise SamkitError(
+                    "training_step returned no loss: under precision='16-mixed' a samkit step cannot skip a "
+                    "batch in automatic optimization; skip it before the step, or use manual optimization"
+                )
+            if not taken_over:
+                raise SamkitError(
+                    "the loss never reached SAMModule.backward: an override of backward() must call "
+                    "super().backward(loss, ...) (under precision='16-mixed' samkit takes the backward passes)"
+                )
+            return loss
+
+        # What train_step calls the batch is a placeholder: Lightning's closure holds the real one.
+        before = sam.example_passes
+        sam.train_step(self.trainer.strategy.model, loss_fn, torch.zeros(1), scaler=scaler)
+        sam.example_passes = before  # automatic optimization counts passes, not examples
+        if first_result is not None:
+            optimizer_closure._result = first_result  # type: ignore[attr-defined]
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """``LightningModule.backward``, except in a 16-mixed automatic samkit step, where samkit
+        differentiates the loss itself (``train_step``: the ascent with ``autograd.grad``)."""
+        if self._sam_backward is not None:
+            self._sam_backward.append(loss)
+            return
+        super().backward(loss, *args, **kwargs)
 
     def on_train_start(self) -> None:
         """Check the trainer settings before the first batch (automatic optimization with samkit)."""
@@ -210,17 +272,25 @@ class SAMModule(pl.LightningModule):
                 "Trainer(gradient_clip_val=...) would clip the ascent gradient as well: pass "
                 "max_grad_norm= to the samkit optimizer instead (it clips the descent gradient)"
             )
-        if getattr(trainer.precision_plugin, "scaler", None) is not None:
-            raise SamkitError(
-                "precision='16-mixed' steps through Lightning's GradScaler, which calls step() without "
-                f"the closure: use precision='bf16-mixed', or {manual} (it passes the scaler to samkit)"
-            )
         cadence = sam.cadence
+        if _scaler(trainer) is not None:
+            if cadence.ascent_fraction is not None:
+                raise SamkitError(
+                    f"the cadence {cadence!r} takes the ascent on a share of the batch, which Lightning's "
+                    f"closure cannot give under precision='16-mixed' (ascent_fraction): {manual}"
+                )
+            return  # the step is train_step's: per-rank ascent and every rule work under DDP
         if ddp and (sam.rule.needs_full_grad or cadence.needs_full_grad or cadence.decides_after_gradient):
             raise SamkitError(
                 f"under DDP the {sam.rule.name} rule / {sam.cadence!r} cadence needs the all-reduced "
                 f"ascent gradient beside each rank's own, which a closure cannot give: {manual}"
             )
+
+
+def _scaler(trainer: Any) -> Any:
+    """The precision plugin's GradScaler if it scales (``precision="16-mixed"``), else None."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
 
 
 def _ddp(model: nn.Module | None) -> DistributedDataParallel | None:

@@ -12,7 +12,11 @@ finds the step taken.
 What carries over from ``TrainingArguments``: ``gradient_accumulation_steps`` (micro-batches: one
 perturbation per optimizer step, or ``shards=k`` perturbations over groups of micro-batches),
 ``max_grad_norm`` (samkit clips the descent gradient before the base step), ``bf16`` (accelerate's
-autocast; samkit clears the autocast weight cache when it moves the weights), DDP through accelerate
+autocast; samkit clears the autocast weight cache when it moves the weights), ``fp16`` with
+accelerate's ``GradScaler`` (samkit's ``train_step`` takes the scaler: both passes unscaled and
+checked, the step skipped and the scale backed off on inf, one ``update()`` per step; accelerate
+learns whether the step was skipped, so the Trainer holds its LR scheduler back as it always does
+on an overflow), DDP through accelerate
 (one perturbation per rank: m-sharpness, as samkit's own DDP ``train_step``), LR schedulers,
 ``optim`` (the base optimizer) and checkpoint/resume (the checkpoint's ``optimizer.pt`` is the samkit
 optimizer's state: base state, rule state, counters).
@@ -105,6 +109,10 @@ class SAMTrainer(transformers.Trainer):
                 "shards=k for k perturbations per step over groups of micro-batches"
             )
         self.optimizer = _StepTaken(sam)
+        scaler = self.accelerator.scaler
+        if scaler is not None and not isinstance(scaler, _StepScaler):
+            # Before accelerator.prepare(optimizer), which hands the scaler to its optimizer wrapper.
+            self.accelerator.scaler = _StepScaler(scaler)
         return self.optimizer
 
     def training_step(
@@ -131,11 +139,9 @@ class SAMTrainer(transformers.Trainer):
                 f"shards={sam.sharding.shards} but this step has {n} micro-batch(es): under SAMTrainer a "
                 "shard is a group of whole micro-batches; raise gradient_accumulation_steps or lower shards"
             )
-        if self.accelerator.scaler is not None:
-            raise SamkitError(
-                "fp16 with a GradScaler is not supported by SAMTrainer (the Trainer's scaler would step "
-                "and update twice per SAM step): use bf16=True"
-            )
+        scaler = self.accelerator.scaler
+        if isinstance(scaler, _StepScaler):
+            scaler = scaler.scaler
         model.train()
 
         def loss_fn(m: nn.Module, index: Tensor) -> Tensor:
@@ -145,7 +151,7 @@ class SAMTrainer(transformers.Trainer):
 
         clip = sam.max_grad_norm if sam.max_grad_norm is not None else (self.args.max_grad_norm or None)
         with _settings(sam, micro_batch_size=1, max_grad_norm=clip):
-            loss = sam.train_step(model, loss_fn, torch.arange(n))
+            loss = sam.train_step(model, loss_fn, torch.arange(n), scaler=scaler)
         stepped.taken = True
         return loss.detach()
 
@@ -205,6 +211,48 @@ class _StepTaken(Optimizer):
 
     def __repr__(self) -> str:
         return f"SAMTrainer step of {self.sam!r}"
+
+
+class _StepScaler:
+    """The ``GradScaler`` as accelerate and the Trainer see it once samkit has used it for the step.
+
+    samkit's ``train_step`` drives the real scaler (``.scaler``) through both passes of a SAM step:
+    unscale and inf check of each, ``scaler.step`` (skipped on inf), one ``scaler.update()``. What
+    the Trainer does with the scaler afterwards must not count a second time: ``unscale_`` (the
+    Trainer's clipping and ``grad_norm``) finds the gradients unscaled already; ``step`` calls the
+    optimizer's ``step()`` only if samkit took the step, which is how accelerate tells a skipped
+    step (``optimizer_step_was_skipped``: the Trainer then leaves its LR scheduler alone);
+    ``update`` is done. Everything else — ``scale``, ``get_scale``, and ``state_dict`` /
+    ``load_state_dict`` for the checkpoint's ``scaler.pt`` — is the real scaler's.
+    """
+
+    def __init__(self, scaler: torch.amp.GradScaler) -> None:
+        self.scaler = scaler
+
+    def unscale_(self, optimizer: Optimizer) -> None:
+        """Nothing to do: ``scaler.step`` in samkit's ``train_step`` unscaled the gradients."""
+
+    def step(self, optimizer: Optimizer, *args: Any, **kwargs: Any) -> Any:
+        """Report the SAM step to accelerate: ``optimizer.step()`` if it was taken, nothing if skipped."""
+        if isinstance(optimizer, _StepTaken) and optimizer.taken:
+            record = optimizer.sam.last_step
+            if record is not None and not record.taken:  # skipped: the scaler found an inf
+                optimizer.taken = False
+                return None
+        return optimizer.step(*args, **kwargs)
+
+    def update(self, new_scale: float | Tensor | None = None) -> None:
+        """Nothing to do: samkit updated the scale once for this step."""
+        if new_scale is not None:
+            self.scaler.update(new_scale)
+
+    def __getattr__(self, name: str) -> Any:  # only for names not set on the view itself
+        if name == "scaler":
+            raise AttributeError(name)
+        return getattr(self.scaler, name)
+
+    def __repr__(self) -> str:
+        return f"SAMTrainer view of {self.scaler!r}"
 
 
 def _unwrap(optimizer: Any) -> Any:

@@ -216,9 +216,10 @@ def ddp_run(tmp_path_factory):
 
 
 @pytest.mark.slow  # two fresh processes each import Lightning: ~35 s on a shared 2-core machine
-@pytest.mark.parametrize("name", ["auto", "manual_shards"])
+@pytest.mark.parametrize("name", ["auto", "manual_shards", "auto_fp16"])
 def test_lightning_ddp_replicas_agree_and_equal_samkit_ddp(ddp_run, name):
-    """Per-rank perturbation (m-sharpness) as samkit's own DDP train_step, BatchNorm included."""
+    """Per-rank perturbation (m-sharpness) as samkit's own DDP train_step, BatchNorm included; under
+    16-mixed automatic optimization with a GradScaler too (the worker checks the scales agree)."""
     lightning = [torch.load(ddp_run / f"{name}_lightning_{r}.pt") for r in range(2)]
     samkit_ddp = torch.load(ddp_run / f"{name}_samkit_0.pt")
     for k, v in samkit_ddp.items():
