@@ -6,6 +6,7 @@ micro-batches, clipping — and the shortcut :class:`FriendlySAM`; :func:`create
 by name. Measurement: :mod:`samkit.measure`. Studies: the ``samkit`` command line.
 """
 
+from samkit._version import __version__
 from samkit.errors import SamkitError
 from samkit.optim import (
     SAM,
@@ -19,7 +20,6 @@ from samkit.optim import (
     rules,
 )
 
-__version__ = "0.1.0"
 __all__ = [
     "SAM",
     "FriendlySAM",

@@ -213,7 +213,8 @@ class SAMModule(pl.LightningModule):
             if not taken_over:
                 raise SamkitError(
                     "the loss never reached SAMModule.backward: an override of backward() must call "
-                    "super().backward(loss, ...) (under precision='16-mixed' samkit takes the backward passes)"
+                    "super().backward(loss, ...) (under precision='16-mixed' samkit takes the backward "
+                    "passes)"
                 )
             return loss
 
