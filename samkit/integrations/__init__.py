@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+__all__ = ["require"]
+
 
 def require(module: str, extra: str) -> ModuleType:
     """Import ``module`` or raise an ``ImportError`` that names the samkit extra to install."""

@@ -65,6 +65,7 @@ class EigenResult:
     eigenvectors: list[list[Tensor]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as plain Python values, for JSON (without the eigenvectors)."""
         return {k: v for k, v in self.__dict__.items() if k != "eigenvectors"}
 
 
@@ -84,6 +85,7 @@ class TraceResult:
     dim: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as plain Python values, for JSON."""
         return dict(self.__dict__)
 
 
@@ -114,6 +116,7 @@ class DensityResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as plain Python values, for JSON."""
         return {
             "grid": self.grid.tolist(),
             "density": self.density.tolist(),

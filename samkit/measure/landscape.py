@@ -63,6 +63,7 @@ class Landscape1D:
     direction_norm: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as plain Python values, for JSON."""
         return {
             k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
         }
@@ -82,6 +83,7 @@ class Landscape2D:
     cosine: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as plain Python values, for JSON."""
         return {
             k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
         }

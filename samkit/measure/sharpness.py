@@ -89,6 +89,7 @@ class SharpnessResult:
     per_group: list[tuple[int, float, float | None]]
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as plain Python values, for JSON."""
         return dict(self.__dict__)
 
 

@@ -103,6 +103,7 @@ class Cadence:
         raise NotImplementedError
 
     def needs_total_steps(self) -> bool:
+        """Whether the cadence must be told the length of training (:meth:`set_total_steps`)."""
         return False
 
     def set_total_steps(self, total_steps: int) -> None:
@@ -141,12 +142,15 @@ class Cadence:
 
     # ---- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs (step counts, random streams, running statistics); the
+        optimizer's ``state_dict`` holds it."""
         state: dict[str, Any] = {"total_steps": self.total_steps}
         if self.ascent_fraction is not None:  # the stream that picks the ascent examples
             state["sampler"] = self._sampler.get_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`."""
         if "sampler" in state:
             self._sampler.set_state(state["sampler"])
         if state.get("total_steps") is not None:

@@ -148,10 +148,12 @@ class RuleContext:
 
     @property
     def state(self) -> list[list[dict[str, Any]]]:
+        """The samkit optimizer's state dict of each parameter, by group (the rule's own state)."""
         return [[self.state_of(p) for p in group] for group in self.params]
 
     @property
     def base_state(self) -> list[list[dict[str, Any]]]:
+        """The base optimizer's state dict of each parameter, by group (e.g. Momentum-SAM's buffers)."""
         return [[self.base_state_of(p) for p in group] for group in self.params]
 
     def settings(self, key: str) -> list[Any]:
