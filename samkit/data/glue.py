@@ -8,6 +8,7 @@ the test split: GLUE test labels are not public). Text is tokenised with a Huggi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,7 @@ def load_glue(
         word = WordTokenizer.fit(
             [t for column in train_texts for t in column], max_vocab, min_freq, lowercase
         )
-        encode = word
+        encode: Callable[[list[str], list[str] | None, int], dict[str, torch.Tensor]] = word
         tokenizer_info: dict[str, Any] = {"kind": "samkit word", "vocab_size": len(word.vocab)}
     else:
         try:
@@ -131,7 +132,7 @@ def load_glue(
             ) from err
         hf = AutoTokenizer.from_pretrained(tokenizer)
 
-        def encode(
+        def encode_hf(
             first: list[str], second: list[str] | None, length: int
         ) -> dict[str, torch.Tensor]:
             out = hf(
@@ -144,6 +145,7 @@ def load_glue(
             )
             return {k: v.long() for k, v in out.items()}
 
+        encode = encode_hf
         tokenizer_info = {"kind": "huggingface", "name": tokenizer, "vocab_size": len(hf)}
 
     def split(texts: list[list[str]], labels: list[int]) -> Split:

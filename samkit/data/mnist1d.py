@@ -190,7 +190,7 @@ def load_mnist1d(
         return Split(inputs, torch.from_numpy(np.asarray(y, dtype=np.int64)))
 
     train, test = split(arrays["x"], arrays["y"]), split(arrays["x_test"], arrays["y_test"])
-    length = train.inputs.shape[-1]
+    length = arrays["x"].shape[-1]
     return Dataset(
         name="mnist1d",
         num_classes=10,

@@ -37,7 +37,8 @@ from samkit.optim.batchnorm import RunningStats
 from samkit.optim.distributed import all_reduce_mean_
 from samkit.optim.sam import SAM
 
-pl = require("lightning.pytorch", "lightning")
+require("lightning.pytorch", "lightning")
+import lightning.pytorch as pl  # noqa: E402  (after require: a missing library names the extra)
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -115,7 +116,7 @@ class SAMModule(pl.LightningModule):
                 "sam_step() needs a samkit optimizer (samkit.SAM, samkit.create_optimizer); "
                 f"configure_optimizers returned {given}"
             )
-        model = self.trainer.strategy.model  # DDP(self) under DDP: its forward prepares the all-reduce
+        model = _trained(self.trainer)  # DDP(self) under DDP: its forward prepares the all-reduce
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         # Lightning counts a manual step (trainer.global_step, max_steps) in LightningOptimizer.step's
         # two callbacks; the update itself is train_step's, so call them around it.
@@ -220,7 +221,7 @@ class SAMModule(pl.LightningModule):
 
         # What train_step calls the batch is a placeholder: Lightning's closure holds the real one.
         before = sam.example_passes
-        sam.train_step(self.trainer.strategy.model, loss_fn, torch.zeros(1), scaler=scaler)
+        sam.train_step(_trained(self.trainer), loss_fn, torch.zeros(1), scaler=scaler)
         sam.example_passes = before  # automatic optimization counts passes, not examples
         if first_result is not None:
             optimizer_closure._result = first_result  # type: ignore[attr-defined]
@@ -292,6 +293,14 @@ def _scaler(trainer: Any) -> Any:
     """The precision plugin's GradScaler if it scales (``precision="16-mixed"``), else None."""
     scaler = getattr(trainer.precision_plugin, "scaler", None)
     return scaler if scaler is not None and scaler.is_enabled() else None
+
+
+def _trained(trainer: Any) -> nn.Module:
+    """The model Lightning trains: the module itself, or its DDP wrapper under DDP."""
+    model = trainer.strategy.model
+    if model is None:
+        raise SamkitError("the Lightning strategy holds no model: call this during trainer.fit(...)")
+    return model
 
 
 def _ddp(model: nn.Module | None) -> DistributedDataParallel | None:

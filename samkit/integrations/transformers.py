@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +38,8 @@ from samkit.integrations import require
 from samkit.optim.sam import SAM
 
 require("accelerate", "transformers")
-transformers = require("transformers", "transformers")
+require("transformers", "transformers")
+import transformers  # noqa: E402  (after require: a missing library names the extra to install)
 
 __all__ = ["SAMTrainer"]
 
@@ -90,7 +91,7 @@ class SAMTrainer(transformers.Trainer):
         if isinstance(self.optimizer, _StepTaken):
             return self.optimizer
         if self.optimizer is None and self.optimizer_cls_and_kwargs is None:
-            opt_model = self.model if model is None else model
+            opt_model: Any = self.model if model is None else model  # any nn.Module, not only PreTrainedModel
             base, base_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             # The class itself (the Trainer takes any other callable for a model-level factory).
             # sam_kwargs are settings: a stateful one (a cadence) is copied for each optimizer.
@@ -159,7 +160,8 @@ class SAMTrainer(transformers.Trainer):
         """What ``Trainer.training_step`` backpropagates for one micro-batch (before ``backward``)."""
         with self.compute_loss_context_manager():
             # compute_loss may pop "labels": every pass gets its own shallow copy
-            loss = self.compute_loss(model, dict(inputs), num_items_in_batch=num_items)
+            # return_outputs=False: the loss alone
+            loss = cast(Tensor, self.compute_loss(model, dict(inputs), num_items_in_batch=num_items))
         if self.args.n_gpu > 1:
             loss = loss.mean()
         scaled = getattr(self, "loss_is_scaled_for_ga", None)

@@ -103,9 +103,11 @@ def hf_model(
         )
     if name == "tiny-random-config" or config is not None:
         if config is None or isinstance(config, dict):
-            config = transformers.BertConfig(**{**_TINY_BERT, **(config or {}), **kwargs})
-        config.num_labels = num_classes
-        model = transformers.AutoModelForSequenceClassification.from_config(config)
+            built = transformers.BertConfig(**{**_TINY_BERT, **(config or {}), **kwargs})
+        else:
+            built = config  # a PretrainedConfig
+        built.num_labels = num_classes
+        model = transformers.AutoModelForSequenceClassification.from_config(built)
     else:
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
             name, num_labels=num_classes, **kwargs
