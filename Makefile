@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-min lint docs install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,35 @@ test: install
 
 lint: install
 	$(BIN)/ruff check samkit tests benchmarks
+	$(BIN)/mypy
+
+# The guides and the API reference from the docstrings, into build/site (offline; a warning fails).
+# The suite builds it too (tests/test_api_docs.py), so CI checks it.
+docs: install
+	$(BIN)/mkdocs build --strict
+
+# The suite against the lowest versions pyproject.toml allows (tests/min_requirements.py pins them),
+# in its own environment. Left out: the tests of the development tools (docs build, type check,
+# wheel build), and one that compares report text to the digit, which follows scipy's t quantile
+# (it moves in the 11th digit between scipy versions).
+MIN_VENV ?= .venv-min
+MIN_BIN := $(MIN_VENV)/bin
+MIN_SKIP := --ignore=tests/test_api_docs.py --ignore=tests/test_typing.py --ignore=tests/test_packaging.py \
+	--deselect tests/study/test_study_claims.py::test_committed_verdict_tables_regenerate_from_their_run_files
+
+$(MIN_VENV)/.installed: pyproject.toml tests/min_requirements.py
+	rm -rf $(MIN_VENV)
+	$(PY) -m venv $(MIN_VENV)
+	$(MIN_BIN)/pip install -q --upgrade pip
+	$(MIN_BIN)/pip install -q "$(TORCH_SPEC)"
+	$(MIN_BIN)/python tests/min_requirements.py > $(MIN_VENV)/constraints.txt
+	$(MIN_BIN)/pip install -q -c $(MIN_VENV)/constraints.txt -e ".[lightning,transformers]" tensorboard \
+		pytest pytest-xdist hypothesis
+	touch $@
+
+test-min: $(MIN_VENV)/.installed
+	$(MIN_BIN)/pip freeze | grep -iE "^(torch|numpy|scipy|matplotlib|pyyaml|tqdm|scikit-learn|lightning|transformers|accelerate|tensorboard)=="
+	$(MIN_BIN)/python -m pytest -q -n 2 $(MIN_SKIP)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(MIN_VENV) runs

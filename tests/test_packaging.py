@@ -105,3 +105,17 @@ def test_the_installed_wheel_runs_and_imports_every_public_module(installed, tmp
     )
     helped = _run(installed.parent / "samkit", "--help", cwd=tmp_path).stdout
     assert helped.startswith("usage: samkit") and "reproduce" in helped
+
+
+def test_make_test_min_pins_every_runtime_and_extra_dependency_at_its_lower_bound():
+    from min_requirements import lowest, pins
+
+    pinned = pins()
+    assert set(pinned) == {"numpy", "scipy", "matplotlib", "pyyaml", "tqdm", "scikit-learn", "lightning",
+                           "transformers", "accelerate", "tensorboard"}
+    assert pinned["transformers"] == "5.5.4" and "torch" not in pinned  # torch: make's TORCH_SPEC
+    assert lowest("mkdocstrings[python]>=1.0.8") == ("mkdocstrings", "1.0.8")
+    assert lowest("numpy") is None  # no lower bound: min_requirements refuses it
+    makefile = (ROOT / "Makefile").read_text()
+    assert "TORCH_SPEC ?= torch==2.13.0" in makefile
+    assert '"torch>=2.13"' in (ROOT / "pyproject.toml").read_text()
