@@ -119,3 +119,11 @@ def test_make_test_min_pins_every_runtime_and_extra_dependency_at_its_lower_boun
     makefile = (ROOT / "Makefile").read_text()
     assert "TORCH_SPEC ?= torch==2.13.0" in makefile
     assert '"torch>=2.13"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_changelog_has_a_section_for_this_version_in_keep_a_changelog_form():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    versions = re.findall(r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$", text, flags=re.M)
+    assert versions[0] == ("Unreleased", "") and (samkit.__version__, versions[1][1]) == versions[1]
+    kinds = set(re.findall(r"^### (.*)$", text, flags=re.M))
+    assert kinds <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}, kinds
