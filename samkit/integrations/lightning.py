@@ -222,7 +222,7 @@ class SAMModule(pl.LightningModule):
         # What train_step calls the batch is a placeholder: Lightning's closure holds the real one.
         before = sam.example_passes
         sam.train_step(_trained(self.trainer), loss_fn, torch.zeros(1), scaler=scaler)
-        sam.example_passes = before  # automatic optimization counts passes, not examples
+        sam.counts.example_passes = before  # automatic optimization counts passes, not examples
         if first_result is not None:
             optimizer_closure._result = first_result  # type: ignore[attr-defined]
 

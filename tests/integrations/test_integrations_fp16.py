@@ -192,6 +192,9 @@ def test_lightning_16_mixed_scaler_sees_both_passes_and_skips_the_overflowing_st
     assert_same_optimizer(tr.optimizers[0], ref_opt)
     assert sc.get_scale() == FINAL_SCALE and tr.precision_plugin.state_dict()["scale"] == FINAL_SCALE
     assert tr.global_step == 3  # Lightning counts the skipped step, as it does in fp16
+    # Automatic optimization counts passes, not examples (samkit never sees Lightning's batch).
+    assert ref_opt.example_passes > 0
+    assert tr.optimizers[0].example_passes == (ref_opt.example_passes if manual else 0)
     assert net.outputs == pytest.approx(losses, rel=1e-6)
     assert float(tr.logged_metrics["train_loss"]) == pytest.approx(losses[-1], rel=1e-6)
 
