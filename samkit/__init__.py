@@ -18,6 +18,7 @@ from samkit.optim import (
     create_optimizer,
     frozen_running_stats,
     rules,
+    scope,
 )
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "create_optimizer",
     "frozen_running_stats",
     "rules",
+    "scope",
     "__version__",
 ]

@@ -1,6 +1,6 @@
 """The SAM family as composable PyTorch optimizers: rule x sharding x micro-batches x execution."""
 
-from samkit.optim import cadence, rules
+from samkit.optim import cadence, rules, scope
 from samkit.optim.batchnorm import frozen_running_stats
 from samkit.optim.compile import compile_step
 from samkit.optim.registry import create_optimizer
@@ -13,6 +13,7 @@ __all__ = [
     "compile_step",
     "create_optimizer",
     "rules",
+    "scope",
     "SAM",
     "FriendlySAM",
     "NonFiniteError",

@@ -129,7 +129,7 @@ def run_passes(
         try:
             result = ENGINES["vectorized"](plan, model, loss_fn, batch, scaler, stats)
         except Exception as exc:  # an op without a vmap rule, ...: the loop always works
-            for p in plan.flat:
+            for p in plan.all_flat:
                 p.grad = None
             if execution.asked == "vectorized" and stats:
                 stats.clear()
@@ -229,7 +229,7 @@ def loop_passes(
         if stats:
             stats.restore()
             stats.clear()
-        for p in flat:
+        for p in plan.all_flat:
             p.grad = None
         raise
     ascended = shard is not None and shard.ascended
@@ -277,7 +277,7 @@ def closure_passes(
             # Kept past the caller's next zero_grad, which may zero in place: a copy when kept.
             return None, [g.clone() for g in grads] if plan.keep_full else grads
         assert closure is not None
-        _clear_grads(flat)
+        _clear_grads(plan.all_flat)
         with frozen():
             closure()
         calls += 1
@@ -290,7 +290,7 @@ def closure_passes(
             shard = ascend(plan, take)
         moved = shard.e is not None or shard.ascended or plan.rule.ascent_passes == 0
         if closure is not None and shard.declined is None and moved:
-            _clear_grads(flat)
+            _clear_grads(plan.all_flat)
             with frozen() if plan.rule.ascent_passes > 0 else nullcontext():
                 out = closure()
             calls += 1

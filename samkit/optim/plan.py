@@ -55,7 +55,7 @@ class StepPlan:
 
     rule: Rule
     cadence: Cadence
-    rules: RuleContext
+    rules: RuleContext  # the perturbed groups (the scope): ascent, norm, perturbation, rule state
     sharding: Sharding
     micro_batch_size: int | None = None
     max_grad_norm: float | None = None
@@ -66,6 +66,9 @@ class StepPlan:
     sample: Callable[[int, torch.device], Tensor | None] | None = None
     decide: Callable[[Tensor], bool] | None = None
     keep_full: bool = False
+    # every parameter the descent and the base step see; the scoped ones (``flat``) plus the groups
+    # left out of the perturbation (``perturb=False``). Empty: the same as ``flat``.
+    others: list[Tensor] = field(default_factory=list)
 
     @property
     def params(self) -> Groups:
@@ -73,7 +76,13 @@ class StepPlan:
 
     @property
     def flat(self) -> list[Tensor]:
+        """The perturbed parameters: the ascent's gradients, the norm, the moved weights."""
         return [p for group in self.rules.params for p in group]
+
+    @property
+    def all_flat(self) -> list[Tensor]:
+        """Every parameter of the step (descent gradient, finite check, clipping, base step)."""
+        return self.flat + self.others
 
     @property
     def ascent_passes(self) -> int:
@@ -192,6 +201,34 @@ class Knobs:
             raise SamkitError(
                 f"shard_size={self.sharding.shard_size} is larger than the batch of {n} examples; "
                 "a shard is a part of a batch."
+            )
+
+    def check_scope(self, groups: list[dict[str, Any]]) -> None:
+        """Refuse a perturbation scope (groups with ``perturb=False``) the rule or cadence cannot
+        work with: they change the descent gradient with an ascent gradient the scope leaves out, or
+        decide from a gradient a scoped ascent does not take for every parameter."""
+        flags = [g.get("perturb", True) for g in groups]
+        for flag in flags:
+            if not isinstance(flag, bool):
+                raise SamkitError(f"a param group's perturb must be True or False, got {flag!r}")
+        if not any(flags):
+            raise SamkitError(
+                "no param group is perturbed (every group has perturb=False): perturb at least one "
+                "group, or use the base optimizer itself"
+            )
+        if all(flags):
+            return
+        what = None
+        if self.rule.transforms_descent:
+            what = f"the {self.rule.name} rule changes the descent gradient with the ascent gradient"
+        elif self.cadence.transforms_descent:
+            what = f"the cadence {self.cadence!r} changes the descent gradient with the ascent gradient"
+        elif self.cadence.decides_after_gradient:
+            what = f"the cadence {self.cadence!r} decides from the gradient of every parameter"
+        if what:
+            raise SamkitError(
+                f"{what}, which a perturbation scope (groups with perturb=False) leaves out for some "
+                "groups: perturb every group, or choose another rule or cadence"
             )
 
     def plan(self, step: int, ctx: RuleContext, backup: WeightBackup) -> StepPlan:

@@ -157,6 +157,7 @@ class SAM(Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
         for group in self.param_groups:
             knobs.rule.validate(group)
+        knobs.check_scope(self.param_groups)
         knobs.rule.check_base(self.base_optimizer)
         self.counts = Counters()
         self.last_step: StepRecord | None = None
@@ -261,23 +262,34 @@ class SAM(Optimizer):
             param_group.setdefault(key, self.defaults[key])
         self.base_optimizer.add_param_group(param_group)
         self.rule.validate(self.param_groups[-1])
+        self.knobs.check_scope(self.param_groups)
 
     # ---- the route every front end takes: plan, passes, update -----------------------------------
     def _plan(self, with_grad: bool) -> StepPlan:
         """This step's plan over the parameters that take part (those with a gradient, for the
-        front ends that find the gradient at ``w`` in ``.grad``)."""
-        if with_grad:
-            params = [[p for p in g["params"] if p.grad is not None] for g in self.param_groups]
-        else:
-            params = [[p for p in g["params"] if p.requires_grad] for g in self.param_groups]
+        front ends that find the gradient at ``w`` in ``.grad``); the rule sees the groups in the
+        perturbation scope (``perturb`` not False), the descent every group."""
+        ctx_params, ctx_groups, others = [], [], []
+        for g in self.param_groups:
+            if with_grad:
+                params = [p for p in g["params"] if p.grad is not None]
+            else:
+                params = [p for p in g["params"] if p.requires_grad]
+            if g.get("perturb", True):
+                ctx_params.append(params)
+                ctx_groups.append(g)
+            else:
+                others += params
         ctx = RuleContext(
-            params=params,
-            groups=self.param_groups,
+            params=ctx_params,
+            groups=ctx_groups,
             state_of=self.state.__getitem__,
             base_state_of=self.base_optimizer.state.__getitem__,
             geometry=self.geometry,
         )
-        return self.knobs.plan(self.counts.steps, ctx, self._backup)
+        plan = self.knobs.plan(self.counts.steps, ctx, self._backup)
+        plan.others = others
+        return plan
 
     @Optimizer.profile_hook_step
     def _hooked(self, update: Callable[[], None]) -> None:
@@ -324,7 +336,7 @@ class SAM(Optimizer):
             raise SamkitError("train_step() called between first_step() and second_step()")
         scaler = active_scaler(scaler)
         plan = self._plan(with_grad=False)
-        if not plan.flat:
+        if not plan.all_flat:
             raise SamkitError("the optimizer holds no parameter that requires grad")
         stats = RunningStats(model) if model.training else None
         self.zero_grad(set_to_none=True)
@@ -332,7 +344,7 @@ class SAM(Optimizer):
             stats.save()
         result = run_passes(plan, self.knobs.execution, model, loss_fn, batch, scaler, stats)
         assert result.loss is not None
-        finite = check_finite(self.nonfinite, result, plan.flat, scaler)
+        finite = check_finite(self.nonfinite, result, plan.all_flat, scaler)
         if stats:
             commit_stats(stats, finite is not Finite.NO, model, batch)
         self._update(plan, result, finite, scaler)
@@ -349,7 +361,7 @@ class SAM(Optimizer):
         if self._pending is not None:
             raise SamkitError("first_step() called twice: call second_step() to restore the weights")
         plan = self._plan(with_grad=self.rule.ascent_passes > 0)
-        if not plan.flat:
+        if not plan.all_flat:
             raise SamkitError(
                 f"{what} found no gradients: compute the loss on the unperturbed weights and "
                 "call loss.backward() before first_step() (or use train_step)"
@@ -380,7 +392,7 @@ class SAM(Optimizer):
         pending, self._pending = self._pending, None
         plan = pending.plan
         result = self._restored(plan, pending.ascent, pending.passes)
-        self._update(plan, result, check_finite(self.nonfinite, result, plan.flat, None), None)
+        self._update(plan, result, check_finite(self.nonfinite, result, plan.all_flat, None), None)
         if zero_grad:
             self.zero_grad()
 
@@ -435,7 +447,7 @@ class SAM(Optimizer):
         passes = float(calls + (0 if self.rule.ascent_passes == 0 else 1))
         with torch.no_grad():
             result = self._restored(plan, ascent, passes)
-            self._update(plan, result, check_finite(self.nonfinite, result, plan.flat, None), None)
+            self._update(plan, result, check_finite(self.nonfinite, result, plan.all_flat, None), None)
         return first_loss if first_loss is not None else out
 
     step.hooked = True  # type: ignore[attr-defined]  # hooks fire in _update, once per step

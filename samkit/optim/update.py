@@ -122,7 +122,7 @@ def _descent_side(plan: StepPlan, result: PassResult) -> None:
         if cadence.transforms_descent:
             cadence.descent(grads, result.full_grads, ctx, result.ascended)  # type: ignore[arg-type]
     if plan.max_grad_norm is not None:
-        flat = [p for group in ctx.params for p in group if p.grad is not None]
+        flat = [p for p in plan.all_flat if p.grad is not None]
         if flat:
             torch.nn.utils.clip_grad_norm_(flat, plan.max_grad_norm, foreach=True)
 
@@ -147,7 +147,7 @@ def base_step(
         # Make the scaler see the non-finite value (it may be only in the ascent pass), so that
         # it skips the step and backs off its scale exactly as it always does. Indexing (not
         # .view) works for any memory layout, channels_last included.
-        bad = next(p for p in plan.flat if p.grad is not None)
+        bad = next(p for p in plan.all_flat if p.grad is not None)
         bad.grad[(0,) * bad.grad.dim()] = float("inf")  # type: ignore[index]
     if transforms:
         scaler.unscale_(base)

@@ -101,6 +101,7 @@ def vectorized_passes(
     Writes the merged running statistics into ``stats``.
     """
     params, flat = ctx.params, ctx.flat
+    others, every = ctx.others, ctx.all_flat
     sizes = ctx.sharding.sizes(batch_size(batch))
     if ctx.ascent_passes < 1 or ctx.decide is not None:
         raise SamkitError(
@@ -202,17 +203,19 @@ def vectorized_passes(
             target = losses.sum() * weight
             part = losses.detach().sum() * weight
             perturbed_total = part if perturbed_total is None else perturbed_total + part
+            # The parameters outside the perturbation scope are the model's own (not mapped): their
+            # gradient comes out summed over the shards already.
             descent = torch.autograd.grad(
-                scaled(target), perturbed, allow_unused=True, materialize_grads=True
+                scaled(target), [*perturbed, *others], allow_unused=True, materialize_grads=True
             )
             examples += count * _size_of(piece)
             del perturbed
-            summed = [h.sum(0) for h in descent]
-            if flat[0].grad is None:
-                for p, h in zip(flat, summed, strict=True):
+            summed = [h.sum(0) for h in descent[: len(flat)]] + list(descent[len(flat):])
+            if every[0].grad is None:
+                for p, h in zip(every, summed, strict=True):
                     p.grad = h
             else:
-                torch._foreach_add_([p.grad for p in flat], summed)
+                torch._foreach_add_([p.grad for p in every], summed)
         del e
     if stats and merged is not None:
         stats.set_merged(merged)

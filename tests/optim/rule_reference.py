@@ -32,7 +32,7 @@ def _centralize(t):
 class Reference:
     def __init__(self, model, rule="sam", *, lr=0.1, rho=0.05, momentum=0.0, adaptive=False,
                  eta=0.0, alpha=0.0, gamma=0.5, decouple=False, steps=1, step_size=1.0,
-                 sigma=1.0, lmbda=0.9, descent_gc=True, max_grad_norm=None):
+                 sigma=1.0, lmbda=0.9, descent_gc=True, max_grad_norm=None, scope=None):
         self.model = model
         self.rule = rule
         self.lr, self.rho, self.momentum = lr, rho, momentum
@@ -42,6 +42,9 @@ class Reference:
         self.sigma, self.lmbda, self.descent_gc = sigma, lmbda, descent_gc
         self.max_grad_norm = max_grad_norm
         self.params = list(model.parameters())
+        # perturbation scope: per parameter, whether it is perturbed (the others get no ascent
+        # gradient, no share of the norm, no perturbation)
+        self.scope = [True] * len(self.params) if scope is None else list(scope)
         self.buf = None  # SGD momentum buffer
         self.ema = None  # F-SAM
 
@@ -73,7 +76,16 @@ class Reference:
             a += size
         return out
 
+    def _in_scope(self, ts):
+        return [t if keep else torch.zeros_like(t) for t, keep in zip(ts, self.scope)]
+
     def _perturbation(self, g, w, grad_at):
+        g = self._in_scope(g)
+        inner = grad_at
+
+        def grad_at(e):
+            return self._in_scope(inner(e))
+
         zero = [torch.zeros_like(x) for x in w]
         if self.rule in ("sam", "asam", "gsam", "wsam"):
             return self._geometry(g, w)[0]
@@ -81,7 +93,7 @@ class Reference:
             return self._geometry([_centralize(x) for x in g], w)[0]
         if self.rule == "fsam":
             d = g if self.ema is None else [gi - self.sigma * mi for gi, mi in zip(g, self.ema)]
-            return self._geometry(d, w)[0]
+            return self._geometry(self._in_scope(d), w)[0]
         if self.rule == "usam":
             t = [wi.abs() + self.eta if self.adaptive else torch.ones_like(wi) for wi in w]
             return [self.rho * ti * ti * gi for ti, gi in zip(t, g)]
@@ -98,7 +110,7 @@ class Reference:
         if self.rule == "momentum":
             if self.buf is None:
                 return zero
-            return self._geometry([-b for b in self.buf], w)[0]
+            return self._geometry(self._in_scope([-b for b in self.buf]), w)[0]
         raise ValueError(self.rule)
 
     # ---- one step -------------------------------------------------------------------------------
