@@ -48,9 +48,8 @@ def build_shim(folder: Path) -> Path:
 def child(args: argparse.Namespace) -> None:
     """Inside valgrind: build one row, warm it up, count ``--steps`` steps."""
     sys.path.insert(0, str(HERE))
-    import torch
-
     import step_time
+    import torch
 
     torch.set_num_threads(1)
     shim = ctypes.CDLL(args.shim)

@@ -14,6 +14,8 @@ that does not ascend is a step of the base optimizer on the gradient at ``w`` �
   the same on every rank.
 * :class:`GradNormTrigger` — AE-SAM (Jiang et al., ICLR 2023): when the squared gradient norm is
   unusually large against its running mean and variance.
+* :class:`Drift` — LookSAM whose refresh waits until the plain gradient's direction has moved
+  (about one step in ``k``, the ones where it moved most; samkit's own).
 * :class:`Window` — only in a fraction of training, e.g. the last 20% ("late-phase SAM", Zhou et
   al., ICLR 2025).
 
@@ -37,12 +39,13 @@ import torch
 from torch import Tensor
 
 from samkit.errors import SamkitError
-from samkit.optim.rules.base import EPS, Groups, RuleContext, check_number
+from samkit.optim.rules.base import EPS, Groups, RuleContext, check_number, global_norm
 
 __all__ = [
     "CADENCES",
     "Always",
     "Cadence",
+    "Drift",
     "Every",
     "GradNormTrigger",
     "RandomSwitch",
@@ -98,8 +101,14 @@ class Cadence:
         """Whether step ``step`` (0-based, counting taken steps) takes the ascent pass."""
         return True
 
-    def decide(self, squared_norm: float, step: int) -> bool:
-        """For :attr:`decides_after_gradient`: the decision from this step's squared gradient norm."""
+    def statistic(self, grads: Groups, ctx: RuleContext) -> Tensor:
+        """For :attr:`decides_after_gradient`: the number :meth:`decide` reads, from this step's
+        gradient at ``w`` (default: its squared norm). A 0-d tensor: the engine averages it over
+        DDP ranks before the decision, so every rank decides alike."""
+        return global_norm([g for group in grads for g in group]).square()
+
+    def decide(self, value: float, step: int) -> bool:
+        """For :attr:`decides_after_gradient`: the decision from :meth:`statistic`'s value."""
         raise NotImplementedError
 
     def needs_total_steps(self) -> bool:
@@ -342,6 +351,96 @@ class GradNormTrigger(Cadence):
                 f"lambda1={self.lambda1}, lambda2={self.lambda2})")
 
 
+class Drift(Every):
+    r"""LookSAM whose refresh waits for the direction to move: ascend when the plain gradient has
+    turned away from the one of the last ascent, about one step in ``k`` (samkit's own).
+
+    Every step computes the plain gradient :math:`g_t` first (the pass a step without ascent takes
+    anyway, and the ascent pass of a step with one: no pass is wasted), and measures its drift from
+    :math:`g_a`, the plain gradient of the last ascent step:
+
+    .. math:: d_t = 1 - \cos(g_t, g_a)
+
+    The step ascends when :math:`d_t` exceeds a running estimate :math:`q` of its
+    :math:`(1 - 1/k)`-quantile — updated in log space, so that the scale of the drift does not
+    matter: :math:`q \leftarrow q\, e^{\gamma (\mathbb 1[d_t > q] - 1/k)}`, starting from the first
+    drift measured —, so that about one step in ``k`` ascends, the ones where the direction moved
+    most; or when ``max_gap`` steps (default ``2k``) passed without one. Between ascents it steps like
+    ``Every(k, reuse="looksam", alpha=alpha)`` (LookSAM's
+    :math:`g + \alpha \frac{\lVert g\rVert}{\lVert g_v\rVert} g_v`), or with the plain gradient for
+    ``reuse=None``. The decision reads one number per step on the host (under DDP, the mean over
+    ranks of :math:`d_t`); one shard per rank. ``rate`` is :math:`\gamma`.
+    """
+
+    name = "drift"
+    decides_after_gradient = True
+
+    def __init__(self, k: int = 4, reuse: str | None = "looksam", alpha: float = 0.2,
+                 max_gap: int | None = None, rate: float = 0.5, *,
+                 ascent_fraction: float | None = None) -> None:
+        super().__init__(k, reuse=reuse, alpha=alpha, ascent_fraction=ascent_fraction)
+        if reuse == "perturbation":
+            raise SamkitError("the drift cadence reuses LookSAM's component (reuse='looksam') or nothing")
+        max_gap = 2 * k if max_gap is None else max_gap
+        if isinstance(max_gap, bool) or not isinstance(max_gap, int) or max_gap < 1:
+            raise SamkitError(f"max_gap must be a positive integer (steps), got {max_gap!r}")
+        check_number("rate", rate, low=0.0, low_open=True)
+        self.max_gap, self.rate = max_gap, rate
+        self.needs_full_grad = self.transforms_descent = True  # g_a: each ascent step's plain gradient
+        self.threshold: float | None = None  # q (None until a drift is measured)
+        self.gap = 0  # steps since the last ascent
+
+    def ascends(self, step: int) -> bool:  # (decided after the gradient instead)
+        return True
+
+    def statistic(self, grads: Groups, ctx: RuleContext) -> Tensor:
+        ref = [[s.get("drift_g") for s in states] for states in ctx.state]
+        g = [x for group in grads for x in group]
+        if any(r is None for group in ref for r in group):
+            return torch.full((), 2.0, device=g[0].device)  # no ascent yet: the most drift there is
+        a = [r for group in ref for r in group]
+        cos = _inner(g, a) / (torch.sqrt(_inner(g, g) * _inner(a, a)) + EPS)
+        return 1.0 - cos
+
+    def decide(self, value: float, step: int) -> bool:
+        if value >= 2.0:  # no ascent yet (or a gradient reversed): ascend, learn nothing
+            ascend = True
+        else:
+            if self.threshold is None:
+                self.threshold = value
+            above = value > self.threshold
+            ascend = above or self.gap + 1 >= self.max_gap
+            self.threshold *= math.exp(self.rate * (float(above) - 1.0 / self.k))
+        self.gap = 0 if ascend else self.gap + 1
+        return ascend
+
+    def descent(self, grads: Groups, full_grads: Groups | None, ctx: RuleContext, ascended: bool) -> None:
+        if ascended and full_grads is not None:
+            ctx.scratch["drift_g"] = [[g.detach().clone() for g in group] for group in full_grads]
+        if self.reuse_mode == "looksam":
+            super().descent(grads, full_grads, ctx, ascended)
+
+    def observe(self, ctx: RuleContext, ascended: bool, perturbation: Groups | None) -> None:
+        if ascended and "drift_g" in ctx.scratch:
+            for states, gs in zip(ctx.state, ctx.scratch.pop("drift_g"), strict=True):
+                for s, g in zip(states, gs, strict=True):
+                    s["drift_g"] = g
+        super().observe(ctx, ascended, perturbation)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "threshold": self.threshold, "gap": self.gap}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        threshold = state["threshold"]
+        self.threshold = None if threshold is None else float(threshold)
+        self.gap = int(state["gap"])
+
+    def __repr__(self) -> str:
+        return (f"Drift(k={self.k}, reuse={self.reuse_mode!r}, alpha={self.alpha}, "
+                f"max_gap={self.max_gap}, rate={self.rate})")
+
+
 class Window(Cadence):
     """Ascend only for steps in ``[start, end)`` fractions of ``total_steps`` (late-phase SAM:
     ``Window(0.8, 1.0)``; Zhou et al., "Sharpness-Aware Minimization Efficiently Selects Flatter
@@ -377,6 +476,7 @@ CADENCES: dict[str, type[Cadence]] = {
     "random": RandomSwitch,
     "gradnorm": GradNormTrigger,
     "window": Window,
+    "drift": Drift,
 }
 
 
@@ -384,7 +484,7 @@ def parse_cadence(spec: str) -> Cadence:
     """``"every:k=5,reuse=looksam"`` -> ``Every(5, reuse="looksam")`` (options may also be
     separated by ``;``, which fits inside a study method such as ``sam:cadence=every:k=5;reuse=looksam``).
 
-    Names: ``always``, ``every``, ``random``, ``gradnorm``, ``window``; values are read as YAML
+    Names: ``always``, ``every``, ``random``, ``gradnorm``, ``window``, ``drift``; values are read as YAML
     scalars (``5`` an int, ``0.3`` a float, ``none`` None).
     """
     import inspect
@@ -409,7 +509,8 @@ def parse_cadence(spec: str) -> Cadence:
                 f"cadence {spec!r}: {item!r} is not one of its options key=value "
                 f"({', '.join(accepted)})"
             )
-        options[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        options[key] = None if isinstance(parsed, str) and parsed.lower() == "none" else parsed
     required = [
         p.name for p in inspect.signature(cls).parameters.values()
         if p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD

@@ -43,9 +43,9 @@ from torch.utils import _pytree as pytree
 from samkit._batch import LossFn, batch_size
 from samkit.optim.batchnorm import RunningStats
 from samkit.optim.distributed import all_reduce_mean_, ddp_of, full_value, is_distributed, no_sync
-from samkit.optim.passes import PassResult, check_dense, shard_gradient
+from samkit.optim.passes import PassResult, check_dense, combine_points, shard_gradient, to_grad
 from samkit.optim.plan import Execution, StepPlan
-from samkit.optim.rules.base import Groups, global_norm
+from samkit.optim.rules.base import Groups
 from samkit.optim.sharding import micro_batches, shard_batch, split_groups
 from samkit.optim.vectorized import vectorized_passes
 
@@ -104,12 +104,14 @@ def ascend(plan: StepPlan, take: TakeGradient, *, ddp: bool = False) -> Ascent:
 
 
 def _decided(plan: StepPlan, grads: list[Tensor], ddp: bool) -> bool:
-    """Ask the cadence with this step's squared gradient norm (mean over ranks under DDP)."""
+    """Ask the cadence with its statistic of this step's gradient (AE-SAM: the squared norm; the drift
+    trigger: how far the direction moved), the mean over ranks under DDP."""
     assert plan.decide is not None
-    squared = global_norm(grads).square().reshape(1)
+    value = plan.cadence.statistic(split_groups(grads, [len(g) for g in plan.params]), plan.rules)
+    value = value.reshape(1)
     if ddp:
-        all_reduce_mean_([squared])
-    return plan.decide(full_value(squared)[0])
+        all_reduce_mean_([value])
+    return plan.decide(full_value(value)[0])
 
 
 def run_passes(
@@ -163,6 +165,8 @@ def loop_passes(
     stats: RunningStats | None,
 ) -> PassResult:
     """One shard after another: ascent, perturb, descent (into ``.grad``), exact restore."""
+    if plan.points:
+        return points_passes(plan, model, loss_fn, batch, scaler, stats)
     flat = plan.flat
     passes = plan.ascent_passes
     # Shards are about perturbations: a step without ascent is one pass over the whole batch.
@@ -197,7 +201,7 @@ def loop_passes(
             if shard.loss is not None:
                 total = shard.loss * w if total is None else total + shard.loss * w
             if shard.declined is not None:
-                _to_grad(flat, shard.declined, scaler, ddp)  # the step's gradient is in .grad now
+                to_grad(flat, shard.declined, scaler, ddp)  # the step's gradient is in .grad now
                 break
             norm_sum = shard.norms if norm_sum is None else norm_sum + shard.norms
             if shard.norm is not None:
@@ -249,6 +253,49 @@ def loop_passes(
         norm_mean=first_norms,
         examples=examples,
     )
+
+
+def points_passes(
+    plan: StepPlan,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Any,
+    scaler: torch.amp.GradScaler | None,
+    stats: RunningStats | None,
+) -> PassResult:
+    """A rule's descent points (SAMPa's pair, mixed RWP's clean and noisy weights), one after another.
+
+    At each point ``w + o_i`` the gradient of every parameter (over the micro-batches); the weighted
+    sum ``sum_i c_i h_i`` goes to ``.grad`` (all-reduced under DDP, every point's gradient first, so
+    that what the rule keeps is the same on every rank) and each point's gradient of the perturbed
+    parameters to ``plan.rules.scratch["points"]`` for the rule's ``observe``. The statistics and the
+    loss are the rule's ``stats_point``'s.
+    """
+    flat, every = plan.flat, plan.all_flat
+    points, norm = plan.rule.descent_points(plan.rules)
+    at = plan.rule.stats_point(len(points))
+    pieces = micro_batches(batch, plan.micro_batch_size)
+    ddp = ddp_of(model) is not None
+    plan.backup.save(flat)
+    grads: list[list[Tensor]] = []
+    losses: list[Tensor] = []
+    try:
+        for i, (offset, _) in enumerate(points):
+            plan.backup.move(flat, offset, restore_first=i > 0)
+            loss, g = shard_gradient(model, loss_fn, pieces, every, scaler, stats,
+                                     stats if i == at else None, 1.0, True)
+            if ddp:
+                all_reduce_mean_(g)
+            grads.append(g)
+            losses.append(loss)
+        plan.backup.restore(flat)
+    except BaseException:
+        plan.backup.restore(flat)
+        if stats:
+            stats.restore()
+            stats.clear()
+        raise
+    return combine_points(plan, points, grads, losses, at, norm, scaler, len(points) * batch_size(batch))
 
 
 def closure_passes(
@@ -316,16 +363,6 @@ def _sampled(pieces: list[tuple[Any, float]], shard: Any, plan: StepPlan) -> lis
         return pieces
     subset = pytree.tree_map(lambda t: t[idx] if isinstance(t, Tensor) else t, shard)
     return micro_batches(subset, plan.micro_batch_size)
-
-
-def _to_grad(flat: list[Tensor], grads: list[Tensor], scaler: torch.amp.GradScaler | None, ddp: bool) -> None:
-    """Put a gradient computed with ``autograd.grad`` into ``.grad`` (all-reduced, scaled back)."""
-    if ddp:
-        all_reduce_mean_(grads)
-    if scaler is not None:  # the base step unscales .grad itself
-        torch._foreach_mul_(grads, scaler.scale(torch.ones((), device=grads[0].device)))
-    for p, g in zip(flat, grads, strict=True):
-        p.grad = g
 
 
 # The executions a plan's passes can run on (plan.Execution chooses among them).

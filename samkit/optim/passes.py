@@ -16,8 +16,10 @@ from torch import Tensor, nn
 from samkit._batch import LossFn
 from samkit.errors import SamkitError
 from samkit.optim.batchnorm import RunningStats
-from samkit.optim.distributed import is_fsdp, no_sync
+from samkit.optim.distributed import all_reduce_mean_, is_fsdp, no_sync
+from samkit.optim.plan import StepPlan
 from samkit.optim.rules.base import Groups
+from samkit.optim.sharding import split_groups
 
 
 @dataclass
@@ -126,3 +128,43 @@ def check_dense(grads: list[Tensor]) -> None:
             "family needs dense gradients to normalise and perturb: build the layer with "
             "sparse=False"
         )
+
+
+def to_grad(flat: list[Tensor], grads: list[Tensor], scaler: torch.amp.GradScaler | None, ddp: bool) -> None:
+    """Put a gradient computed with ``autograd.grad`` into ``.grad`` (all-reduced, scaled back)."""
+    if ddp:
+        all_reduce_mean_(grads)
+    if scaler is not None:  # the base step unscales .grad itself
+        torch._foreach_mul_(grads, scaler.scale(torch.ones((), device=grads[0].device)))
+    for p, g in zip(flat, grads, strict=True):
+        p.grad = g
+
+
+def combine_points(
+    plan: StepPlan,
+    points: list[Any],
+    grads: list[list[Tensor]],
+    losses: list[Tensor],
+    at: int,
+    norm: Tensor,
+    scaler: torch.amp.GradScaler | None,
+    examples: int,
+) -> PassResult:
+    """The descent points' gradients into ``.grad`` (weighted) and ``scratch`` (each), as a result."""
+    flat, every = plan.flat, plan.all_flat
+    combined = [torch.zeros_like(p) for p in every]
+    for (_, c), g in zip(points, grads, strict=True):
+        if c:
+            torch._foreach_add_(combined, g, alpha=c)
+    to_grad(every, combined, scaler, ddp=False)  # (already all-reduced)
+    lengths = [len(group) for group in plan.params]
+    plan.rules.scratch["points"] = [split_groups(g[: len(flat)], lengths) for g in grads]
+    others = [i for i in range(len(points)) if i != at]
+    return PassResult(
+        loss=losses[at],
+        perturbed_loss=losses[others[0]] if others else None,
+        ascent_norm=norm,
+        full_grads=None,
+        ascended=False,
+        examples=examples,
+    )

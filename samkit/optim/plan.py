@@ -49,7 +49,7 @@ class StepPlan:
     ``ascend``: take the rule's ascent passes (a rule without any, Momentum-SAM, has ``False`` and
     perturbs on its own); ``fixed``: the perturbation of a step without ascent (a reused ``e``, or
     ``None``: a plain step); ``sample``: the examples of a shard the ascent gradient is taken on;
-    ``decide``: for a decision that needs the step's squared gradient norm; ``keep_full``: keep the
+    ``decide``: for a decision from the cadence's statistic of the step's gradient; ``keep_full``: keep the
     batch's ascent gradient (for the rule or the cadence).
     """
 
@@ -90,9 +90,15 @@ class StepPlan:
         return self.rule.ascent_passes if self.ascend else 0
 
     @property
+    def points(self) -> bool:
+        """Whether the rule takes its descent gradient at several points (SAMPa, mixed RWP)."""
+        return self.rule.descent_passes > 1
+
+    @property
     def vectorizable(self) -> bool:
-        """Whether the passes can run stacked (an ascent, decided before it)."""
-        return self.ascent_passes > 0 and self.decide is None
+        """Whether the passes can run stacked: shards with an ascent decided before it, or a rule's
+        descent points (one batched pass for the pair)."""
+        return (self.ascent_passes > 0 and self.decide is None) or self.points
 
     def perturbation(
         self, grads: Groups | None, stacked: bool = False, previous: Groups | None = None
@@ -242,8 +248,8 @@ class Knobs:
             ascend, fixed = False, cadence.reuse(ctx)
         decide = None
         if cadence.decides_after_gradient and ascend:
-            def decide(squared: Tensor) -> bool:
-                return cadence.decide(float(squared), step)
+            def decide(value: Tensor) -> bool:
+                return cadence.decide(float(value), step)
         return StepPlan(
             rule=rule,
             cadence=cadence,
@@ -267,6 +273,12 @@ class Knobs:
             raise SamkitError(
                 f"{what} works on the gradient of one whole batch; with {self.sharding} use "
                 "train_step(model, loss_fn, batch), which splits the batch into shards"
+            )
+        if self.rule.descent_passes > 1:
+            raise SamkitError(
+                f"{what}: the {self.rule.name} rule takes its descent gradient at "
+                f"{self.rule.descent_passes} points, which needs the loss function: use "
+                "train_step(model, loss_fn, batch)"
             )
         if self.rule.ascent_passes > 1 and not multistep:
             raise SamkitError(
@@ -320,7 +332,7 @@ class Execution:
         """``loop`` or ``vectorized`` for this step."""
         if (
             not plan.vectorizable
-            or plan.sharding.is_single
+            or (plan.sharding.is_single and not plan.points)
             or self.asked == "loop"
             or self.error
             or is_distributed(model)  # under DDP/FSDP the loop runs one rank's shards

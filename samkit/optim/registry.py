@@ -57,7 +57,8 @@ class OptimizerEntry:
         """Forward-backward passes per step with these options (1 for a plain optimizer)."""
         if self.rule is None:
             return 1
-        return self.rule(**(options or {})).ascent_passes + 1
+        rule = self.rule(**(options or {}))
+        return rule.ascent_passes + rule.descent_passes
 
 
 _OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", ordered=True)
@@ -170,6 +171,10 @@ register("momentum_sam", rules.MomentumSAM, "Momentum-SAM (Becker et al., 2024):
          "the momentum, one pass per step")
 register("usam", rules.UnnormalizedSAM, "unnormalized SAM: e = rho * g (Andriushchenko & "
          "Flammarion, ICML 2022)")
+register("sampa", rules.SAMPa, "SAMPa (Xie et al., NeurIPS 2024): the perturbation from last step's "
+         "gradient at y, two independent passes")
+register("rwp", rules.RWP, "random weight perturbation (Li et al., TMLR 2024): noise scaled per filter; "
+         "adapt > 0: ARWP; mix < 1: m-RWP (two passes)")
 register("multistep_sam", rules.MultiStepSAM, "SAM with k projected ascent steps (Andriushchenko & "
          "Flammarion, ICML 2022): k + 1 passes")
 

@@ -37,10 +37,10 @@ from torch.utils import _pytree as pytree
 from samkit._batch import batch_size
 from samkit.errors import SamkitError
 from samkit.optim.batchnorm import RunningStats
-from samkit.optim.passes import PassResult, check_dense, unscale_
+from samkit.optim.passes import PassResult, check_dense, combine_points, unscale_
 from samkit.optim.plan import StepPlan
 from samkit.optim.rules.base import Groups
-from samkit.optim.sharding import piece_sizes, split_groups
+from samkit.optim.sharding import micro_batches, piece_sizes, split_groups
 
 
 class _Bound(nn.Module):
@@ -100,6 +100,8 @@ def vectorized_passes(
 
     Writes the merged running statistics into ``stats``.
     """
+    if ctx.points:
+        return vectorized_points(ctx, model, loss_fn, batch, scaler, stats)
     params, flat = ctx.params, ctx.flat
     others, every = ctx.others, ctx.all_flat
     sizes = ctx.sharding.sizes(batch_size(batch))
@@ -228,6 +230,67 @@ def vectorized_passes(
         norm_mean=first_norms,
         examples=examples,
     )
+
+
+def vectorized_points(
+    plan: StepPlan,
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Any], Tensor],
+    batch: Any,
+    scaler: torch.amp.GradScaler | None,
+    stats: RunningStats | None,
+) -> PassResult:
+    """A rule's descent points as one batched pass: every parameter stacked ``[k, ...]`` at
+    ``w + o_i`` (the points' offsets; the parameters outside the scope at ``w``), the forward mapped
+    over the points on the same batch, each point's gradient from one autograd call (what
+    ``engine.points_passes`` computes one point after another). SAMPa's two gradients do not depend
+    on each other: this is its parallel pair on one device.
+    """
+    flat, every = plan.flat, plan.all_flat
+    points, norm = plan.rule.descent_points(plan.rules)
+    k, at = len(points), plan.rule.stats_point(len(points))
+    names = parameter_names(model, every)
+    bound = _Bound(model, loss_fn)
+    stat_names = ["model." + name for name in stats.names] if stats else []
+
+    def point_loss(p: dict[str, Tensor], b: dict[str, Tensor], piece: Any) -> Tensor:
+        return functional_call(bound, (p, b), (piece,), strict=False)
+
+    mapped = vmap(point_loss, in_dims=(0, 0, None), randomness="different")
+    offsets = [[t for group in o for t in group] if o is not None else None for o, _ in points]
+    grads: list[Tensor] | None = None
+    losses: Tensor | None = None
+    merged: list[Tensor] | None = None
+    for piece, v in micro_batches(batch, plan.micro_batch_size):
+        stacked = []
+        for j, p in enumerate(every):
+            rows = [p.detach() + o[j] if (o is not None and j < len(flat)) else p.detach() for o in offsets]
+            stacked.append(torch.stack(rows).requires_grad_())
+        buffers = {name: b.unsqueeze(0).expand(k, *b.shape).clone()
+                   for name, b in zip(stat_names, stats.tensors if stats else [], strict=True)}
+        out = mapped(dict(zip(names, stacked, strict=True)), buffers, piece)
+        target = out.sum() if v == 1.0 else out.sum() * v
+        target = scaler.scale(target) if scaler is not None else target
+        piece_grads = list(torch.autograd.grad(target, stacked, allow_unused=True, materialize_grads=True))
+        check_dense(piece_grads)
+        if scaler is not None:
+            unscale_(piece_grads, scaler)
+        grads = piece_grads if grads is None else torch._foreach_add(grads, piece_grads)
+        part = out.detach() * v
+        losses = part if losses is None else losses + part
+        if stats:
+            vals = [buffers[name][at] for name in stat_names]
+            n_float = len(stats.floats)
+            if merged is None:
+                merged = [x * v for x in vals[:n_float]] + vals[n_float:]
+            else:
+                torch._foreach_add_(merged[:n_float], vals[:n_float], alpha=v)
+    assert grads is not None and losses is not None
+    if stats and merged is not None:
+        stats.set_merged(merged)
+    per_point = [[g[i] for g in grads] for i in range(k)]
+    return combine_points(plan, points, per_point, list(losses.unbind(0)), at, norm, scaler,
+                          k * batch_size(batch))
 
 
 def _pieces(sub: Any, size: int, micro_batch_size: int | None) -> list[tuple[Any, float]]:

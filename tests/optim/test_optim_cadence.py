@@ -309,3 +309,65 @@ def test_a_cadence_object_drives_one_optimizer():
     with pytest.raises(SamkitError, match="use shards=1"):
         SAM(make_mlp().parameters(), torch.optim.SGD, lr=LR, shards=2, cadence=unused)
     assert SAM(make_mlp().parameters(), torch.optim.SGD, lr=LR, cadence=unused).cadence is unused
+
+
+def drift_reference(model, steps, k, alpha, rho, rate, max_gap):
+    """The drift trigger written out: d = 1 - cos(g, g_a); ascend iff d > q (or the gap is full, or
+    no ascent yet); q starts at the first d, then q *= exp(rate (1[d > q] - 1/k)); LookSAM between."""
+    params = list(model.parameters())
+    q, gap, g_a, g_v, pattern = None, 0, None, None, []
+    for s in range(steps):
+        batch = make_batch(seed=s)
+        g = list(torch.autograd.grad(ce(model, batch), params))
+        if g_a is None:
+            d = 2.0
+        else:
+            d = float(1 - _dot(g, g_a) / (torch.sqrt(_dot(g, g) * _dot(g_a, g_a)) + EPS))
+        if d >= 2.0:
+            ascend = True
+        else:
+            q = d if q is None else q
+            ascend = d > q or gap + 1 >= max_gap
+            q *= math.exp(rate * (float(d > q) - 1.0 / k))
+        gap = 0 if ascend else gap + 1
+        pattern.append(ascend)
+        if ascend:
+            h = gradient_at(model, params, [rho * x / (_norm(g) + EPS) for x in g], batch)
+            c = _dot(g, h) / (_dot(g, g) + EPS)
+            g_v = [hi - c * gi for hi, gi in zip(h, g)]
+            g_a = g
+            update = h
+        else:
+            scale = alpha * _norm(g) / (_norm(g_v) + EPS)
+            update = [gi + scale * vi for gi, vi in zip(g, g_v)]
+        sgd_step(params, update)
+    return pattern
+
+
+def test_drift_cadence_equals_its_reference_and_ascends_where_the_direction_moved():
+    steps, kw = 12, dict(k=3, alpha=0.3, rate=0.5, max_gap=5)
+    model, ref = make_mlp(), make_mlp()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, rho=0.1, cadence=cadence.Drift(**kw))
+    pattern = []
+    for s in range(steps):
+        opt.train_step(model, ce, make_batch(seed=s))
+        pattern.append(opt.last_step.ascended)
+    expected = drift_reference(ref, steps, rho=0.1, **kw)
+    assert pattern == expected and 1 < sum(pattern) < steps  # it both ascends and skips
+    assert_states(state_of(model), state_of(ref), atol=1e-12)
+    assert opt.passes == steps + sum(pattern)  # the decision's pass is the ascent's: none wasted
+
+
+def test_drift_cadence_resumes_mid_run_exactly():
+    model, other = make_mlp(), make_mlp()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=LR, rho=0.1, cadence=cadence.Drift(k=3))
+    for s in range(5):
+        opt.train_step(model, ce, make_batch(seed=s))
+    other.load_state_dict(model.state_dict())
+    resumed = SAM(other.parameters(), torch.optim.SGD, lr=LR, rho=0.1, cadence=cadence.Drift(k=3))
+    resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
+    for s in range(5, 10):
+        opt.train_step(model, ce, make_batch(seed=s))
+        resumed.train_step(other, ce, make_batch(seed=s))
+    assert_states(state_of(model), state_of(other))
+    assert cadence.parse_cadence("drift:k=5,alpha=0.2,reuse=none").reuse_mode is None

@@ -33,6 +33,11 @@ SCENARIOS = {
                       {"shards": 2, "rule": rules.MultiStepSAM(steps=2, step_size=0.7)}),
     # no ascent pass: the global momentum perturbs every rank alike = one process on the whole batch
     "momentum_mlp": (make_mlp, SAM, {"rule": rules.MomentumSAM()}, {"rule": rules.MomentumSAM()}),
+    # descent points: every point's gradient all-reduced, so the kept state (SAMPa's g_y, ARWP's F)
+    # and the seeded noise are the same on every rank = one process on the whole batch
+    "sampa_mlp": (make_mlp, SAM, {"rule": rules.SAMPa(mix=0.3)}, {"rule": rules.SAMPa(mix=0.3)}),
+    "mrwp_mlp": (make_mlp, SAM, {"rule": rules.RWP(noise=0.05, mix=0.5, adapt=0.2)},
+                 {"rule": rules.RWP(noise=0.05, mix=0.5, adapt=0.2)}),
     # micro-batches on each rank; clipping of the all-reduced gradient
     "micro_clip_mlp": (make_mlp, SAM, {"micro_batch_size": 3, "max_grad_norm": 0.05},
                        {"shards": 2, "max_grad_norm": 0.05}),
@@ -45,6 +50,8 @@ SCENARIOS = {
     # AE-SAM reads the squared gradient norm, averaged over the ranks: no single-process twin
     "gradnorm_mlp": (make_mlp, SAM, {"cadence": cadence.GradNormTrigger(total_steps=STEPS, lambda1=-0.5)},
                      None),
+    # the drift trigger reads the mean over ranks of the local drift: ranks decide alike
+    "drift_mlp": (make_mlp, SAM, {"cadence": cadence.Drift(k=2, max_gap=2)}, None),
 }
 KW = dict(lr=0.1, momentum=0.9, rho=0.1)
 
@@ -105,10 +112,12 @@ def test_ddp_equals_single_process_msam(ddp_results, name):
             torch.testing.assert_close(e0, opt.state[p]["ema"], atol=1e-10, rtol=0)
 
 
-def test_ranks_decide_alike_with_a_gradient_norm_trigger(ddp_results):
-    ranks = [torch.load(f"{ddp_results}/gradnorm_mlp_{r}.pt") for r in range(WORLD)]
+@pytest.mark.parametrize("name", ["gradnorm_mlp", "drift_mlp"])
+def test_ranks_decide_alike_with_a_trigger_that_reads_the_gradient(ddp_results, name):
+    ranks = [torch.load(f"{ddp_results}/{name}_{r}.pt") for r in range(WORLD)]
     assert_states(ranks[0]["model"], ranks[1]["model"])
     assert ranks[0]["ascents"] == ranks[1]["ascents"]
+    assert 0 < ranks[0]["ascents"] < STEPS or name == "gradnorm_mlp"  # the drift trigger also skipped
 
 
 @pytest.mark.parametrize("name", ["sam_bn", "fsam_bn"])

@@ -54,7 +54,8 @@ def test_plain_names_are_the_base_optimizers():
     model = make_cnn()
     opt = create_optimizer("adamw", model.parameters(), lr=1e-3, weight_decay=0.05)
     assert type(opt) is torch.optim.AdamW and opt.defaults["weight_decay"] == 0.05
-    with pytest.raises(SamkitError, match="rho only applies to the SAM family, not to the plain optimizer 'sgd'"):
+    with pytest.raises(SamkitError, match="rho only applies to the SAM family, not to the plain "
+                                          "optimizer 'sgd'"):
         create_optimizer("sgd", model.parameters(), lr=0.1, rho=0.05)
 
 

@@ -238,7 +238,7 @@ def test_every_rule_module_is_exported_and_named():
 
     modules = [m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name != "base"]
     assert set(modules) >= {"sam", "friendly", "gsam", "wsam", "gcsam", "momentum", "unnormalized",
-                            "multistep"}
+                            "multistep", "sampa", "rwp"}
     classes = [getattr(rules, n) for n in rules.__all__ if isinstance(getattr(rules, n), type)]
     names = [c.name for c in classes if issubclass(c, rules.Rule) and c is not rules.Rule]
-    assert len(names) == len(set(names)) == 9
+    assert len(names) == len(set(names)) == 11

@@ -91,7 +91,7 @@ def test_the_two_call_and_closure_front_ends_follow_the_scope(front):
                 ce(other, batch).backward()
             opts[1].second_step(zero_grad=True)
         else:
-            def closure():
+            def closure(batch=batch):
                 loss = ce(other, batch)
                 loss.backward()
                 return loss

@@ -39,6 +39,7 @@ from samkit._checks import check_number
 EPS = 1e-12
 
 Groups = list[list[Tensor]]  # one list of tensors per parameter group
+Point = tuple[Groups | None, float]  # an offset from w (None: w itself) and its weight
 
 
 def global_norm(tensors: Sequence[Tensor]) -> Tensor:
@@ -195,6 +196,7 @@ class Rule:
 
     name = "sam"
     ascent_passes = 1
+    descent_passes = 1  # points the descent gradient is taken at (SAMPa, mixed RWP: 2)
     needs_full_grad = False
     transforms_descent = False
     shardable = True
@@ -233,6 +235,17 @@ class Rule:
         """
         assert grads is not None
         return ctx.geometry_of(self.direction(grads, ctx, stacked), stacked)
+
+    def descent_points(self, ctx: RuleContext) -> tuple[list[Point], Tensor]:
+        r"""For a rule without ascent pass and :attr:`descent_passes` ``> 1``: the points
+        :math:`w + o_i` the descent gradient is taken at and their weights, and a norm for the finite
+        check. The step's gradient is :math:`\sum_i c_i \nabla L(w + o_i)`; each point's gradient is
+        handed to :meth:`observe` in ``ctx.scratch["points"]``. ``o_i = None`` is ``w`` itself."""
+        raise NotImplementedError
+
+    def stats_point(self, points: int) -> int:
+        """Which descent point's pass updates BatchNorm's running statistics (and gives the loss)."""
+        return 0
 
     def descent(self, grads: Groups, full_grads: Groups | None, ctx: RuleContext) -> None:
         """Transform the (unscaled) descent gradients in place before the base step."""
