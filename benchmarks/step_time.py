@@ -113,10 +113,11 @@ def methods(args) -> dict[str, Callable[[nn.Module], Callable]]:
 
         return step
 
-    def ours(cls=samkit.SAM, **extra):
+    def ours(cls=samkit.SAM, groups=None, **extra):
         def make(model, loss_fn, compile_kwargs=None):
             # a fresh copy of the settings: a cadence drives one optimizer
-            opt = cls(model.parameters(), sgd, rho=0.05, nonfinite="unchecked", **kw, **copy.deepcopy(extra))
+            params = model.parameters() if groups is None else groups(model)
+            opt = cls(params, sgd, rho=0.05, nonfinite="unchecked", **kw, **copy.deepcopy(extra))
             return samkit_step(opt, model, loss_fn, compile_kwargs)
 
         make.compiles_step = True
@@ -154,6 +155,25 @@ def methods(args) -> dict[str, Callable[[nn.Module], Callable]]:
     table["every-4 looksam"] = ours(cadence=cadence.Every(4, reuse="looksam"))
     table["random p=0.25"] = ours(cadence=cadence.RandomSwitch(0.25))
     table["sam ascent_fraction 0.5"] = ours(cadence=cadence.Always(ascent_fraction=0.5))
+    table["drift k=4"] = ours(cadence=cadence.Drift(4))
+    # perturbation scopes: the ascent asks autograd only for the perturbed parameters
+    table["sam-on (norm layers)"] = ours(groups=samkit.scope.norm_layers)
+    table["sam last layer"] = ours(groups=samkit.scope.last_layer)
+    # rules with two independent descent points: one after another, or one batched pass
+    table["sampa loop"] = ours(rule=samkit.rules.SAMPa(), execution="loop")
+    table["sampa batched"] = ours(rule=samkit.rules.SAMPa(), execution="vectorized")
+    table["rwp"] = ours(rule=samkit.rules.RWP(noise=0.01))
+    table["m-rwp loop"] = ours(rule=samkit.rules.RWP(noise=0.01, mix=0.5), execution="loop")
+    table["m-rwp batched"] = ours(rule=samkit.rules.RWP(noise=0.01, mix=0.5), execution="vectorized")
+
+    def penalised(model, loss_fn):  # SGD with Baek et al.'s L2 penalties: the 1x control
+        from samkit.train import TrainConfig
+        from samkit.train.setup import training_loss
+
+        penalty = training_loss(TrainConfig(head_penalty=1e-3, feature_penalty=1e-3))
+        return plain(model, penalty)
+
+    table["sgd + head/feature penalty"] = penalised
     try:
         import pytorch_optimizer as po
     except ImportError:

@@ -46,6 +46,7 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--eta", "eta", float, "ASAM offset in T = |w| + eta"),
     ("--shards", "shards", int, "SAM shards per batch, each with its own perturbation (mSAM)"),
     ("--shard-size", "shard_size", int, "examples per shard instead of --shards (m-sharpness m)"),
+    ("--scope", "scope", str, "which parameters SAM perturbs: norm (SAM-ON) | last | weights (default: all)"),
     (
         "--micro-batch-size",
         "micro_batch_size",
@@ -86,6 +87,10 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--epochs", "epochs", int, "training epochs"),
     ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cap steps per epoch (quick runs)"),
     ("--label-smoothing", "label_smoothing", float, "label smoothing of the training loss"),
+    ("--head-penalty", "head_penalty", float,
+     "L2 penalty (lambda/2)||W||^2 on the last linear layer (Baek et al.'s cheap stand-in for SAM)"),
+    ("--feature-penalty", "feature_penalty", float,
+     "L2 penalty (lambda/2) mean ||features||^2 on the last linear layer's input"),
     ("--precision", "precision", str, "fp32 | bf16 (torch.autocast)"),
     ("--seed", "seed", int, "seed of model init, data order, augmentation, label noise"),
     ("--log-every-steps", "log_every_steps", int, "a steps.jsonl row every N steps (0: none)"),

@@ -28,6 +28,7 @@ BASES = tuple(registry.BASES)
 SCHEDULES = ("cosine", "step", "constant")
 SCHEDULE_UNITS = ("step", "epoch")
 PRECISIONS = ("fp32", "bf16")
+SCOPES = ("norm", "last", "weights")  # samkit.scope.norm_layers, last_layer, weights_only
 
 # Fields that say where or how a run is executed, not what is computed: left out of the hash so a
 # run moved to another data folder (or labelled differently in a study) is still the same run.
@@ -47,6 +48,9 @@ _HASHED_WHEN_SET: dict[str, Any] = {
     "max_grad_norm": None,
     "cadence": None,
     "init_from_id": None,
+    "scope": None,
+    "head_penalty": 0.0,
+    "feature_penalty": 0.0,
 }
 # Rule options that are run settings of their own (flags --eta, --sigma, --lmbda), not optimizer_options.
 _FLAT_OPTIONS = ("eta", "sigma", "lmbda")
@@ -96,6 +100,7 @@ class TrainConfig:
     lmbda: float = 0.9
     optimizer_options: dict[str, Any] = field(default_factory=dict)  # the rule's other options
     cadence: str | None = None  # when to ascend, e.g. "every:k=5,reuse=looksam" (None: always)
+    scope: str | None = None  # which parameters SAM perturbs: norm | last | weights (None: all)
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -112,6 +117,11 @@ class TrainConfig:
     epochs: int = 10
     max_steps_per_epoch: int | None = None  # cap on steps per epoch (quick runs, tests)
     label_smoothing: float = 0.0
+    # L2 penalties of the training loss (Baek et al.'s cheap stand-in for SAM under label noise):
+    # (head_penalty / 2) ||W_last||^2 and (feature_penalty / 2) mean ||features||^2, the features
+    # being the last linear layer's input
+    head_penalty: float = 0.0
+    feature_penalty: float = 0.0
     precision: str = "fp32"
     seed: int = 0
     log_every_steps: int = 50  # a steps.jsonl row (and TensorBoard scalars) every N steps; 0: none
@@ -199,6 +209,15 @@ class TrainConfig:
             check_positive_int("log_every_steps", self.log_every_steps)
         if self.cadence is not None and not isinstance(self.cadence, str):
             raise SamkitError(f"cadence must be a spec such as 'every:k=5', got {self.cadence!r}.")
+        if self.scope is not None:
+            check_choice("scope", self.scope, SCOPES)
+            if not self.is_sam:
+                raise SamkitError(
+                    f"scope only applies to the SAM family (which parameters are perturbed), not "
+                    f"optimizer={self.optimizer!r}."
+                )
+        for name in ("head_penalty", "feature_penalty"):
+            check_number(name, getattr(self, name), low=0.0)
         for name in ("momentum", "weight_decay", "warmup_epochs"):
             check_number(name, getattr(self, name), low=0.0)
         check_number("lr", self.lr, low=0.0, low_open=True)

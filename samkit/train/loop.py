@@ -40,10 +40,10 @@ from samkit.train.setup import (
     evaluate,
     load_data,
     lr_factor,
-    make_loss_fn,
     passes_of_last_step,
     passes_per_step,
     train_step,
+    training_loss,
 )
 
 
@@ -264,7 +264,7 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
         )
-        self.loss_fn = make_loss_fn(cfg.label_smoothing)
+        self.loss_fn = training_loss(cfg)
         self.passes_per_step = passes_per_step(self.optimizer)
         self.order_gen = torch.Generator().manual_seed(cfg.seed)
         self.augment_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)

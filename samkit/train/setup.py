@@ -90,9 +90,14 @@ def build_optimizer(
     base = cfg.base if cfg.is_sam else cfg.optimizer
     if base == "sgd":
         settings.update(momentum=cfg.momentum, nesterov=cfg.nesterov)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: Any = [p for p in model.parameters() if p.requires_grad]
     if not cfg.is_sam:
         return create_optimizer(cfg.optimizer, params, **settings)
+    if cfg.scope is not None:
+        from samkit.optim import scope
+
+        params = {"norm": scope.norm_layers, "last": scope.last_layer, "weights": scope.weights_only}[
+            cfg.scope](model)
     # "auto" runs the shards in a loop on CPU and vectorized on CUDA.
     opt = create_optimizer(cfg.optimizer, params, base=cfg.base, **cfg.optimizer_settings(), **settings)
     cadence = getattr(opt, "cadence", None)
@@ -168,9 +173,61 @@ def make_loss_fn(label_smoothing: float = 0.0) -> Callable[[nn.Module, Batch], T
 
     def loss_fn(model: nn.Module, batch: Batch) -> Tensor:
         inputs, targets = batch
-        return F.cross_entropy(model(inputs).float(), targets, label_smoothing=label_smoothing)
+        logits = model(inputs)  # in at least float32 (bf16 under autocast; float64 stays)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
 
     return loss_fn
+
+
+def training_loss(cfg: TrainConfig) -> Callable[[nn.Module, Batch], Tensor]:
+    r"""The run's training objective: cross-entropy (with label smoothing), plus the L2 penalties of
+    Baek, Kolter & Raghunathan ("Why is SAM robust to label noise?", ICLR 2024), who find SAM's gain
+    under label noise to come from its effect on the network Jacobian, which acts like penalties on
+    the last layer's weights and the last hidden activations:
+
+    .. math:: L = \mathrm{CE} + \tfrac{\lambda_W}{2} \lVert W_\text{last} \rVert^2
+        + \tfrac{\lambda_\phi}{2}\, \tfrac1n \textstyle\sum_i \lVert \phi(x_i) \rVert^2
+
+    with :math:`\phi(x)` the input of the model's last ``nn.Linear`` (``head_penalty`` is
+    :math:`\lambda_W`, ``feature_penalty`` :math:`\lambda_\phi`; our reading of their regularised
+    SGD, one pass per step). Evaluation uses plain cross-entropy."""
+    base = make_loss_fn(cfg.label_smoothing)
+    head, features = cfg.head_penalty, cfg.feature_penalty
+    if not head and not features:
+        return base
+
+    def loss_fn(model: nn.Module, batch: Batch) -> Tensor:
+        layer = last_linear(model)
+        seen: list[Tensor] = []
+        handle = layer.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+        try:
+            loss = base(model, batch)
+        finally:
+            handle.remove()
+        dtype = loss.dtype  # (at least float32)
+        if head:
+            loss = loss + 0.5 * head * layer.weight.to(dtype).square().sum()
+        if features:
+            phi = seen[-1].to(dtype).flatten(1)
+            loss = loss + 0.5 * features * phi.square().sum(dim=1).mean()
+        return loss
+
+    return loss_fn
+
+
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The model's last ``nn.Linear`` in registration order (its head), found once per model."""
+    found = getattr(model, "_samkit_last_linear", None)
+    if found is None:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise SamkitError(
+                "head_penalty / feature_penalty need a model with an nn.Linear head; this one has none."
+            )
+        found = linears[-1]
+        object.__setattr__(model, "_samkit_last_linear", found)  # not a submodule: no state_dict entry
+    return found
 
 
 def error_fn(model: nn.Module, batch: Batch) -> Tensor:

@@ -7,6 +7,8 @@ Instead of the worst case, a random perturbation, scaled filter by filter to the
     \epsilon_{ij} \sim \mathcal N\Big(0,\ \frac{\sigma^2 \lVert W_i \rVert^2}{1 + \eta F_i}\Big), \qquad
     h = \lambda\, \nabla L(w + \epsilon) + (1 - \lambda)\, \nabla L(w)
 
+(the options: ``noise`` is :math:`\sigma`, ``mix`` :math:`\lambda`, ``adapt`` :math:`\eta`,
+``beta`` :math:`\beta`; named apart from ASAM's ``eta`` and Friendly-SAM's ``sigma`` / ``lmbda``)
 with :math:`W_i` the :math:`i`-th filter (row along the first dimension) of a weight of two or more
 dimensions, or the whole tensor for a vector (the noise of each element of a vector is scaled by
 the vector's norm). ``adapt = 0`` is RWP; ``adapt > 0`` is adaptive RWP (ARWP), whose
@@ -15,7 +17,7 @@ gradient, summed over each filter (for a vector: per element) — no extra pass:
 the step's own. ``mix = 1`` takes one pass per step (at :math:`w + \epsilon`); ``mix < 1`` is
 mixed RWP (m-RWP / m-ARWP): two independent passes (``execution="vectorized"`` batches them), where
 the authors alternate batches instead. Their CIFAR settings: :math:`\sigma` 0.01-0.015,
-:math:`\lambda` 0.5, :math:`\eta` 0.1, :math:`eta` 0.99.
+:math:`\lambda` 0.5, :math:`\eta` 0.1, :math:`\beta` 0.99.
 
 The noise comes from a seeded generator on the parameters' device, whose state is kept in the
 optimizer's state (``state_dict``): a resumed run draws the noise the uninterrupted one would, and
