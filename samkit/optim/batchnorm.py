@@ -39,15 +39,37 @@ def running_stat_buffers(
 
 
 class RunningStats:
-    """Snapshot / restore / merge of a model's running statistics, all with fused list ops."""
+    """Snapshot / restore / merge of a model's running statistics, all with fused list ops.
+
+    The norm layers are found once; :meth:`refresh` re-reads their buffers (``model.to(...)``
+    replaces buffer tensors), which is all a step needs when the object is kept across steps.
+    """
 
     def __init__(self, model: nn.Module) -> None:
-        floats, counters = running_stat_buffers(model)
+        self.modules = [
+            (f"{name}." if name else "", m)
+            for name, m in model.named_modules()
+            if isinstance(m, _NormBase) and m.track_running_stats and m.running_mean is not None
+        ]
+        self.live = False  # the step's statistics are the live values (a plain step's only pass)
+        self._saved: list[Tensor] | None = None
+        self._merged: list[Tensor] | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the buffers from the norm layers again (and start a new step)."""
+        floats: list[tuple[str, Tensor]] = []
+        counters: list[tuple[str, Tensor]] = []
+        for prefix, m in self.modules:
+            for key in ("running_mean", "running_var"):
+                if getattr(m, key) is not None:
+                    floats.append((prefix + key, getattr(m, key)))
+            if m.num_batches_tracked is not None:
+                counters.append((prefix + "num_batches_tracked", m.num_batches_tracked))
         self.floats = [t for _, t in floats]
         self.counters = [t for _, t in counters]
         self.names = [n for n, _ in floats + counters]  # the model's buffer names, floats first
-        self._saved: list[Tensor] | None = None
-        self._merged: list[Tensor] | None = None
+        self.live = False
 
     def __bool__(self) -> bool:
         return bool(self.floats or self.counters)
@@ -93,6 +115,7 @@ class RunningStats:
     def clear(self) -> None:
         self._saved = None
         self._merged = None
+        self.live = False
 
 
 @contextmanager

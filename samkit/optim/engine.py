@@ -150,7 +150,8 @@ def commit_stats(stats: RunningStats, finite: bool, model: nn.Module, batch: Any
     if not finite:
         stats.restore()
     else:
-        stats.write_merged()
+        if not stats.live:
+            stats.write_merged()
         if is_distributed(model):
             all_reduce_mean_(stats.floats, weight=float(batch_size(batch)))
     stats.clear()
@@ -167,6 +168,8 @@ def loop_passes(
     """One shard after another: ascent, perturb, descent (into ``.grad``), exact restore."""
     if plan.points:
         return points_passes(plan, model, loss_fn, batch, scaler, stats)
+    if plan.plain:
+        return plain_pass(plan, model, loss_fn, batch, scaler, stats)
     flat = plan.flat
     passes = plan.ascent_passes
     # Shards are about perturbations: a step without ascent is one pass over the whole batch.
@@ -253,6 +256,44 @@ def loop_passes(
         norm_mean=first_norms,
         examples=examples,
     )
+
+
+def plain_pass(
+    plan: StepPlan,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Any,
+    scaler: torch.amp.GradScaler | None,
+    stats: RunningStats | None,
+) -> PassResult:
+    """A step of the base optimizer (a cadence skipped the ascent): one pass over the batch into
+    ``.grad``, in micro-batches if asked, with nothing else on it — no weight backup, and its
+    BatchNorm statistics kept as they come (``stats.live``; the snapshot puts them back if the
+    step is not taken)."""
+    pieces = micro_batches(batch, plan.micro_batch_size)
+    total: Tensor | None = None
+    try:
+        for k, (piece, v) in enumerate(pieces):
+            last = k == len(pieces) - 1
+            with no_sync(model) if not last else nullcontext():
+                loss = loss_fn(model, piece)
+                part = loss.detach() * v if v != 1.0 else loss.detach()
+                total = part if total is None else total + part
+                loss = loss * v if v != 1.0 else loss
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+    except BaseException:
+        if stats:
+            stats.restore()
+            stats.clear()
+        for p in plan.all_flat:
+            p.grad = None
+        raise
+    if stats:
+        stats.live = True
+    assert total is not None
+    zero = torch.zeros((), device=plan.all_flat[0].device)
+    return PassResult(loss=total, perturbed_loss=None, ascent_norm=zero, full_grads=None,
+                      ascended=False, examples=batch_size(batch))
 
 
 def points_passes(

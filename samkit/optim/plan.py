@@ -90,6 +90,13 @@ class StepPlan:
         return self.rule.ascent_passes if self.ascend else 0
 
     @property
+    def plain(self) -> bool:
+        """A step of the base optimizer and nothing else: no ascent, no perturbation (a cadence that
+        skips this step's ascent without reusing anything). Its one pass needs no weight backup, and
+        its BatchNorm statistics are the step's as they come."""
+        return self.ascent_passes == 0 and self.fixed is None and self.rule.ascent_passes > 0
+
+    @property
     def points(self) -> bool:
         """Whether the rule takes its descent gradient at several points (SAMPa, mixed RWP)."""
         return self.rule.descent_passes > 1

@@ -20,6 +20,7 @@ counting). This module holds only the front ends and the state.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from samkit.errors import SamkitError
 from samkit.optim import rules
 from samkit.optim.batchnorm import RunningStats, frozen_running_stats
 from samkit.optim.cadence import Cadence
-from samkit.optim.distributed import PerturbationGroups
+from samkit.optim.distributed import PerturbationGroups, is_distributed
 from samkit.optim.engine import Ascent, closure_passes, commit_stats, run_passes
 from samkit.optim.passes import PassResult
 from samkit.optim.plan import Knobs, StepPlan, check_max_grad_norm, check_micro_batch_size
@@ -164,6 +165,7 @@ class SAM(Optimizer):
         self.geometry = rules.perturbation  # compile_step swaps in a compiled version
         self._backup = WeightBackup()
         self._pending: _Pending | None = None
+        self._stats: tuple[weakref.ref[nn.Module], RunningStats] | None = None  # found once per model
         knobs.cadence.bind()  # last: a construction that fails leaves the cadence free
 
     # ---- the settings and the counters, as attributes ------------------------------------------
@@ -338,7 +340,7 @@ class SAM(Optimizer):
         plan = self._plan(with_grad=False)
         if not plan.all_flat:
             raise SamkitError("the optimizer holds no parameter that requires grad")
-        stats = RunningStats(model) if model.training else None
+        stats = self._running_stats(model, plan) if model.training else None
         self.zero_grad(set_to_none=True)
         if stats:
             stats.save()
@@ -349,6 +351,19 @@ class SAM(Optimizer):
             commit_stats(stats, finite is not Finite.NO, model, batch)
         self._update(plan, result, finite, scaler)
         return result.loss
+
+    def _running_stats(self, model: nn.Module, plan: StepPlan) -> RunningStats | None:
+        """The model's running statistics for this step (the norm layers found once per model), or
+        None when nothing needs them: a plain step, unchecked, on one process, updates them in its
+        only pass and has nothing to undo or average."""
+        if plan.plain and self.nonfinite == "unchecked" and not is_distributed(model):
+            return None
+        cached = self._stats
+        if cached is None or cached[0]() is not model:
+            cached = self._stats = (weakref.ref(model), RunningStats(model))
+        stats = cached[1]
+        stats.refresh()
+        return stats if stats else None
 
     # ---- familiar two-call surface (shards=1) ---------------------------------------------------
     def _frozen(self) -> AbstractContextManager[None]:
@@ -457,7 +472,9 @@ class SAM(Optimizer):
         """All of it (``torch.optim.Optimizer`` keeps only its groups, state and defaults, which would
         leave a copy without its base optimizer, rule and cadence): ``copy.deepcopy`` and pickling
         give an optimizer that continues as the original."""
-        return dict(self.__dict__)
+        state = dict(self.__dict__)
+        state["_stats"] = None  # a weak reference to the model: found again on the next step
+        return state
 
     def state_dict(self) -> dict[str, Any]:
         """Rule state (e.g. the F-SAM EMA), the base optimizer's state, the cadence's state and the
