@@ -25,19 +25,21 @@ PAGES = {
     "samkit": "samkit.html",
     "samkit.rules": "rules.html",
     "samkit.cadence": "cadence.html",
+    "samkit.scope": "scope.html",
     "samkit.measure": "measure.html",
     "samkit.integrations": "integrations.html",
     "samkit.integrations.lightning": "integrations.html",
     "samkit.integrations.transformers": "integrations.html",
 }
 # Public values that are data, not code (a docstring cannot be attached to them).
-DATA = {"samkit.__version__", "samkit.rules.EPS", "samkit.cadence.CADENCES"}
+DATA = {"samkit.__version__", "samkit.rules.EPS", "samkit.cadence.CADENCES", "samkit.scope.NORM_LAYERS"}
 
 
 def namespace(name: str) -> ModuleType:
-    """``samkit.rules`` and ``samkit.cadence`` are attributes of ``samkit``, not import paths."""
+    """``samkit.rules``, ``samkit.cadence`` and ``samkit.scope`` are attributes of ``samkit``, not
+    import paths."""
     head, _, attr = name.rpartition(".")
-    if head == "samkit" and attr in ("rules", "cadence"):
+    if head == "samkit" and attr in ("rules", "cadence", "scope"):
         return getattr(samkit, attr)
     return importlib.import_module(name)
 

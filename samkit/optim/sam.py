@@ -89,8 +89,9 @@ class SAM(Optimizer):
         rho: perturbation radius, ``>= 0``.
         rule: a :class:`samkit.rules.Rule` (default :class:`samkit.rules.SAM`; ASAM with
             ``adaptive=True``).
-        adaptive, eta: the geometry of the ball (ASAM's ``T = |w| + eta``) for any rule; ``None``
-            keeps the rule's own.
+        adaptive: the geometry of the ball, ASAM's ``T = |w| + eta``, for any rule (``None``
+            keeps the rule's own).
+        eta: ASAM's offset in ``T = |w| + eta`` (``None`` keeps the rule's own).
         shards: number of shards that each get their own perturbation (mSAM).
         shard_size: examples per shard instead (the "m" of m-sharpness; ``1`` is 1-SAM).
         micro_batch_size: split each shard's passes into pieces of at most this many examples and
