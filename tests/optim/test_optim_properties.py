@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -87,3 +88,25 @@ def test_linear_regression_update_matches_closed_form(d_in, d_out, n, k, two_gro
     lr_b = 0.05 if two_groups else lr
     torch.testing.assert_close(model.weight.detach(), W0 - lr * gW, atol=1e-12, rtol=0)
     torch.testing.assert_close(model.bias.detach(), b0 - lr_b * gb, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_the_two_ways_of_per_shard_norms_agree(dtype):
+    """The CUDA form (fused norms of the per-shard slices) and the CPU form (a reduction per tensor
+    over its [k, -1] view) are the same norms; both checked here on the CPU."""
+    from samkit.optim.rules.base import _fused_shard_norms, _reshaped_shard_norms
+
+    g = torch.Generator().manual_seed(0)
+    ts = [torch.randn(5, *shape, generator=g, dtype=torch.float64).to(dtype)
+          for shape in [(3, 4), (7,), (2, 3, 3), ()]]
+    a, b = _fused_shard_norms(ts), _reshaped_shard_norms(ts)
+    exact = torch.sqrt(sum(t.double().reshape(5, -1).square().sum(1) for t in ts))
+    tol = {torch.float64: 1e-13, torch.float32: 1e-6, torch.bfloat16: 1e-6}[dtype]  # float32 sums
+    torch.testing.assert_close(a.double(), exact, rtol=tol, atol=0)
+    torch.testing.assert_close(b.double(), exact, rtol=tol, atol=0)
+    assert a.dtype == b.dtype == torch.promote_types(dtype, torch.float32)
+    # global_norm keeps each tensor's norm in float32 too (bf16 would round it by 2^-8)
+    from samkit.optim.rules import global_norm
+
+    flat = torch.sqrt(sum(t.double().square().sum() for t in ts))
+    torch.testing.assert_close(global_norm(ts).double(), flat, rtol=tol, atol=0)

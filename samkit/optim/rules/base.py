@@ -45,12 +45,13 @@ Point = tuple[Groups | None, float]  # an offset from w (None: w itself) and its
 def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     r""":math:`\lVert (t_1, \dots, t_n) \rVert_2` as a 0-d tensor, computed with one fused kernel.
 
-    Accumulates in at least float32 so that bf16/fp16 parameters do not lose the norm.
+    Accumulates in at least float32 so that bf16/fp16 parameters do not lose the norm (each
+    tensor's norm is computed in that precision too, not rounded to the tensor's dtype).
     """
     if len(tensors) == 0:
         raise ValueError("global_norm of an empty list: no parameter has a gradient")
-    norms = torch._foreach_norm(list(tensors))
-    dtype = torch.promote_types(norms[0].dtype, torch.float32)
+    dtype = _norm_dtype(tensors)
+    norms = torch._foreach_norm(list(tensors), 2, dtype=dtype)
     if any(n.dtype != dtype or n.device != norms[0].device for n in norms):
         device = norms[0].device
         norms = [n.to(device=device, dtype=dtype) for n in norms]
@@ -58,14 +59,33 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
 
 
 def shard_norms(tensors: Sequence[Tensor]) -> Tensor:
-    r"""Per-shard global norms ``[k]`` of tensors that all carry a leading shard dimension ``k``.
+    r"""Per-shard global norms ``[k]`` of tensors that all carry a leading shard dimension ``k``,
+    accumulated in at least float32.
 
-    One fused ``_foreach_norm`` over the per-shard slices (views, no copy).
+    On CUDA one fused ``_foreach_norm`` over the per-shard slices (views, no copy); elsewhere one
+    reduction per tensor over its ``[k, -1]`` view: as many operations as tensors, where a CPU's
+    ``_foreach_norm`` would run ``k`` norms per tensor (and as many views).
     """
+    return _fused_shard_norms(tensors) if tensors[0].is_cuda else _reshaped_shard_norms(tensors)
+
+
+def _norm_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
+    """float64 if any tensor is, else float32: the precision norms accumulate in."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _fused_shard_norms(tensors: Sequence[Tensor]) -> Tensor:
     k = tensors[0].shape[0]
-    norms = torch._foreach_norm([s for t in tensors for s in t.unbind(0)])
-    dtype = torch.promote_types(norms[0].dtype, torch.float32)
-    return torch.linalg.vector_norm(torch.stack(norms).to(dtype).view(len(tensors), k), dim=0)
+    dtype = _norm_dtype(tensors)
+    norms = torch._foreach_norm([s for t in tensors for s in t.unbind(0)], 2, dtype=dtype)
+    return torch.linalg.vector_norm(torch.stack(norms).view(len(tensors), k), dim=0)
+
+
+def _reshaped_shard_norms(tensors: Sequence[Tensor]) -> Tensor:
+    k = tensors[0].shape[0]
+    dtype = _norm_dtype(tensors)
+    per = [torch.linalg.vector_norm(t.reshape(k, -1), dim=1, dtype=dtype) for t in tensors]
+    return torch.linalg.vector_norm(torch.stack(per), dim=0)
 
 
 def metric(params: Sequence[Tensor], eta: float, stacked: bool) -> list[Tensor]:
