@@ -95,13 +95,13 @@ def check_finite(
     Unchecked with ``nonfinite="unchecked"`` — except that with a scaler the ascent norm is still
     read (the scaler checks only ``.grad``, and an overflow in the ascent must skip the step).
     """
-    norm = result.ascent_norm
-    if result.loss is not None:
-        norm = norm + result.loss.float() * 0
     if nonfinite == "unchecked":
         if scaler is None:
             return Finite.UNCHECKED
         return Finite.YES if bool(torch.isfinite(result.ascent_norm)) else Finite.NO
+    norm = result.ascent_norm
+    if result.loss is not None:
+        norm = norm + result.loss.float() * 0
     grads = [p.grad for p in flat if p.grad is not None]
     total = norm + full_value(global_norm(grads)) if grads else norm
     return Finite.YES if bool(torch.isfinite(total)) else Finite.NO
