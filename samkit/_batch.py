@@ -33,6 +33,7 @@ def batch_size(batch: Any) -> int:
             f"every tensor in the batch must share the leading batch dimension; got shapes {shapes}"
         )
     n = sizes.pop()
+    assert n is not None  # (None, a 0-d tensor, was refused above)
     if n == 0:
         raise SamkitError("a batch is empty (0 examples): drop it or fix the loader")
     return n

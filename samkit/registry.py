@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from samkit.errors import SamkitError
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F")  # what an entry is: a constructor (datasets, models) or a record (optimizers)
 
 
 class Registry(Generic[F]):
@@ -42,7 +42,7 @@ class Registry(Generic[F]):
         return entry
 
     def register(self, name: str, *, prefix: bool = False) -> Callable[[F], F]:
-        """Decorator form of :meth:`add`."""
+        """Decorator form of :meth:`add` (for constructors)."""
 
         def decorate(fn: F) -> F:
             return self.add(name, fn, prefix=prefix)
@@ -69,7 +69,7 @@ class Registry(Generic[F]):
         return self.get(name), {}
 
     def check_options(
-        self, name: str, fn: F, options: dict[str, Any], reserved: Iterable[str]
+        self, name: str, fn: Callable[..., Any], options: dict[str, Any], reserved: Iterable[str]
     ) -> None:
         """Check option names and types against ``fn``'s signature and type hints.
 
@@ -178,7 +178,7 @@ def _describe(hint: Any) -> str:
     if origin in (tuple, list, Sequence) or hint in (tuple, list):
         if origin is tuple and args and args[-1] is not Ellipsis:
             return f"a list of {len(args)} values"
-        inner = {int: "integers", float: "numbers", str: "strings"}.get(args[0] if args else None)
+        inner = {int: "integers", float: "numbers", str: "strings"}.get(args[0]) if args else None
         return f"a list of {inner}" if inner else "a list"
     if origin in (dict, Mapping) or hint is dict:
         return "a mapping of key: value"

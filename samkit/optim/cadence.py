@@ -396,9 +396,9 @@ class Drift(Every):
     def statistic(self, grads: Groups, ctx: RuleContext) -> Tensor:
         ref = [[s.get("drift_g") for s in states] for states in ctx.state]
         g = [x for group in grads for x in group]
-        if any(r is None for group in ref for r in group):
+        a = [r for group in ref for r in group if r is not None]
+        if len(a) < len(g):
             return torch.full((), 2.0, device=g[0].device)  # no ascent yet: the most drift there is
-        a = [r for group in ref for r in group]
         cos = _inner(g, a) / (torch.sqrt(_inner(g, g) * _inner(a, a)) + EPS)
         return 1.0 - cos
 

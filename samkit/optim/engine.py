@@ -209,7 +209,7 @@ def loop_passes(
             norm_sum = shard.norms if norm_sum is None else norm_sum + shard.norms
             if shard.norm is not None:
                 first_norms = shard.norm * w if first_norms is None else first_norms + shard.norm * w
-            if accumulate and shard.full is not None:
+            if accumulate and shard.full is not None and full is not None:
                 for acc, g in zip(full, shard.full, strict=True):
                     torch._foreach_add_(acc, g, alpha=w)
             elif shard.full is not None:
@@ -340,7 +340,8 @@ def points_passes(
 
 
 def closure_passes(
-    plan: StepPlan, closure: Callable[[], Any], frozen: Callable[[], AbstractContextManager[None]]
+    plan: StepPlan, closure: Callable[[], Any] | None,
+    frozen: Callable[[], AbstractContextManager[None]],
 ) -> tuple[Ascent, Any, int]:
     """``step(closure)`` and ``first_step``: the same ascent, on the gradient at ``w`` that is in
     ``.grad`` already, with the closure for every further pass.

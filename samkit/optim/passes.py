@@ -65,8 +65,8 @@ def shard_gradient(
             stats.restore()
         if len(pieces) == 1:
             return loss, grads
-        if grad_sum is None:
-            loss_sum, grad_sum = loss * v, torch._foreach_mul(grads, v)
+        if grad_sum is None or loss_sum is None:
+            loss_sum, grad_sum = loss * v, list(torch._foreach_mul(grads, v))
         else:
             loss_sum = loss_sum + loss * v
             torch._foreach_add_(grad_sum, grads, alpha=v)

@@ -18,9 +18,19 @@ import torch
 from torch.optim import Optimizer
 
 from samkit.errors import SamkitError
-from samkit.optim import rules
 from samkit.optim.plan import check_knobs
 from samkit.optim.rules.base import Rule
+from samkit.optim.rules.friendly import FriendlySAM as FriendlySAMRule
+from samkit.optim.rules.gcsam import GCSAM
+from samkit.optim.rules.gsam import GSAM
+from samkit.optim.rules.momentum import MomentumSAM
+from samkit.optim.rules.multistep import MultiStepSAM
+from samkit.optim.rules.rwp import RWP
+from samkit.optim.rules.sam import ASAM
+from samkit.optim.rules.sam import SAM as SAMRule
+from samkit.optim.rules.sampa import SAMPa
+from samkit.optim.rules.unnormalized import UnnormalizedSAM
+from samkit.optim.rules.wsam import WSAM
 from samkit.optim.sam import SAM
 from samkit.registry import Registry
 
@@ -104,10 +114,10 @@ def _split(name: str, kwargs: dict[str, Any]) -> tuple[Rule | None, dict[str, An
     e = entry(name)
     kwargs = dict(kwargs)
     if not e.is_sam:
-        knobs = sorted(set(kwargs) & set(_SAM_KNOBS))
-        if knobs:
+        given = sorted(set(kwargs) & set(_SAM_KNOBS))
+        if given:
             raise SamkitError(
-                f"{', '.join(knobs)} only {'applies' if len(knobs) == 1 else 'apply'} to the SAM family, "
+                f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to the SAM family, "
                 f"not to the plain optimizer {name!r} "
                 "(one pass per step): choose a SAM-family name such as 'sam' (or 'msam' for shards)"
             )
@@ -159,23 +169,23 @@ def check_settings(name: str, *, batch_size: int | None = None, **kwargs: Any) -
 
 register("sgd", None, "SGD (torch.optim.SGD): one pass per step")
 register("adamw", None, "AdamW (torch.optim.AdamW): one pass per step")
-register("sam", rules.SAM, "SAM (Foret et al., ICLR 2021)")
-register("asam", rules.ASAM, "ASAM (Kwon et al., ICML 2021): SAM in the metric |w| + eta")
-register("msam", rules.SAM, "mSAM / m-sharpness: one SAM perturbation per shard (4 shards unless "
+register("sam", SAMRule, "SAM (Foret et al., ICLR 2021)")
+register("asam", ASAM, "ASAM (Kwon et al., ICML 2021): SAM in the metric |w| + eta")
+register("msam", SAMRule, "mSAM / m-sharpness: one SAM perturbation per shard (4 shards unless "
          "shards or shard_size is set)", shards=4)
-register("fsam", rules.FriendlySAM, "Friendly-SAM (Li et al., CVPR 2024): d = g - sigma * EMA")
-register("gsam", rules.GSAM, "GSAM (Zhuang et al., ICLR 2022): descent h - alpha * g_perp")
-register("wsam", rules.WSAM, "WSAM (Yue et al., KDD 2023): sharpness weighted by gamma/(1-gamma)")
-register("gcsam", rules.GCSAM, "GCSAM (Hassan et al., 2025): SAM on centralised gradients")
-register("momentum_sam", rules.MomentumSAM, "Momentum-SAM (Becker et al., 2024): perturb against "
+register("fsam", FriendlySAMRule, "Friendly-SAM (Li et al., CVPR 2024): d = g - sigma * EMA")
+register("gsam", GSAM, "GSAM (Zhuang et al., ICLR 2022): descent h - alpha * g_perp")
+register("wsam", WSAM, "WSAM (Yue et al., KDD 2023): sharpness weighted by gamma/(1-gamma)")
+register("gcsam", GCSAM, "GCSAM (Hassan et al., 2025): SAM on centralised gradients")
+register("momentum_sam", MomentumSAM, "Momentum-SAM (Becker et al., 2024): perturb against "
          "the momentum, one pass per step")
-register("usam", rules.UnnormalizedSAM, "unnormalized SAM: e = rho * g (Andriushchenko & "
+register("usam", UnnormalizedSAM, "unnormalized SAM: e = rho * g (Andriushchenko & "
          "Flammarion, ICML 2022)")
-register("sampa", rules.SAMPa, "SAMPa (Xie et al., NeurIPS 2024): the perturbation from last step's "
+register("sampa", SAMPa, "SAMPa (Xie et al., NeurIPS 2024): the perturbation from last step's "
          "gradient at y, two independent passes")
-register("rwp", rules.RWP, "random weight perturbation (Li et al., TMLR 2024): noise scaled per filter; "
+register("rwp", RWP, "random weight perturbation (Li et al., TMLR 2024): noise scaled per filter; "
          "adapt > 0: ARWP; mix < 1: m-RWP (two passes)")
-register("multistep_sam", rules.MultiStepSAM, "SAM with k projected ascent steps (Andriushchenko & "
+register("multistep_sam", MultiStepSAM, "SAM with k projected ascent steps (Andriushchenko & "
          "Flammarion, ICML 2022): k + 1 passes")
 
 __all__ = [

@@ -40,6 +40,7 @@ from samkit.optim.engine import Ascent, closure_passes, commit_stats, run_passes
 from samkit.optim.passes import PassResult
 from samkit.optim.plan import Knobs, StepPlan, check_max_grad_norm, check_micro_batch_size
 from samkit.optim.rules.base import Rule, RuleContext
+from samkit.optim.rules.friendly import FriendlySAM as FriendlyRule
 from samkit.optim.sharding import Sharding
 from samkit.optim.update import (
     Counters,
@@ -427,7 +428,7 @@ class SAM(Optimizer):
             passes=passes,
         )
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """A whole step from a closure that computes the loss and calls ``backward()``.
 
         Two conventions, told apart by whether gradients are present when ``step`` is called:
@@ -536,7 +537,7 @@ class FriendlySAM(SAM):
         if "rule" in kwargs:
             raise SamkitError("FriendlySAM sets its own rule; use samkit.SAM(..., rule=...) for another")
         super().__init__(
-            params, base_optimizer, rho=rho, rule=rules.FriendlySAM(sigma=sigma, lmbda=lmbda), **kwargs
+            params, base_optimizer, rho=rho, rule=FriendlyRule(sigma=sigma, lmbda=lmbda), **kwargs
         )
 
 

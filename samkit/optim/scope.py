@@ -52,7 +52,8 @@ def select(model: nn.Module, perturb: Callable[[str, nn.Parameter], bool], what:
            **options: Any) -> list[dict[str, Any]]:
     """Groups of ``model``'s trainable parameters: those ``perturb(name, p)`` chooses (with
     ``options``), then the rest with ``perturb=False`` (left out when empty)."""
-    chosen, rest = [], []
+    chosen: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (chosen if perturb(name, p) else rest).append(p)

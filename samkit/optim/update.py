@@ -147,8 +147,8 @@ def base_step(
         # Make the scaler see the non-finite value (it may be only in the ascent pass), so that
         # it skips the step and backs off its scale exactly as it always does. Indexing (not
         # .view) works for any memory layout, channels_last included.
-        bad = next(p for p in plan.all_flat if p.grad is not None)
-        bad.grad[(0,) * bad.grad.dim()] = float("inf")  # type: ignore[index]
+        bad = next(p.grad for p in plan.all_flat if p.grad is not None)
+        bad[(0,) * bad.dim()] = float("inf")
     if transforms:
         scaler.unscale_(base)
         if finite is not Finite.NO:

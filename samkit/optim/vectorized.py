@@ -213,11 +213,12 @@ def vectorized_passes(
             examples += count * _size_of(piece)
             del perturbed
             summed = [h.sum(0) for h in descent[: len(flat)]] + list(descent[len(flat):])
-            if every[0].grad is None:
+            current = [p.grad for p in every]
+            if any(g is None for g in current):
                 for p, h in zip(every, summed, strict=True):
-                    p.grad = h
+                    p.grad = h if p.grad is None else p.grad + h
             else:
-                torch._foreach_add_([p.grad for p in every], summed)
+                torch._foreach_add_([g for g in current if g is not None], summed)
         del e
     if stats and merged is not None:
         stats.set_merged(merged)
@@ -275,7 +276,7 @@ def vectorized_points(
         check_dense(piece_grads)
         if scaler is not None:
             unscale_(piece_grads, scaler)
-        grads = piece_grads if grads is None else torch._foreach_add(grads, piece_grads)
+        grads = piece_grads if grads is None else list(torch._foreach_add(grads, piece_grads))
         part = out.detach() * v
         losses = part if losses is None else losses + part
         if stats:
@@ -308,9 +309,10 @@ def _sampled(sub: Any, count: int, size: int, ctx: StepPlan) -> tuple[Any, int]:
         return sub, size
     device = next(t for t in pytree.tree_leaves(sub) if isinstance(t, Tensor)).device
     drawn = [ctx.sample(size, device) for _ in range(count)]
-    if drawn[0] is None:
+    rows_of = [d for d in drawn if d is not None]
+    if len(rows_of) < count:
         return sub, size
-    idx = torch.stack(drawn)  # [count, m]
+    idx = torch.stack(rows_of)  # [count, m]
     rows = torch.arange(count, device=device).unsqueeze(1)
     return pytree.tree_map(lambda t: t[rows, idx] if isinstance(t, Tensor) else t, sub), idx.shape[1]
 
@@ -323,7 +325,8 @@ def _size_of(piece: Any) -> int:
 def _perturbed(e: Groups | None, flat: list[Tensor]) -> list[Tensor]:
     """Stacked leaf copies ``w + e_s`` (requiring grad) for every shard."""
     assert e is not None
-    stacked = torch._foreach_add([t for group in e for t in group], [p.detach().unsqueeze(0) for p in flat])
+    offsets = [t for group in e for t in group]
+    stacked = list(torch._foreach_add(offsets, [p.detach().unsqueeze(0) for p in flat]))
     for t in stacked:
         t.requires_grad_()
     return stacked

@@ -51,7 +51,7 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     if len(tensors) == 0:
         raise ValueError("global_norm of an empty list: no parameter has a gradient")
     dtype = _norm_dtype(tensors)
-    norms = torch._foreach_norm(list(tensors), 2, dtype=dtype)
+    norms = list(torch._foreach_norm(list(tensors), 2, dtype=dtype))
     if any(n.dtype != dtype or n.device != norms[0].device for n in norms):
         device = norms[0].device
         norms = [n.to(device=device, dtype=dtype) for n in norms]
@@ -90,7 +90,7 @@ def _reshaped_shard_norms(tensors: Sequence[Tensor]) -> Tensor:
 
 def metric(params: Sequence[Tensor], eta: float, stacked: bool) -> list[Tensor]:
     """ASAM's ``T = |w| + eta`` per parameter (with a leading 1 when the directions are stacked)."""
-    t = torch._foreach_abs([p.detach() for p in params])
+    t = list(torch._foreach_abs([p.detach() for p in params]))
     if eta:
         torch._foreach_add_(t, eta)
     return [x.unsqueeze(0) for x in t] if stacked else t
@@ -119,7 +119,7 @@ def perturbation(
     for d, w, ada, eta in zip(directions, params, adaptive, etas, strict=True):
         if ada:
             t = metric(w, eta, stacked)
-            scaled.append(torch._foreach_mul(t, list(d)))
+            scaled.append(list(torch._foreach_mul(t, list(d))))
             metrics.append(t)
         else:
             scaled.append(list(d))
@@ -128,12 +128,12 @@ def perturbation(
     norm = shard_norms(flat) if stacked else global_norm(flat)
     inv = 1.0 / (norm + EPS)
     out: Groups = []
-    for td, t, rho in zip(scaled, metrics, rhos, strict=True):
+    for td, tm, rho in zip(scaled, metrics, rhos, strict=True):
         factor: Tensor | list[Tensor] = per_shard(inv, td) if stacked else inv
-        if t is None:
-            e = torch._foreach_mul(td, factor)
+        if tm is None:
+            e = list(torch._foreach_mul(td, factor))
         else:
-            e = torch._foreach_mul(td, t)  # T (T d) = T^2 d
+            e = list(torch._foreach_mul(td, tm))  # T (T d) = T^2 d
             torch._foreach_mul_(e, factor)
         torch._foreach_mul_(e, rho)
         out.append(e)

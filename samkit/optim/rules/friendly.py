@@ -33,7 +33,7 @@ def friendly_direction(grads: list[Tensor], ema: list[Tensor] | None, sigma: flo
     """
     if ema is None or sigma == 0.0:
         return grads
-    return torch._foreach_add(grads, ema, alpha=-sigma)
+    return list(torch._foreach_add(grads, ema, alpha=-sigma))
 
 
 def friendly_update(ema: list[Tensor] | None, full_grads: list[Tensor], lmbda: float) -> list[Tensor]:

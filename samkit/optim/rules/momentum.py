@@ -45,11 +45,12 @@ class MomentumSAM(Rule):
 
     def perturbation(self, grads: Groups | None, ctx: RuleContext, *, stacked: bool = False,
                      previous: Groups | None = None) -> tuple[Groups | None, Tensor]:
-        momenta = [[_momentum(s) for s in states] for states in ctx.base_state]
-        if any(v is None for group in momenta for v in group):
+        found = [[_momentum(s) for s in states] for states in ctx.base_state]
+        momenta = [[v for v in group if v is not None] for group in found]
+        if any(len(a) < len(b) for a, b in zip(momenta, found, strict=True)):
             device = ctx.params[0][0].device if ctx.params and ctx.params[0] else None
             return None, torch.zeros((), device=device)  # no momentum yet: a plain step
-        directions = [torch._foreach_neg(group) if group else [] for group in momenta]  # type: ignore[arg-type]
+        directions = [list(torch._foreach_neg(group)) if group else [] for group in momenta]
         return ctx.geometry_of(directions, stacked)
 
     def check_base(self, base_optimizer: torch.optim.Optimizer) -> None:

@@ -74,11 +74,12 @@ class SAMPa(Rule):
             raise SamkitError("SAMPa predicts a descent step: SGD(maximize=True) is not supported")
 
     def descent_points(self, ctx: RuleContext) -> tuple[list[Point], Tensor]:
-        gy = [[s.get("sampa_gy") for s in states] for states in ctx.state]
+        kept = [[s.get("sampa_gy") for s in states] for states in ctx.state]
         device = ctx.params[0][0].device
-        if any(g is None for group in gy for g in group):
+        gy = [[g for g in group if g is not None] for group in kept]
+        if any(len(a) < len(b) for a, b in zip(gy, kept, strict=True)):
             return [(None, 1.0)], torch.zeros((), device=device)  # the first step: w_0 = y_1
-        e, norm = ctx.geometry_of(gy)  # type: ignore[arg-type]
+        e, norm = ctx.geometry_of(gy)
         d = [self._predicted(group, params, grads, base)
              for group, params, grads, base in zip(ctx.groups, ctx.params, gy, ctx.base_state, strict=True)]
         mixes = {g["mix"] for g in ctx.groups}
@@ -92,18 +93,18 @@ class SAMPa(Rule):
         """``y - w = -lr * u(g)``: the base optimizer's step with gradient ``g`` (not taken)."""
         lr = float(group["lr"])
         if not self._sgd_like:
-            return torch._foreach_mul(grads, -lr)
+            return list(torch._foreach_mul(grads, -lr))
         wd, mu = group.get("weight_decay", 0.0), group.get("momentum", 0.0)
         damp, nesterov = group.get("dampening", 0.0), group.get("nesterov", False)
-        g = torch._foreach_add(grads, [p.detach() for p in params], alpha=wd) if wd else list(grads)
+        g = list(torch._foreach_add(grads, [p.detach() for p in params], alpha=wd)) if wd else list(grads)
         if mu:
             bufs = [s.get("momentum_buffer") for s in base]
             b = [x.clone() if buf is None else buf * mu + x * (1 - damp)
                  for x, buf in zip(g, bufs, strict=True)]
-            u = torch._foreach_add(g, b, alpha=mu) if nesterov else b
+            u = list(torch._foreach_add(g, b, alpha=mu)) if nesterov else b
         else:
             u = g
-        return torch._foreach_mul(u, -lr)
+        return list(torch._foreach_mul(u, -lr))
 
     def stats_point(self, points: int) -> int:
         return points - 1  # the pass at y (at w_0 on the first step)

@@ -34,7 +34,7 @@ class UnnormalizedSAM(Rule):
         assert grads is not None
         out: Groups = []
         for d, w, group in zip(self.direction(grads, ctx, stacked), ctx.params, ctx.groups, strict=True):
-            e = torch._foreach_mul(list(d), group["rho"])
+            e = list(torch._foreach_mul(list(d), group["rho"]))
             if group["adaptive"]:
                 t = metric(w, group["eta"], stacked)
                 torch._foreach_mul_(e, t)

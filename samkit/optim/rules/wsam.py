@@ -70,7 +70,7 @@ class WSAM(Rule):
             gamma = group["gamma"]
             weight = gamma / (1.0 - gamma)
             if self.decouple:
-                sharpness.append(torch._foreach_sub(hs, gs) if hs else [])
+                sharpness.append(list(torch._foreach_sub(hs, gs)) if hs else [])
                 torch._foreach_copy_(local_tensors(hs), local_tensors(gs))  # FSDP: shard by shard
             elif hs:
                 # ((1 - 2 gamma) g + gamma h) / (1 - gamma) = weight h + (1 - weight) g
