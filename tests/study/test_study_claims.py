@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from committed import assert_csv_agrees, assert_text_contains
 from harness_fixtures import tiny_config
 
 from samkit.errors import SamkitError
@@ -213,14 +214,15 @@ def test_committed_verdict_tables_regenerate_from_their_run_files(tmp_path, suit
     copy = tmp_path / suite
     shutil.copytree(committed, copy)
     table = write_report(copy, plots=False)  # the numbers; the figures are drawn from the same
-    assert (copy / "verdicts.csv").read_text() == (committed / "verdicts.csv").read_text()
-    assert table in (committed / "verdicts.md").read_text()
+    # intervals go through the platform's libm: equal up to rounding on another CPU (committed.py)
+    assert_csv_agrees(copy / "verdicts.csv", committed / "verdicts.csv")
+    assert_text_contains(table, (committed / "verdicts.md").read_text())
     from samkit.study import dln
 
     dln_table = dln.write_report(copy / "dln", plots=False)  # the theory study's, from its results.json
-    assert dln_table in (committed / "dln" / "report.md").read_text()
+    assert_text_contains(dln_table, (committed / "dln" / "report.md").read_text())
     for study in committed.iterdir():
-        if (study / "results.csv").is_file():
+        if (study / "results.csv").is_file():  # copied from the run files: equal to the byte
             assert (copy / study.name / "results.csv").read_text() == (
                 study / "results.csv"
             ).read_text()

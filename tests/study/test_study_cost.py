@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from committed import line_agrees
 from test_study_claims import _fake_compare
 
 from samkit.study import write_report
@@ -45,6 +46,7 @@ def test_committed_cheap_sam_studies_regenerate_from_their_run_files(tmp_path, n
     copy = tmp_path / name
     shutil.copytree(committed, copy)
     write_report(copy, plots=False)
-    assert (copy / "results.csv").read_text() == (committed / "results.csv").read_text()
+    assert (copy / "results.csv").read_text() == (committed / "results.csv").read_text()  # data
     section = lambda text: text.split("## Cost and benefit")[1].split("passes / baseline:")[0]  # noqa: E731
-    assert section((copy / "report.md").read_text()) == section((committed / "report.md").read_text())
+    got, want = (section((d / "report.md").read_text()).splitlines() for d in (copy, committed))
+    assert len(got) == len(want) and all(map(line_agrees, got, want))  # up to the last digit

@@ -108,10 +108,10 @@ def test_memorised_fraction_equals_a_hand_count(harness, tmp_path):
 
 
 def test_threads_are_set_for_the_run_recorded_and_restored(harness, tmp_path):
-    before = torch.get_num_threads()
-    train(tiny_config(epochs=1, threads=1), tmp_path / "run", quiet=True)
+    before = torch.get_num_threads()  # 1 (tests/conftest.py): the run's 2 threads are not it
+    train(tiny_config(epochs=1, threads=before + 1), tmp_path / "run", quiet=True)
     env = json.loads((tmp_path / "run" / "env.json").read_text())
-    assert env["torch_threads"] == 1 and torch.get_num_threads() == before
+    assert env["torch_threads"] == before + 1 and torch.get_num_threads() == before
     # threads say how the run is executed, not what it computes
     assert config_hash(tiny_config(threads=1)) == config_hash(tiny_config())
     with pytest.raises(SamkitError, match="threads must be a positive integer"):
