@@ -79,4 +79,4 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     except RunInterrupted as err:
         print(f"\n{err}", file=sys.stderr)
-        return 130
+        return err.exit_status  # 128 + the signal: 130 Ctrl-C, 143 SIGTERM (samkit.train.signals)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from samkit.errors import SamkitError
-from samkit.train import files
+from samkit.train import files, run_folder
 from samkit.train.config import TrainConfig, load_config
 
 # Fields that fix the architecture; a source trained with other values cannot be loaded.
@@ -63,7 +63,8 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 def _read(source: str | Path) -> tuple[dict[str, Any], TrainConfig | None, str]:
     """The source's checkpoint, its config (if known) and its identity ``<config hash>:<digest>``."""
     ckpt_path, cfg_path = source_paths(source)
-    state = files.load_checkpoint(ckpt_path)
+    with run_folder.reading(ckpt_path.parent, "start a run from it (--init-from)"):
+        state = files.load_checkpoint(ckpt_path)
     if "model" not in state:
         raise SamkitError(f"--init-from {ckpt_path}: the checkpoint holds no model weights.")
     src_cfg = load_config(cfg_path) if cfg_path is not None else None

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from samkit.errors import SamkitError
-from samkit.train import files
+from samkit.train import files, run_folder
 from samkit.train.config import TrainConfig, load_config
 from samkit.train.setup import Batch, batches_of, build_model, error_fn, load_data, make_loss_fn
 
@@ -66,9 +66,12 @@ def load_run(
 ) -> LoadedRun:
     """Rebuild the model and data of a complete run folder, with its final weights.
 
-    A run that has not finished (interrupted, or still training: no ``summary.json``) is refused
-    with a :class:`SamkitError` that says how to finish it (``samkit train --resume DIR``), since
-    mid-training weights measured by mistake look like a result. ``allow_incomplete=True`` loads
+    A folder another process is training (or overwriting) is refused
+    (:class:`~samkit.train.run_folder.FolderBusy`, naming the process); while the files are read,
+    no other process can start writing them. A run that has not finished (interrupted: no
+    ``summary.json``) is refused with a :class:`SamkitError` that says how to finish it
+    (``samkit train --resume DIR``), since mid-training weights measured by mistake look like a
+    result. ``allow_incomplete=True`` loads
     the last checkpoint instead; ``run.summary`` is then ``None`` and ``run.epoch`` /
     ``run.step_in_epoch`` say where training stopped.
 
@@ -77,6 +80,11 @@ def load_run(
         >>> loss = run.loss_fn(run.model, run.batches("test", max_examples=512)[0])
     """
     run_dir = Path(run_dir)
+    with run_folder.reading(run_dir, "measure it"):  # refused while another process trains it
+        return _load_run(run_dir, device, allow_incomplete)
+
+
+def _load_run(run_dir: Path, device: str | torch.device, allow_incomplete: bool) -> LoadedRun:
     if not (run_dir / files.CONFIG).is_file():
         raise SamkitError(f"{run_dir} is not a run folder: it has no {files.CONFIG}.")
     if not (run_dir / files.CHECKPOINT).is_file():

@@ -4,21 +4,17 @@ One short function tells the story (:func:`train`): the split lives on the devic
 draws a permutation from a seeded generator, batches are index lookups, ``ds.augment`` (if any)
 draws from its own seeded generator, and one step function serves every optimizer. After each
 epoch the metrics row and a checkpoint (model, optimizer, scheduler, every RNG state, counters,
-the metrics history) are written atomically, so ``resume`` continues bit-exactly on CPU.
+the metrics history) are written atomically, so ``resume`` continues bit-exactly (same machine,
+same torch, same thread count).
 
-Ctrl-C is deferred to the end of the current step: the loop then writes a mid-epoch checkpoint
-(including the epoch's permutation) and raises :class:`RunInterrupted`. A second Ctrl-C stops at
-once; the last end-of-epoch checkpoint is then the resume point.
+The run folder's policy (its lock, new / resume / overwrite, the environment record) is
+:mod:`samkit.train.run_folder`; stopping on a signal is :mod:`samkit.train.signals`; the progress
+bar, TensorBoard and ``steps.jsonl`` rows are :mod:`samkit.train.progress`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
-import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -29,10 +25,18 @@ import torch
 
 from samkit.errors import SamkitError, SamkitWarning
 from samkit.optim import NonFiniteError
-from samkit.train import files
-from samkit.train.config import TrainConfig, config_hash, load_config, save_config
+from samkit.train import files, run_folder
+from samkit.train.config import TrainConfig, config_hash, load_config
 from samkit.train.distributed import Ranks, from_environment, unwrap, wrap
 from samkit.train.init_from import load_init_weights, resolve_init
+from samkit.train.progress import (
+    TensorBoard,
+    hparams,
+    load_average,
+    log_step,
+    max_load,
+    progress_bar,
+)
 from samkit.train.setup import (
     batchnorm_shard_warning,
     build_model,
@@ -45,10 +49,10 @@ from samkit.train.setup import (
     train_step,
     training_loss,
 )
+from samkit.train.signals import Interrupts, RunInterrupted
+from samkit.train.signals import name as signal_name
 
-
-class RunInterrupted(Exception):
-    """Training stopped early (Ctrl-C) after saving a checkpoint; the message says how to resume."""
+__all__ = ["RunInterrupted", "SmallShardWarning", "hparams", "log_step", "train"]
 
 
 def train(
@@ -81,31 +85,34 @@ def train(
         RunInterrupted: stopped by Ctrl-C after saving a checkpoint.
     """
     out = Path(out)
-    # Under torchrun every process runs this; only rank 0 writes, after all have checked.
+    # Under torchrun every process runs this; only rank 0 writes (and locks), after all have checked.
     ranks, device = from_environment(_device_hint(out, cfg, overrides or {}))
     if resume:
-        cfg = _resume_config(out, cfg, overrides or {}, write=ranks.is_main)
+        run_folder.check_resumable(out)
     else:
         if cfg is None:
             raise SamkitError("train() needs a config unless resume=True.")
         cfg = resolve_init(cfg.validated())  # records the --init-from source's identity
-        _check_new_folder(out, overwrite)
+        run_folder.check_new(out, overwrite)
+    purpose = "resume it" if resume else "overwrite it" if overwrite else "train into it"
+    with run_folder.hold(out, enabled=ranks.is_main, purpose=purpose):
         ranks.barrier()
-        if ranks.is_main:
-            _prepare_new_folder(out, overwrite)
-    ranks.barrier()
-    if (out / files.SUMMARY).is_file():
-        summary = files.read_json(out / files.SUMMARY)
-        if summary.get("config_hash") == config_hash(cfg) and summary.get("status") == "complete":
+        if resume:
+            cfg = run_folder.resume_config(out, cfg, overrides or {}, write=ranks.is_main)
+        elif ranks.is_main:
+            run_folder.prepare_new(out, overwrite)  # checked again: now under the lock
+        ranks.barrier()
+        summary = run_folder.complete_summary(out, cfg)
+        if summary is not None:
             return summary
-    threads = torch.get_num_threads()
-    try:
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
-        run = _Run(cfg, out, ranks, device, quiet=quiet, command=command)
-        return run.fit(interrupt_after_steps)
-    finally:
-        torch.set_num_threads(threads)  # the caller's process keeps its own setting
+        threads = torch.get_num_threads()
+        try:
+            if cfg.threads is not None:
+                torch.set_num_threads(cfg.threads)
+            run = _Run(cfg, out, ranks, device, quiet=quiet, command=command)
+            return run.fit(interrupt_after_steps)
+        finally:
+            torch.set_num_threads(threads)  # the caller's process keeps its own setting
 
 
 def _device_hint(out: Path, cfg: TrainConfig | None, overrides: dict[str, Any]) -> str:
@@ -118,105 +125,6 @@ def _device_hint(out: Path, cfg: TrainConfig | None, overrides: dict[str, Any]) 
         return load_config(out / files.CONFIG).device
     except Exception:  # a missing/bad config is reported by the resume path itself
         return "cpu"
-
-
-def _resume_hash(cfg: TrainConfig) -> str:
-    """Hash of the settings a resumed run must share with its checkpoint (all but the overrides)."""
-    # device is not hashed anyway; epochs is set to a fixed value so it drops out
-    return config_hash(cfg.replace(epochs=1))
-
-
-def _check_new_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise SamkitError(f"--out {out} exists and is not a folder; choose another --out.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SamkitError(
-            f"run folder {out} already exists and is not empty; nothing was changed. Use "
-            f"--resume {out} to continue it, --overwrite to replace it, or another --out."
-        )
-
-
-def _prepare_new_folder(out: Path, overwrite: bool) -> None:
-    _check_new_folder(out, overwrite)
-    if out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)  # the user asked for it explicitly with --overwrite
-    out.mkdir(parents=True, exist_ok=True)
-
-
-# Fields a resumed run may change: they do not alter what the finished run computes (device, and
-# execution: loop and vectorized shards compute the same update, so it is not hashed either) or
-# they extend it (epochs). A folder left by a failed vectorized run can continue with the loop.
-RESUMABLE_OVERRIDES = ("epochs", "device", "execution")
-
-
-def _resume_config(
-    out: Path, cfg: TrainConfig | None, overrides: dict[str, Any], write: bool = True
-) -> TrainConfig:
-    if not (out / files.CONFIG).is_file():
-        raise SamkitError(
-            f"cannot resume {out}: no {files.CONFIG} there (is it a run folder written by "
-            "`samkit train`?)."
-        )
-    saved = load_config(out / files.CONFIG)
-    _check_checkpoint_present(out)
-    if cfg is not None and config_hash(cfg.validated()) != config_hash(saved):
-        raise SamkitError(
-            f"cannot resume {out}: its config.yaml differs from the requested config; "
-            "nothing was changed. Use a new --out for a different run."
-        )
-    bad = sorted(set(overrides) - set(RESUMABLE_OVERRIDES))
-    if bad:
-        raise SamkitError(
-            f"--resume continues the saved config; {', '.join(bad)} cannot change (only "
-            f"{', '.join(RESUMABLE_OVERRIDES)} can). Start a new run with --out for other settings."
-        )
-    if overrides:
-        saved = saved.replace(**overrides)
-        if (out / files.SUMMARY).is_file() and "epochs" in overrides:
-            raise SamkitError(
-                f"{out} is already complete; start a new run to train for other epochs."
-            )
-        if write:
-            save_config(saved, out / files.CONFIG)
-    return saved
-
-
-def _check_checkpoint_present(out: Path) -> None:
-    """Refuse to restart from scratch a run whose recorded epochs have lost their checkpoint."""
-    if (out / files.CHECKPOINT).is_file() or (out / files.SUMMARY).is_file():
-        return
-    metrics = out / files.METRICS
-    lines = metrics.read_text().splitlines() if metrics.is_file() else []
-    epochs = sum(1 for line in lines if line.strip())
-    if epochs:
-        raise SamkitError(
-            f"cannot resume {out}: its {files.METRICS} records {epochs} finished epoch(s) but "
-            f"there is no {files.CHECKPOINT} to continue from (deleted or lost?); nothing was "
-            f"changed. Restore {files.CHECKPOINT}, or train again from the beginning with "
-            "--overwrite (or another --out)."
-        )
-
-
-class _Interrupts:
-    """Defer SIGINT to the end of the current step (main thread only)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.requested = True
 
 
 class _Run:
@@ -279,32 +187,33 @@ class _Run:
         self.last_lr = float("nan")
         self.history: list[dict[str, Any]] = []
         self.writer: Any = None  # TensorBoard, while fit() runs on rank 0 (when installed)
+        self.saved: tuple[int, int] | None = None  # (epoch, step) of the last checkpoint written
         if ckpt.is_file():
             self._restore(files.load_checkpoint(ckpt, self.device))
         env = files.environment(self.device, command)
         env["world_size"] = self.ranks.world_size
-        env_path = out / files.ENV
         if self.ranks.is_main:
-            if env_path.is_file():  # a resumed run: keep the first session, append this one
-                first = files.read_json(env_path)
-                first.setdefault("resumes", []).append(env)
-                env = first
-            save_config(cfg, out / files.CONFIG)
-            files.write_json(env_path, env)
+            run_folder.record_environment(out, cfg, env)
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, interrupt_after_steps: int | None) -> dict[str, Any]:
+        try:
+            return self._fit(interrupt_after_steps)
+        except files.WriteError as err:  # the file system refused: say what is safe, and how on
+            raise SamkitError(err.message(self._stopped_at())) from None
+
+    def _fit(self, interrupt_after_steps: int | None) -> dict[str, Any]:
         cfg = self.cfg
         started = time.perf_counter()
         wall_before = self.wall_time
-        bar = _progress(
+        bar = progress_bar(
             cfg.epochs * self.steps_per_epoch,
             self.epoch * self.steps_per_epoch + self.step_in_epoch,
             disable=self.quiet or not self.ranks.is_main,
         )
-        writer = self.writer = _tensorboard(self.out) if self.ranks.is_main else None
+        writer = self.writer = TensorBoard(self.out / "tensorboard") if self.ranks.is_main else None
         try:
-            with _Interrupts() as interrupts:
+            with Interrupts() as interrupts:
                 while self.epoch < cfg.epochs:
                     if self.step_in_epoch == 0:
                         self.perm = torch.randperm(len(self.ds.train), generator=self.order_gen)
@@ -319,30 +228,56 @@ class _Run:
                             interrupt_after_steps is not None
                             and self.steps >= interrupt_after_steps
                         )
-                        if interrupts.requested or stop:
-                            self._interrupt(wall_before + time.perf_counter() - started)
+                        if interrupts.requested is not None or stop:
+                            self._interrupt(wall_before + time.perf_counter() - started,
+                                            interrupts.requested)
                     self._end_epoch(wall_before + time.perf_counter() - started, writer)
         except KeyboardInterrupt:
             raise RunInterrupted(
-                f"stopped at once (second Ctrl-C); the last checkpoint is from epoch {self.epoch}. "
-                f"Continue with: samkit train --resume {self.out}"
+                f"stopped at once (a second signal); the last checkpoint is from the "
+                f"{self._position(self.saved)}. Continue with: samkit train --resume {self.out}",
+                interrupts.requested,
             ) from None
-        finally:
-            bar.close()
+        except BaseException:
             if writer is not None:
                 writer.close()
+            raise
+        finally:
+            bar.close()
         summary = self._summary()
         if writer is not None:  # the run's settings beside its final metrics (TensorBoard's HPARAMS)
             writer.add_hparams(hparams(cfg), {f"final/{k}": summary[k] for k in ("test_acc", "test_loss")})
             writer.close()
         return summary
 
-    def _interrupt(self, wall_time: float) -> None:
+    def _interrupt(self, wall_time: float, signum: int | None) -> None:
         self.wall_time = wall_time
         self._checkpoint()
+        by = "" if signum is None else f" by {signal_name(signum)}"
         raise RunInterrupted(
-            f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}; checkpoint "
-            f"saved. Continue with: samkit train --resume {self.out}"
+            f"interrupted{by} at epoch {self.epoch + 1}, step {self.step_in_epoch}; checkpoint "
+            f"saved. Continue with: samkit train --resume {self.out}",
+            signum,
+        )
+
+    @staticmethod
+    def _position(at: tuple[int, int] | None) -> str:
+        """``end of epoch 2`` or ``epoch 3, step 1`` for (completed epochs, steps into the next)."""
+        if at is None:
+            return "no checkpoint"
+        epoch, step = at
+        return f"end of epoch {epoch}" if step == 0 else f"epoch {epoch + 1}, step {step}"
+
+    def _stopped_at(self) -> str:
+        """What a failed write leaves: where the run stopped, the intact checkpoint, how to go on."""
+        now = self._position((self.epoch, self.step_in_epoch))
+        if self.saved is None:
+            kept = "no checkpoint was written yet, so --resume starts it from the beginning"
+        else:
+            kept = f"its last checkpoint ({self._position(self.saved)}) is intact"
+        return (
+            f"The run stopped at the {now}; {kept}. Then continue with: samkit train --resume "
+            f"{self.out}"
         )
 
     def _step(self) -> float:
@@ -442,7 +377,7 @@ class _Run:
             "train_time": self.train_time,
             "wall_time": self.wall_time,
             "memorised": memorised,
-            "load": _load_average(),
+            "load": load_average(),
         }
         self.history.append(row)
         self.step_in_epoch = 0
@@ -476,7 +411,7 @@ class _Run:
             "ascent_steps": getattr(self.optimizer, "ascent_steps", None),
             "train_time": self.train_time,
             "wall_time": self.wall_time,
-            "load_max": _max_load(self.history),
+            "load_max": max_load(self.history),
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "train_examples": len(self.ds.train),
             "test_examples": len(self.ds.test),
@@ -502,7 +437,7 @@ class _Run:
             self.out / files.CHECKPOINT,
             {
                 "config_hash": self.hash,
-                "resume_hash": _resume_hash(self.cfg),
+                "resume_hash": run_folder.resume_hash(self.cfg),
                 "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch,
                 "perm": self.perm,
@@ -522,10 +457,11 @@ class _Run:
                 "history": self.history,
             },
         )
+        self.saved = (self.epoch, self.step_in_epoch)
 
     def _restore(self, state: dict[str, Any]) -> None:
         # A resumed run may extend --epochs (RESUMABLE_OVERRIDES): compare everything else.
-        same = (state.get("resume_hash") == _resume_hash(self.cfg) if "resume_hash" in state
+        same = (state.get("resume_hash") == run_folder.resume_hash(self.cfg) if "resume_hash" in state
                 else state.get("config_hash") == self.hash)
         if not same:
             raise SamkitError(
@@ -553,53 +489,13 @@ class _Run:
                 f"checkpoint in {self.out} does not match this run ({type(err).__name__}: {err}); "
                 "the folder was left untouched."
             ) from err
-        # metrics.jsonl may hold an epoch past the checkpoint if a crash came between the two
-        # writes (steps.jsonl, steps past it); the checkpoint's history is the truth.
+        self.saved = (self.epoch, self.step_in_epoch)
         if self.ranks.is_main:
-            files.write_metrics(self.out / files.METRICS, self.history)
-            files.keep_rows_until(self.out / files.STEPS, self.steps)
-
-
-def log_step(path: Path, writer: Any, step: int, loss: float, lr: float, record: Any) -> dict[str, Any]:
-    """One ``steps.jsonl`` row (and TensorBoard scalars under ``step/``) from the optimizer's record.
-
-    ``loss`` is the batch's loss at ``w`` (the global batch's under torchrun); ``perturbed_loss`` and
-    ``ascent_norm`` come from ``opt.last_step`` (rank 0's) and are ``None`` for a plain optimizer or
-    a step without them.
-    """
-    row: dict[str, Any] = {"step": step, "loss": loss, "lr": lr}
-    for key in ("perturbed_loss", "ascent_norm"):
-        value = getattr(record, key, None)
-        row[key] = None if value is None else float(value)
-    row["ascended"] = getattr(record, "ascended", None)
-    files.append_row(path, row)
-    if writer is not None:
-        for key, value in row.items():
-            if key != "step" and value is not None:
-                writer.add_scalar(f"step/{key}", float(value), step)
-    return row
-
-
-def hparams(cfg: TrainConfig) -> dict[str, Any]:
-    """The config's scalar settings (TensorBoard's HPARAMS takes numbers, strings and booleans)."""
-    return {k: v for k, v in cfg.__dict__.items() if isinstance(v, (int, float, str, bool))}
+            run_folder.after_restore(self.out, self.history, self.steps)
 
 
 class SmallShardWarning(SamkitWarning):
     """SAM shards too small for the model's BatchNorm (see ``batchnorm_shard_warning``)."""
-
-
-def _load_average() -> float | None:
-    """The 1-minute load average (runnable processes, all users): how contended the cores were."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        return None
-
-
-def _max_load(rows: list[dict[str, Any]]) -> float | None:
-    loads = [r["load"] for r in rows if r.get("load") is not None]
-    return max(loads) if loads else None
 
 
 def _slice(inputs: Any, part: slice) -> Any:
@@ -629,24 +525,3 @@ def _autocast(precision: str, device: torch.device) -> Callable[[], Any]:
     if precision == "bf16":
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
-
-
-def _progress(total: int, initial: int, *, disable: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    # A bar (with ETA) only where someone watches: off for --quiet and when stderr is not a TTY.
-    return tqdm(
-        total=total,
-        initial=initial,
-        unit="step",
-        dynamic_ncols=True,
-        disable=disable or not sys.stderr.isatty(),
-    )
-
-
-def _tensorboard(out: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(out / "tensorboard"))

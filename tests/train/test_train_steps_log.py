@@ -12,7 +12,7 @@ from harness_fixtures import tiny_config
 import samkit
 from samkit.errors import SamkitError
 from samkit.train import RunInterrupted, train
-from samkit.train.loop import log_step
+from samkit.train.progress import log_step
 from samkit.train.setup import lr_factor
 
 

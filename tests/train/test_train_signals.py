@@ -1,0 +1,79 @@
+"""SIGTERM and SIGUSR1 (what schedulers send before they kill) are handled like Ctrl-C: the step
+finishes, a mid-epoch checkpoint is written, the exit status is 128 + the signal's number, and
+``--resume`` continues bit-identically (same machine, same torch, same threads)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from harness_fixtures import TINY_FLAGS, TrainingProcess
+
+from samkit import cli
+from samkit.train.files import load_checkpoint
+
+TIMES = ("train_time", "wall_time", "load", "load_max")  # the machine's, not the run's
+FLAGS = [*TINY_FLAGS, "--epochs", "2", "--max-steps-per-epoch", "3", "--optimizer", "fsam"]
+
+
+def _strip(d):
+    return {k: v for k, v in d.items() if k not in TIMES}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_a_signal_saves_a_mid_epoch_checkpoint_and_resume_is_bit_identical(
+    harness, tmp_path, capsys, monkeypatch, signum
+):
+    import samkit.train.loop as loop
+
+    real_step, calls = loop.train_step, []
+
+    def step_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # in the middle of epoch 2: the step finishes, then the run stops
+            os.kill(os.getpid(), signum)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    out = tmp_path / "run"
+    assert cli.main(["train", *FLAGS, "--out", str(out)]) == 128 + signum
+    err = capsys.readouterr().err
+    assert signal.Signals(signum).name in err and f"--resume {out}" in err
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 1) and not (out / "summary.json").exists()
+    monkeypatch.setattr(loop, "train_step", real_step)
+    assert cli.main(["train", "--resume", str(out)]) == 0
+    ref = tmp_path / "ref"
+    assert cli.main(["train", *FLAGS, "--out", str(ref)]) == 0
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (out, ref))
+    assert _strip(a) == _strip(b)
+    rows = [[_strip(json.loads(x)) for x in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in (out, ref)]  # fmt: skip
+    assert rows[0] == rows[1]
+    wa, wb = (load_checkpoint(d / "checkpoint.pt") for d in (out, ref))
+    for part in ("model", "rng"):
+        assert wa[part].keys() == wb[part].keys()
+        assert all(torch.equal(wa[part][k], wb[part][k]) for k in wa[part]), part
+    assert wa["optimizer"]["state"].keys() == wb["optimizer"]["state"].keys()
+
+
+def test_sigterm_to_a_training_process_stops_it_with_a_checkpoint_and_status_143(harness, tmp_path):
+    run = tmp_path / "r"
+    child = TrainingProcess(["train", *TINY_FLAGS, "--epochs", "100000", "--out", str(run)],
+                            harness, run)  # fmt: skip
+    try:
+        child.wait_for("checkpoint.pt")
+        child.proc.send_signal(signal.SIGTERM)
+        status, _, err = child.finish(timeout=60)
+    finally:
+        child.kill()
+    assert status == 128 + signal.SIGTERM, err
+    assert "SIGTERM" in err and f"--resume {run}" in err and "Traceback" not in err
+    state = load_checkpoint(run / "checkpoint.pt")
+    done = state["epoch"] + (state["step_in_epoch"] > 0)  # the epochs it has begun
+    assert cli.main(["train", "--resume", str(run), "--epochs", str(done), "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == done and summary["steps"] == 4 * done
