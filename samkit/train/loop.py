@@ -382,9 +382,12 @@ class _Run:
         self.history.append(row)
         self.step_in_epoch = 0
         self.perm = None
+        # The checkpoint first: metrics.jsonl never records an epoch the checkpoint lacks, so a
+        # process killed between the two writes (or during the checkpoint) resumes; a resume
+        # rewrites metrics.jsonl from the checkpoint's history.
+        self._checkpoint()
         if self.ranks.is_main:
             files.write_metrics(self.out / files.METRICS, self.history)
-        self._checkpoint()
         if writer is not None:
             for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
                 writer.add_scalar(key, row[key], self.epoch)

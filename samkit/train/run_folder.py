@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -202,6 +203,7 @@ def hold(
                 "nothing was trained")) from err
         with _held_guard:
             _held[key] = [fd, 1]
+        _remove_stale_temporaries(folder)  # ours alone now: half a write of a killed holder
     try:
         yield
     finally:
@@ -245,8 +247,28 @@ def reading(folder: str | Path, purpose: str = "read it") -> Iterator[None]:
 
 
 # ---- new, resume, overwrite -------------------------------------------------------------------
+# The files only a training run writes (so only the lock's holder): a temporary of one of them
+# found when the lock is taken was left by a process killed while writing it.
+RUN_FILES = (files.CONFIG, files.ENV, files.METRICS, files.SUMMARY, files.STEPS, files.CHECKPOINT)
+_TEMPORARY = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.tmp$")  # samkit._atomic's temporary names
+
+
+def _stale_temporary(path: Path) -> bool:
+    m = _TEMPORARY.match(path.name)
+    return bool(m) and m.group(1) in RUN_FILES
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    for path in folder.iterdir():
+        if _stale_temporary(path):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 def _contents(out: Path) -> list[Path]:
-    return [p for p in out.iterdir() if p.name != LOCK] if out.is_dir() else []
+    if not out.is_dir():
+        return []
+    return [p for p in out.iterdir() if p.name != LOCK and not _stale_temporary(p)]
 
 
 def check_new(out: Path, overwrite: bool) -> None:
@@ -372,8 +394,9 @@ def record_environment(out: Path, cfg: TrainConfig, env: dict[str, Any]) -> None
 def after_restore(out: Path, history: list[dict[str, Any]], steps: int) -> None:
     """Make the logs agree with the checkpoint a run resumes from.
 
-    ``metrics.jsonl`` may hold an epoch past the checkpoint if a crash came between the two
-    writes (``steps.jsonl``, rows past it, or half a row); the checkpoint's history is the truth.
+    ``metrics.jsonl`` may lack the checkpoint's last epoch (a crash between the two writes, which
+    come in that order) and ``steps.jsonl`` may hold rows past it, or half a row; the
+    checkpoint's history is the truth.
     """
     files.write_metrics(out / files.METRICS, history)
     files.keep_rows_until(out / files.STEPS, steps)

@@ -64,3 +64,21 @@ def test_a_finished_run_leaves_no_lock_and_a_failed_one_frees_its_folder(harness
     with pytest.raises(SamkitError, match="unknown dataset"):
         train(tiny_config(dataset="no-such-set"), tmp_path / "bad", quiet=True)
     train(tiny_config(epochs=1), tmp_path / "bad", quiet=True, overwrite=True)  # not held
+
+
+def test_what_a_killed_writer_leaves_does_not_block_the_next_run(harness, tmp_path):
+    """A process killed while writing the first file of a run leaves its lock file (held by no
+    one) and half a temporary: a new run there is not refused as 'not empty', and cleans up."""
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / ".samkit-lock").write_text('{"pid": 999999999, "host": "x", "command": ["samkit"]}\n')
+    (run / ".config.yaml.0badcafe.tmp").write_text("optimizer: s")
+    summary = train(tiny_config(epochs=1), run, quiet=True)
+    assert summary["status"] == "complete"
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]
+    other = tmp_path / "o"
+    other.mkdir()
+    (other / ".notes.txt.0badcafe.tmp").write_text("a file that is not a run's")  # not ours: kept
+    with pytest.raises(SamkitError, match="already exists and is not empty"):
+        train(tiny_config(epochs=1), other, quiet=True)
+    assert (other / ".notes.txt.0badcafe.tmp").exists()
