@@ -228,9 +228,9 @@ class _Run:
                             interrupt_after_steps is not None
                             and self.steps >= interrupt_after_steps
                         )
-                        if interrupts.requested is not None or stop:
-                            self._interrupt(wall_before + time.perf_counter() - started,
-                                            interrupts.requested)
+                        requested = self._agreed(interrupts.requested)
+                        if requested is not None or stop:
+                            self._interrupt(wall_before + time.perf_counter() - started, requested)
                     self._end_epoch(wall_before + time.perf_counter() - started, writer)
         except KeyboardInterrupt:
             raise RunInterrupted(
@@ -249,6 +249,15 @@ class _Run:
             writer.add_hparams(hparams(cfg), {f"final/{k}": summary[k] for k in ("test_acc", "test_loss")})
             writer.close()
         return summary
+
+    def _agreed(self, signum: int | None) -> int | None:
+        """Under torchrun, the ranks stop at the same step when any of them got a signal (one
+        that stopped alone would leave the others in the next step's all-reduce)."""
+        if not self.ranks.distributed:
+            return signum
+        flag = torch.tensor([signum or 0], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item()) or None
 
     def _interrupt(self, wall_time: float, signum: int | None) -> None:
         self.wall_time = wall_time

@@ -77,3 +77,14 @@ def test_sigterm_to_a_training_process_stops_it_with_a_checkpoint_and_status_143
     assert cli.main(["train", "--resume", str(run), "--epochs", str(done), "--quiet"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == done and summary["steps"] == 4 * done
+
+
+def test_an_interruption_rewrapped_by_a_study_keeps_its_signal():
+    """A study adds how to finish the study to the message; the exit status stays the signal's."""
+    from samkit.train import RunInterrupted
+
+    try:
+        raise RunInterrupted("interrupted by SIGTERM ...", signal.SIGTERM)
+    except RunInterrupted:
+        wrapped = RunInterrupted("interrupted by SIGTERM ...\nTo finish the study, ...")
+    assert wrapped.exit_status == 143 and RunInterrupted("Ctrl-C").exit_status == 130

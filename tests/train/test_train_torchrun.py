@@ -83,3 +83,55 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(tmp_path, monkeypatch):
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert resumed["steps"] == 2 * first["steps"] and resumed["world_size"] == 1
     assert rows[0]["test_loss"] == first["test_loss"]  # epoch 1 kept from the 2-rank run
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(stat))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks' processes in /proc")
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """A signal that reaches one rank only (a scheduler signalling one process) must not leave the
+    others waiting forever in the next step's all-reduce: the ranks agree to stop together."""
+    import signal
+    import time
+
+    from samkit.train.files import load_checkpoint
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SAMKIT_CACHE": str(tmp_path / "cache")}
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "samkit", "train", *SETUP, "--optimizer", "sam", "--epochs", "100000",
+           "--out", str(run)]  # fmt: skip
+    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "checkpoint.pt").exists():
+            assert agent.poll() is None and time.monotonic() < deadline, agent.stderr.read()
+            time.sleep(0.1)
+        ranks = _children(agent.pid)
+        assert len(ranks) == 2
+        os.kill(max(ranks), signal.SIGTERM)  # one rank only (spawned second: rank 1 or 0 alike)
+        _, err = agent.communicate(timeout=120)  # without agreement: rank 0 hangs in all_reduce
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    import re
+
+    stops = re.findall(r"interrupted by SIGTERM at epoch (\d+), step (\d+)", err)
+    assert len(stops) == 2 and stops[0] == stops[1], err[-3000:]  # both ranks, the same step
+    assert "Traceback" not in err.split("interrupted by")[0], err[-3000:]
+    state = load_checkpoint(run / "checkpoint.pt")  # rank 0 wrote the stop's own checkpoint
+    epoch, step = (int(x) for x in stops[0])
+    assert (state["epoch"], state["step_in_epoch"]) == (epoch - 1, step)
