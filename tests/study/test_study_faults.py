@@ -102,8 +102,9 @@ def test_a_study_killed_inside_a_checkpoint_resumes_to_the_uninterrupted_results
 @pytest.mark.slow
 def test_the_fault_injection_campaign(harness, tmp_path, monkeypatch, capsys):
     """Kill points drawn from a recorded seed (``SAMKIT_FAULT_SEED``) until at least 12 have
-    landed in one study: inside a write of a chosen file (its first few in that session; every
-    third try a checkpoint), or at a random time; then the same command until it finishes."""
+    landed in one study: inside a write of a chosen file (its first few in that session; the
+    first three tries and every third one later in a checkpoint, while the study still trains),
+    or at a random time; then the same command until it finishes."""
     rows = _reference(STUDY, tmp_path, harness, monkeypatch)
     seed = int(os.environ.get("SAMKIT_FAULT_SEED", "20250922"))
     rng = random.Random(seed)
@@ -113,8 +114,9 @@ def test_the_fault_injection_campaign(harness, tmp_path, monkeypatch, capsys):
     out, tried, landed, where = tmp_path / "study", 0, 0, Counter()
     while landed < 12 and tried < 40:
         tried += 1
-        if tried % 3 == 1 or rng.random() < 0.5:  # every third: inside a checkpoint
-            name = "checkpoint.pt" if tried % 3 == 1 else rng.choice(sorted(WRITES))
+        in_checkpoint = tried <= 3 or tried % 3 == 1  # the first three, then every third
+        if in_checkpoint or rng.random() < 0.5:
+            name = "checkpoint.pt" if in_checkpoint else rng.choice(sorted(WRITES))
             kill = dict(kill=(name, rng.randint(*WRITES[name])))
         else:  # a random time, mostly while the session trains
             name, kill = "time", dict(after=rng.uniform(0.3, whole / 2))
