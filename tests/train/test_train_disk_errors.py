@@ -91,7 +91,13 @@ def test_a_refused_metrics_write_names_the_file_and_the_remedy(
     assert cli.main(["train", *FLAGS, "--out", str(out)]) == 2
     line = _one_error_line(capsys)
     assert str(out / "metrics.jsonl") in line and says in line.lower() and f"--resume {out}" in line
-    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    # the checkpoint is written before metrics.jsonl: epoch 2's is there, and the resume rewrites
+    # the metrics from it
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2 and "(end of epoch 2) is intact" in line
+    monkeypatch.undo()
+    assert cli.main(["train", "--resume", str(out)]) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
 
 
 def test_a_run_folder_that_cannot_be_written_at_all_is_refused_before_training(
