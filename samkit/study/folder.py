@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.train import TrainConfig, config_hash
+from samkit.train import TrainConfig, config_hash, run_folder
 from samkit.train import files as run_files
 
 STUDY = "study.json"
@@ -73,6 +73,19 @@ def open_record(
     ``merge[key]`` field is not planned again come first) and the old ``sessions`` are kept. A
     folder with other files and no record is refused: nothing in it is touched.
     """
+    with run_folder.hold(folder, wait=True):  # two studies on one folder: one at a time here
+        return _open_record(folder, name, record, merge=merge, check=check, what=what)
+
+
+def _open_record(
+    folder: Path,
+    name: str,
+    record: dict[str, Any],
+    *,
+    merge: dict[str, str],
+    check: Callable[[dict[str, Any]], None],
+    what: str,
+) -> dict[str, Any]:
     path = folder / name
     if path.is_file():
         old = run_files.read_json(path)
@@ -81,7 +94,7 @@ def open_record(
             known = {item[ident] for item in record[key]}
             record[key] = [item for item in old[key] if item[ident] not in known] + record[key]
         record["sessions"] = old.get("sessions", [])
-    elif folder.exists() and any(folder.iterdir()):
+    elif folder.exists() and any(not _left_by_a_crash(p, name) for p in folder.iterdir()):
         raise SamkitError(
             f"{folder} exists and is not a {what} folder (no {name}); nothing was changed. "
             "Use another --out."
@@ -101,17 +114,32 @@ def close_session(
     name: str = STUDY,
     **extra: Any,
 ) -> None:
-    """Append this invocation's wall time (and ``extra``) to ``record`` and write it."""
-    record["sessions"].append(
-        {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-            "elapsed": time.time() - started,
-            "command": list(sys.argv),
-            "jobs": jobs,
-            **extra,
-        }
+    """Append this invocation's wall time (and ``extra``) to the record and write it.
+
+    The record is the one on disk now (another study on the same folder may have planned more
+    runs or closed its own session since this one opened), plus this session.
+    """
+    session = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "elapsed": time.time() - started,
+        "command": list(sys.argv),
+        "jobs": jobs,
+        **extra,
+    }
+    with run_folder.hold(folder, wait=True):
+        path = folder / name
+        if path.is_file():
+            record.clear()
+            record.update(run_files.read_json(path))
+        record.setdefault("sessions", []).append(session)
+        run_files.write_json(path, record)
+
+
+def _left_by_a_crash(path: Path, name: str) -> bool:
+    """The lock file, or half a temporary of the record, which a killed process leaves behind."""
+    return path.name == run_folder.LOCK or (
+        path.name.startswith(f".{name}.") and path.name.endswith(".tmp")
     )
-    run_files.write_json(folder / name, record)
 
 
 def base_record(kind: str, base: TrainConfig, seeds: list[int], flatness: Any) -> dict[str, Any]:

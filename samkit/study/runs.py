@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -22,7 +23,7 @@ import torch
 
 from samkit.errors import SamkitError
 from samkit.study.folder import FLATNESS, close_session, open_study
-from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, train
+from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, run_folder, train
 from samkit.train import files as run_files
 
 
@@ -57,8 +58,23 @@ class FlatnessSettings:
 def run_one(
     cfg: TrainConfig, folder: Path, *, quiet: bool, flatness: FlatnessSettings | None
 ) -> dict[str, Any]:
-    """Train (or reuse / resume) one run, then measure its flatness if asked; return the summary."""
+    """Train (or reuse / resume) one run, then measure its flatness if asked; return the summary.
+
+    The run folder's lock is held throughout: a run another process trains (a second study on
+    the same folder, another --jobs worker) is waited for, then reused, never trained twice.
+    """
     folder = Path(folder)
+
+    def waiting(who: str) -> None:
+        print(f"samkit: waiting for {folder.name}: it is {who}", file=sys.stderr, flush=True)
+
+    with run_folder.hold(folder, wait=True, on_wait=waiting, purpose="train it"):
+        return _run_one(cfg, folder, quiet=quiet, flatness=flatness)
+
+
+def _run_one(
+    cfg: TrainConfig, folder: Path, *, quiet: bool, flatness: FlatnessSettings | None
+) -> dict[str, Any]:
     summary_path = folder / run_files.SUMMARY
     if (folder / run_files.CONFIG).is_file():
         saved = load_config(folder / run_files.CONFIG)

@@ -92,22 +92,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _busy(folder: Path, purpose: str) -> FolderBusy:
+def describe_holder(folder: str | Path) -> str:
+    """Who holds ``folder``: ``in use by process 123 (`samkit train ...`, since ...)``, or that
+    another process reads it (readers leave no name)."""
     info = holder(folder)
     here = socket.gethostname()
     if info and "pid" in info and (info.get("host") != here or _alive(int(info["pid"]))):
-        pid = info["pid"]
         command = " ".join(info.get("command") or [])
         where = "" if info.get("host") == here else f" on {info.get('host')}"
         since = f", since {info['started']}" if info.get("started") else ""
+        return f"in use by process {info['pid']}{where} (`{command}`{since})"
+    return "being read by another process (a measurement or an --init-from of it)"
+
+
+def _busy(folder: Path, purpose: str) -> FolderBusy:
+    info = holder(folder)
+    who = describe_holder(folder)
+    if who.startswith("in use"):
+        pid = info["pid"] if info else "?"
         return FolderBusy(
-            f"run folder {folder} is in use by process {pid}{where} (`{command}`{since}); "
-            f"nothing was changed. Wait for it to finish before you {purpose}, or stop it "
-            f"(kill {pid}: it saves a checkpoint and exits) and try again."
+            f"run folder {folder} is {who}; nothing was changed. Wait for it to finish before "
+            f"you {purpose}, or stop it (kill {pid}: it saves a checkpoint and exits) and try again."
         )
     return FolderBusy(
-        f"run folder {folder} is being read by another process (a measurement or an "
-        f"--init-from of it); nothing was changed. Wait for it to finish before you {purpose}."
+        f"run folder {folder} is {who}; nothing was changed. Wait for it to finish before you "
+        f"{purpose}."
     )
 
 
@@ -151,7 +160,7 @@ def _acquire(folder: Path, wait: bool, on_wait: Callable[[str], None] | None, pu
         if not wait:
             raise _busy(folder, purpose)
         if on_wait is not None:
-            on_wait(str(_busy(folder, purpose)))
+            on_wait(describe_holder(folder))
         fd = _open_locked(path, exclusive=True, wait=True, create=True)
         assert fd is not None
     info = {
@@ -179,7 +188,8 @@ def hold(
     Args:
         wait: block until the other holder is done (a study) instead of raising
             :class:`FolderBusy` (a command).
-        on_wait: called once with the reason before waiting (to say which run waits for what).
+        on_wait: called once before waiting, with who holds the folder
+            (:func:`describe_holder`), to say which run waits for what.
         purpose: what the refusal says the caller wanted ("overwrite it", "resume it").
         enabled: ``False`` makes this a no-op (torchrun ranks other than 0 write nothing).
     """
@@ -410,6 +420,7 @@ __all__ = [
     "check_new",
     "check_resumable",
     "complete_summary",
+    "describe_holder",
     "hold",
     "holder",
     "holds",

@@ -133,3 +133,17 @@ def test_the_fault_injection_campaign(harness, tmp_path, monkeypatch, capsys):
         print(f"\nfault campaign (seed {seed}): {tried} kill points tried, {landed} landed "
               f"({dict(sorted(where.items()))}), {sessions} sessions, results.csv equal "
               f"({len(rows)} runs)")
+
+
+def test_a_study_folder_left_by_a_kill_in_its_first_write_is_continued(harness, tmp_path, monkeypatch):
+    """Killed while writing its first study.json, a study leaves half a temporary (and maybe its
+    lock file): the same command must take the folder as its own, not as someone else's files."""
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / ".study.json.0badcafe.tmp").write_text('{"kind": "comp')
+    (out / ".samkit-lock").write_text("")
+    monkeypatch.setenv("SAMKIT_CACHE", str(harness))
+    assert cli.main([*SMALL, "--epochs", "1", "--out", str(out)]) == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert cli.main([*SMALL, "--epochs", "1", "--out", str(tmp_path / "other")]) == 2  # not ours
