@@ -9,6 +9,9 @@
    (``Every(k, reuse="looksam")``) is singular at rho=0: its ``g_v``, the part of the SAM
    gradient orthogonal to the plain one, is rounding noise there, and the update adds it
    rescaled to ``alpha * ||g||`` (as the paper's formula says; reported, not pinned here).
+   RWP's noise has its own scale (``noise``: rho plays no part) and SAMPa's ``mix`` and m-RWP's
+   mix in a gradient at another point, so they are not drawn for this property (SAMPa with
+   ``mix=0`` is).
 2. A ``state_dict`` round trip (through ``torch.save``) at any step continues *identically*: the
    same bits, since the same process runs the same operations on the same state.
 3. Permuting the order of the shards changes nothing beyond rounding: the update is a mean over
@@ -50,6 +53,10 @@ RULES = {
     "gcsam": lambda: rules.GCSAM(descent=False),
     "multistep": lambda: rules.MultiStepSAM(steps=2),
     "momentum": lambda: rules.MomentumSAM(),  # no ascent pass, one shard only
+    "sampa": lambda: rules.SAMPa(mix=0.0),
+    "sampa-mixed": lambda: rules.SAMPa(mix=0.2),
+    "rwp": lambda: rules.RWP(noise=0.01, seed=1),
+    "rwp-mixed": lambda: rules.RWP(noise=0.01, mix=0.5, adapt=0.1, seed=1),
 }
 CADENCES = {
     "always": lambda: None,
@@ -71,10 +78,13 @@ BASES = {
 @st.composite
 def setups(draw, rules_=tuple(RULES), cadences=tuple(CADENCES)):
     rule = draw(st.sampled_from(rules_))
-    # the combinations samkit refuses (with an error that says why): Momentum-SAM has no ascent
-    # for a cadence to skip; reusing a perturbation, and AE-SAM's decision, take one shard
-    chosen = "always" if rule == "momentum" else draw(st.sampled_from(cadences))
-    one_shard = rule == "momentum" or chosen in ONE_SHARD
+    # the combinations samkit refuses (with an error that says why): a rule with no ascent pass
+    # (Momentum-SAM, SAMPa, RWP) has nothing for a cadence to skip and one perturbation for all
+    # shards; reusing a perturbation, and AE-SAM's decision, take one shard
+    made = RULES[rule]()
+    no_ascent = made.ascent_passes == 0
+    chosen = "always" if no_ascent else draw(st.sampled_from(cadences))
+    one_shard = not made.shardable or chosen in ONE_SHARD
     shards = 1 if one_shard else draw(st.integers(1, 4))
     per_shard = draw(st.integers(1, 4))
     micro = draw(st.one_of(st.none(), st.integers(1, per_shard)))
@@ -124,10 +134,11 @@ def _assert_close(got: nn.Module, want: nn.Module, dtype: torch.dtype, where: st
 
 # ---- 1. rho = 0 is the base optimizer -----------------------------------------------------------
 MIXES_ASCENT_GRADIENT = ("gsam", "wsam", "wsam-coupled")
+NOT_RHO = ("sampa-mixed", "rwp", "rwp-mixed")  # their perturbation or mix is not rho's
 
 
 def _rho_zero_applies(setup) -> bool:
-    if setup["cadence"] == "looksam":
+    if setup["cadence"] == "looksam" or setup["rule"] in NOT_RHO:
         return False
     return not (setup["rule"] in MIXES_ASCENT_GRADIENT and setup["cadence"] == "fraction")
 
