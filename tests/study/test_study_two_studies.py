@@ -11,10 +11,14 @@ from harness_fixtures import TrainingProcess
 
 from samkit import cli
 
+# The first run is long (100 short epochs: the second study surely meets it in training), the
+# second short.
+EPOCHS = {"sgd-seed0": 100, "sam-seed0": 2}
 STUDY = [
     "compare", "--dataset", "mnist1d", "--model", "mlp", "--model-option", "width=16",
-    "--epochs", "40", "--batch-size", "32", "--max-steps-per-epoch", "2", "--train-subset", "256",
-    "--test-subset", "128", "--methods", "sgd", "sam", "--seeds", "0", "--no-flatness", "--quiet",
+    "--epochs", "2", "--batch-size", "32", "--max-steps-per-epoch", "1", "--train-subset", "256",
+    "--test-subset", "128", "--methods", "sgd:epochs=100", "sam", "--seeds", "0", "--no-flatness",
+    "--quiet",
 ]  # fmt: skip
 
 
@@ -33,10 +37,10 @@ def test_a_second_study_waits_for_the_runs_the_first_trains(harness, tmp_path, c
     assert status == 0, first_err
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [(r["label"], r["status"]) for r in rows] == [("sgd", "complete"), ("sam", "complete")]
-    for run in ("sgd-seed0", "sam-seed0"):
+    for run, epochs in EPOCHS.items():
         env = json.loads((out / run / "env.json").read_text())
         assert "resumes" not in env  # trained by one session, once: reused by the other
-        assert len((out / run / "metrics.jsonl").read_text().splitlines()) == 40
+        assert len((out / run / "metrics.jsonl").read_text().splitlines()) == epochs
     sessions = json.loads((out / "study.json").read_text())["sessions"]
     assert len(sessions) == 2  # both studies' time is on record
 
@@ -45,7 +49,7 @@ def test_a_second_study_waits_for_the_runs_the_first_trains(harness, tmp_path, c
 def test_two_studies_with_jobs_train_each_run_once(harness, tmp_path):
     """Both studies with --jobs 2 on one folder, started together: every run trained once."""
     out = tmp_path / "study"
-    args = [*STUDY, "--seeds", "0", "1", "--jobs", "2", "--out", str(out)]
+    args = [*STUDY, "--seeds", "0", "1", "--jobs", "2", "--out", str(out)]  # the last --seeds counts
     studies = [TrainingProcess(args, harness, out) for _ in range(2)]
     try:
         results = [s.finish(timeout=600) for s in studies]
