@@ -125,7 +125,7 @@ def run_passes(
 ) -> PassResult:
     """Every pass of a ``train_step`` with the execution chosen for it (vectorized falls back to the
     loop under ``auto`` when the model cannot be mapped)."""
-    choice = execution.choose(plan, model)
+    choice = execution.choose(plan, model, batch)
     result = None
     if choice == "vectorized":
         try:

@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils import _pytree as pytree
 
+from samkit._batch import batch_size
 from samkit._checks import check_choice, check_number, check_positive_int
 from samkit.errors import SamkitError
 from samkit.optim.cadence import Always, Cadence, parse_cadence
@@ -295,6 +297,14 @@ class Knobs:
             )
 
 
+def _inputs_per_example(batch: Any, n: int) -> int:
+    """Values per example of the batch's first floating-point tensor (0 when there is none)."""
+    for t in pytree.tree_leaves(batch):
+        if isinstance(t, Tensor) and t.is_floating_point() and n:
+            return t.numel() // n
+    return 0
+
+
 def check_micro_batch_size(value: Any) -> None:
     """``micro_batch_size``: a positive count of examples, or None (the whole shard at once)."""
     check_positive_int("micro_batch_size", value, hint="examples", allow_none=True)
@@ -317,40 +327,77 @@ def check_knobs(batch_size: int | None = None, **knobs: Any) -> Knobs:
     return built
 
 
-def auto_vectorizes(device: torch.device) -> bool:
-    """What ``execution="auto"`` does with several shards: vectorize on CUDA, loop elsewhere (on a CPU
-    the loop is as fast or faster: see ``benchmarks/results/step_time_cpu.md``)."""
-    return device.type == "cuda"
+# execution="auto" on a CPU, from benchmarks/results/step_time_cpu.md (one thread, 2-core Intel
+# Xeon; 2-core AMD EPYC for cnn-small): the vectorized shards win when the shards are small and
+# the model is a small convolution network — mSAM-8 on cnn1d (MNIST-1D, 40 inputs per example)
+# 1.74x SAM vectorized against 2.68x looped, on cnn2d (digits, 64 inputs) 1.87x against 2.38x —
+# and lose with 2 shards (at 4 they tie with shards of 32 examples), on an MLP (its batched
+# matmuls cost more than the loop's), and on CIFAR-sized images (cnn-small: 1.22x against 1.10x).
+CPU_MAX_SHARD_EXAMPLES = 16
+CPU_MAX_INPUTS_PER_EXAMPLE = 1024
+
+
+def auto_vectorizes(device: torch.device, model: nn.Module | None = None, shard_examples: int = 0,
+                    inputs_per_example: int = 0, points: bool = False, shards: int = 0) -> tuple[bool, str]:
+    """What ``execution="auto"`` does with a step that could be vectorized, and why.
+
+    CUDA: vectorize (the loop's small passes starve the device). A CPU: the measured rule above —
+    vectorize 4 or more shards of at most :data:`CPU_MAX_SHARD_EXAMPLES` examples of a convolution
+    network
+    whose examples have at most :data:`CPU_MAX_INPUTS_PER_EXAMPLE` input values; a rule's descent
+    points (SAMPa, m-RWP) loop (their batched pair was 1.4-1.5x their loop on every CPU row).
+    """
+    if device.type == "cuda":
+        return True, "auto on CUDA: vectorized"
+    if points:
+        return False, "auto on a CPU: the descent points one after another (measured faster)"
+    conv = model is not None and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    small = (shards >= 4 and 0 < shard_examples <= CPU_MAX_SHARD_EXAMPLES
+             and 0 < inputs_per_example <= CPU_MAX_INPUTS_PER_EXAMPLE)
+    if conv and small:
+        return True, (f"auto on a CPU: vectorized (shards of {shard_examples} examples of "
+                      f"{inputs_per_example} inputs, a convolution network)")
+    why = "no convolution" if not conv else (f"{shards} shards of {shard_examples} examples of "
+                                             f"{inputs_per_example} inputs")
+    return False, f"auto on a CPU: the loop ({why})"
 
 
 class Execution:
     """Which engine runs a step's passes: the one asked for, ``auto``'s choice, and what was used.
 
-    ``auto`` vectorizes several shards on CUDA and loops elsewhere; a vectorized step that fails
-    (an operation without a ``vmap`` rule) makes ``auto`` loop from then on and ``vectorized`` raise.
+    ``auto`` follows :func:`auto_vectorizes`; a vectorized step that fails (an operation without a
+    ``vmap`` rule) makes ``auto`` loop from then on and ``vectorized`` raise. :attr:`reason` says
+    why the last choice was made (the run record keeps it).
     """
 
     def __init__(self, asked: str) -> None:
         self.asked = asked
         self.used: str | None = None
+        self.reason: str | None = None
         self.error: str | None = None  # why vectorizing failed once (auto then loops)
 
-    def choose(self, plan: StepPlan, model: nn.Module) -> str:
+    def choose(self, plan: StepPlan, model: nn.Module, batch: Any = None) -> str:
         """``loop`` or ``vectorized`` for this step."""
-        if (
-            not plan.vectorizable
-            or (plan.sharding.is_single and not plan.points)
-            or self.asked == "loop"
-            or self.error
-            or is_distributed(model)  # under DDP/FSDP the loop runs one rank's shards
-        ):
-            choice = "loop"
+        if not plan.vectorizable or (plan.sharding.is_single and not plan.points):
+            choice, reason = "loop", "nothing to vectorize (one shard, or no ascent this step)"
+        elif self.asked == "loop":
+            choice, reason = "loop", "asked: loop"
+        elif self.error:
+            choice, reason = "loop", f"auto: vectorizing failed once ({self.error})"
+        elif is_distributed(model):  # under DDP/FSDP the loop runs one rank's shards
+            choice, reason = "loop", "distributed: each rank loops over its own shards"
         elif self.asked == "vectorized":
-            choice = "vectorized"
+            choice, reason = "vectorized", "asked: vectorized"
         else:
-            choice = "vectorized" if auto_vectorizes(plan.flat[0].device) else "loop"
+            n = batch_size(batch) if batch is not None else 0
+            sizes = plan.sharding.sizes(n) if n else [0]
+            inputs = _inputs_per_example(batch, n)
+            vectorize, reason = auto_vectorizes(plan.flat[0].device, model, max(sizes), inputs,
+                                                plan.points, len(sizes))
+            choice = "vectorized" if vectorize else "loop"
         if choice != self.used:
-            log.debug("%s execution for %s (asked: %s)", choice, plan.sharding, self.asked)
+            log.debug("%s execution for %s (asked: %s; %s)", choice, plan.sharding, self.asked, reason)
+        self.reason = reason
         return choice
 
     def failed(self, exc: Exception) -> None:

@@ -222,6 +222,11 @@ class SAM(Optimizer):
         return self.knobs.execution.used
 
     @property
+    def execution_reason(self) -> str | None:
+        """Why the last ``train_step`` ran :attr:`execution_used` (``auto``'s rule, or what was asked)."""
+        return self.knobs.execution.reason
+
+    @property
     def perturbation_groups(self) -> PerturbationGroups:
         """Under DDP, the groups of ranks that average their ascent gradients."""
         return self.knobs.sync

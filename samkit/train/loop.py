@@ -421,6 +421,9 @@ class _Run:
             "example_passes": self.example_passes,
             "passes_per_step": self.passes_per_step,
             "ascent_steps": getattr(self.optimizer, "ascent_steps", None),
+            # what execution="auto" chose for the last step, and why (None for a plain optimizer)
+            "execution_used": getattr(self.optimizer, "execution_used", None),
+            "execution_reason": getattr(self.optimizer, "execution_reason", None),
             "train_time": self.train_time,
             "wall_time": self.wall_time,
             "load_max": max_load(self.history),

@@ -136,7 +136,7 @@ class DataDependent(nn.Module):
 def test_auto_falls_back_to_the_loop_when_vectorizing_fails(monkeypatch, caplog):
     import samkit.optim.plan as plan_module
 
-    monkeypatch.setattr(plan_module, "auto_vectorizes", lambda device: True)  # as on CUDA
+    monkeypatch.setattr(plan_module, "auto_vectorizes", lambda *a, **k: (True, "as on CUDA"))
     torch.manual_seed(0)
     model = DataDependent().double()
     twin = copy.deepcopy(model)
@@ -225,3 +225,30 @@ def test_vectorized_rejects_parameters_outside_the_model():
     opt = SAM([*model.parameters(), extra], torch.optim.SGD, lr=0.1, shards=2, execution="vectorized")
     with pytest.raises(SamkitError, match="not parameters of the model"):
         opt.train_step(model, ce, make_batch())
+
+
+def test_auto_follows_the_measured_rule_and_says_why():
+    """CUDA vectorizes; a CPU vectorizes small shards of a small convolution network only (the rule
+    measured in benchmarks/results/step_time_cpu.md), and loops for an MLP, big shards, big inputs
+    and a rule's descent points."""
+    from torch import nn
+
+    from samkit.optim.plan import auto_vectorizes
+
+    cpu, conv = torch.device("cpu"), nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(152, 3))
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(40, 3))
+    assert auto_vectorizes(torch.device("cuda"), mlp, 64, 3072, shards=2)[0]
+    assert auto_vectorizes(cpu, conv, 16, 40, shards=8)[0]
+    assert not auto_vectorizes(cpu, conv, 16, 40, shards=2)[0]
+    assert not auto_vectorizes(cpu, conv, 32, 40, shards=4)[0]
+    assert not auto_vectorizes(cpu, conv, 16, 3072, shards=8)[0]
+    assert not auto_vectorizes(cpu, mlp, 16, 40, shards=8)[0]
+    assert not auto_vectorizes(cpu, conv, 64, 40, points=True)[0]
+    # the optimizer applies it per step and records the reason
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(152, 3)).double()
+    x, y = torch.randn(64, 1, 40, dtype=torch.float64), torch.randint(0, 3, (64,))
+    for shards, used in ((2, "loop"), (4, "vectorized"), (8, "vectorized")):
+        opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=shards)
+        opt.train_step(model, ce, (x, y))
+        assert opt.execution_used == used and "auto on a CPU" in opt.execution_reason
+        assert ("vectorized" in opt.execution_reason) == (used == "vectorized")

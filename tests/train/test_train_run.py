@@ -55,6 +55,8 @@ SUMMARY_KEYS = {
     "example_passes",
     "passes_per_step",
     "ascent_steps",
+    "execution_used",
+    "execution_reason",
     "train_time",
     "wall_time",
     "load_max",
