@@ -34,6 +34,7 @@ from samkit.study.results import (
     seed_values,
 )
 from samkit.study.stats import BOUNDS, Summary, fmt, gap_bounds, paired_gap, summarize
+from samkit.study.tuning import SUFFIX as TUNE_SUFFIX
 from samkit.train import files as run_files
 
 # Settings a method or cell may change; the "Shared setup" line shows only those all runs share.
@@ -211,8 +212,10 @@ def write_report(folder: str | Path, *, plots: bool = True) -> str:
         if spec["kind"] == "dln":
             if dln.is_done(path):
                 dln.write_report(path, plots=plots)
-        elif (path / STUDY).is_file():
-            write_study_report(path, plots=plots)
+            continue
+        for study in (path.with_name(path.name + TUNE_SUFFIX), path):  # a tuned study's two
+            if (study / STUDY).is_file():
+                write_study_report(study, plots=plots)
     return verdicts.write_verdicts(folder)
 
 

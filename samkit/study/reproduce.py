@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.study import dln
+from samkit.study import dln, tuning
 from samkit.study.compare import compare
 from samkit.study.folder import SUITE, close_session, open_record
 from samkit.study.suite import Claim, StudySpec, select_claims, studies
@@ -61,7 +61,7 @@ def reproduce(
             if not quiet:
                 print(f"== study {spec.id}: {spec.why}", flush=True)
             try:
-                _run_study(out, spec, jobs=jobs, threads=threads, quiet=quiet)
+                _run_study(out, spec, specs, jobs=jobs, threads=threads, quiet=quiet)
             except RunInterrupted:
                 raise RunInterrupted(
                     f"interrupted in study {spec.id}; finished runs are kept. To finish the suite, "
@@ -93,7 +93,15 @@ def _open_suite(
                        check=same_suite, what="claims-suite")  # fmt: skip
 
 
-def _run_study(out: Path, spec: StudySpec, *, jobs: int, threads: int | None, quiet: bool) -> None:
+def _run_study(
+    out: Path,
+    spec: StudySpec,
+    specs: list[StudySpec],
+    *,
+    jobs: int,
+    threads: int | None,
+    quiet: bool,
+) -> None:
     folder = out / spec.id
     if spec.kind == "dln":
         dln.run(folder, spec.setup, list(spec.seeds), quiet=quiet)
@@ -105,9 +113,26 @@ def _run_study(out: Path, spec: StudySpec, *, jobs: int, threads: int | None, qu
     if threads is not None:
         setup["threads"] = threads
     base = TrainConfig.from_dict(setup).validated()
-    common = dict(seeds=list(spec.seeds), out=folder, jobs=jobs, baseline=spec.baseline,
-                  quiet=quiet)  # fmt: skip
-    if spec.kind == "compare":
-        compare(base, methods=list(spec.methods), flatness=spec.flatness, **common)
-    else:
-        sweep(base, grid=list(spec.grid), flatness=spec.flatness, **common)
+    common = dict(out=folder, jobs=jobs, baseline=spec.baseline, quiet=quiet)
+    if spec.kind == "sweep":
+        sweep(base, grid=list(spec.grid), flatness=spec.flatness, seeds=list(spec.seeds), **common)
+        return
+    methods = list(spec.methods)
+    tune = tuning.spec_tune(asdict(spec))
+    if tune:  # rho chosen on the tuning seeds, in a folder of its own, before the verdict runs
+        if not quiet:
+            print(f"== tuning {', '.join(tune)} of {spec.id} on seeds "
+                  f"{', '.join(map(str, spec.tune_seeds))}", flush=True)  # fmt: skip
+        compare(base, methods=tuning.candidates(spec.methods, tune), seeds=list(spec.tune_seeds),
+                out=out / f"{spec.id}{tuning.SUFFIX}", jobs=jobs, flatness=False,
+                quiet=quiet)  # fmt: skip
+    if spec.tune_from is not None or tune:
+        source = spec.tune_from or spec.id
+        by_id = {s.id: s for s in specs}
+        chosen = tuning.choose(out / f"{source}{tuning.SUFFIX}",
+                               tuning.spec_tune(asdict(by_id[source])))  # fmt: skip
+        methods = tuning.tuned_methods(spec.methods, chosen)
+        if not quiet:
+            print(f"== {spec.id}: rho chosen on the tuning seeds: {' '.join(methods)}", flush=True)
+    compare(base, methods=methods, flatness=spec.flatness, seeds=list(spec.seeds), **common)
+

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.study.presets import MAIN_JOB, NOISY_JOB
+from samkit.study.presets import DIGITS_JOB, MAIN_JOB, NOISY_JOB
 
 SUITES = ("quick", "full")
 FINE_TUNE = {"epochs": 10, "lr": 0.05}  # a short second run from the source's weights
@@ -40,6 +40,10 @@ class StudySpec:
     ``setup`` is a TrainConfig mapping (compare/sweep) or :func:`samkit.theory.dln` settings
     (dln). An ``init_from`` of ``{suite}/<study>/<run>-seed{seed}`` starts each seed from the run
     of the same seed in another study of the suite (which then runs first).
+
+    ``tune`` — ``((label, rhos), ...)`` — chooses those methods' rho on ``tune_seeds`` (disjoint
+    from ``seeds``) in a folder of its own before the verdict runs (:mod:`samkit.study.tuning`);
+    ``tune_from`` names a study whose choice this one takes for the same labels.
     """
 
     id: str
@@ -51,13 +55,26 @@ class StudySpec:
     seeds: tuple[int, ...] = (0, 1, 2)
     flatness: bool = False
     baseline: str | None = None
+    tune: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    tune_seeds: tuple[int, ...] = ()
+    tune_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tune and not self.tune_seeds:
+            raise SamkitError(f"study {self.id}: a tuned study needs tune_seeds.")
+        if set(self.tune_seeds) & set(self.seeds):
+            raise SamkitError(
+                f"study {self.id}: tuning seeds {sorted(set(self.tune_seeds) & set(self.seeds))} "
+                "are also verdict seeds; the seeds that choose rho must not judge the claim."
+            )
 
     def needs(self) -> list[str]:
-        """The studies whose runs this one starts from."""
+        """The studies whose runs (or chosen rho) this one starts from."""
         source = str(self.setup.get("init_from", ""))
-        if source.startswith("{suite}/"):
-            return [source.split("/")[1]]
-        return []
+        deps = [source.split("/")[1]] if source.startswith("{suite}/") else []
+        if self.tune_from and self.tune_from not in deps:
+            deps.append(self.tune_from)
+        return deps
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,7 @@ class Claim:
     direction: int
     margin: float = 0.0
     tags: tuple[str, ...] = field(default=())
+    family: str = ""  # the same claim tested on another dataset shares it (default: the id)
 
     def __post_init__(self) -> None:
         if self.direction not in (-1, 1):
@@ -95,49 +113,74 @@ FSAM = "Li et al., Friendly Sharpness-Aware Minimization (CVPR 2024)"
 BAEK = "Baek, Kolter & Raghunathan, Why is SAM Robust to Label Noise? (ICLR 2024)"
 
 
+def _tuned(*pairs: tuple[str, tuple[float, ...]]) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    return tuple(pairs)
+
+
+# The rho grids each method is tuned over (per dataset: digits' best radii are larger).
+RHOS_MNIST1D = (0.05, 0.1, 0.2)
+RHOS_MNIST1D_SMALL = (0.025, 0.05, 0.1)  # the clean main job (SAM's preset rho 0.05) and mSAM
+RHOS_DIGITS = (0.1, 0.2, 0.4)
+RHOS_DIGITS_NOISY = (0.2, 0.4, 0.8)
+RHOS_DIGITS_MSAM = (0.1, 0.2, 0.4)  # mSAM and m-sharpness (per-shard normalisation)
+
+
 def studies(suite: str) -> list[StudySpec]:
-    """The studies of ``suite`` (quick | full), in an order where every source runs first."""
+    """The studies of ``suite`` (quick | full), in an order where every source runs first.
+
+    Every SAM-family method's rho is tuned on its own grid on tuning seeds (100, 101; quick: 100)
+    that the verdicts never use (:mod:`samkit.study.tuning`); fine-tuning takes the rho chosen for
+    SAM on the study it starts from.
+    """
     if suite not in SUITES:
         raise SamkitError(f"suite must be one of {', '.join(SUITES)}; got {suite!r}.")
     quick = suite == "quick"
     seeds = (0, 1, 2) if quick else (0, 1, 2, 3, 4)
+    tune_seeds = (100,) if quick else (100, 101)
     noisy = {k: v for k, v in NOISY_JOB.items() if k != "label_noise"}
+    digits = dict(DIGITS_JOB)
+    common: dict[str, Any] = {"seeds": seeds, "tune_seeds": tune_seeds}
+    sam_only = ("sgd", "sam")
+    msharp_m = (8, 64) if quick else (8, 16, 64)
+    digits_m = (4, 64) if quick else (4, 16, 64)
     return [
         StudySpec(
             "main", "compare", dict(MAIN_JOB),
             "the main job: clean MNIST-1D, 4000 examples, 30 epochs",
-            methods=("sgd", "sam", "msam:shards=4", "fsam:rho=0.1,lmbda=0.6"),
-            seeds=seeds, flatness=True,
+            methods=("sgd", "sam", "msam:shards=4", "fsam:lmbda=0.6"), flatness=True,
+            tune=_tuned(("sam", RHOS_MNIST1D_SMALL), ("msam", RHOS_MNIST1D_SMALL),
+                        ("fsam", RHOS_MNIST1D)), **common,
         ),
         StudySpec(
             "noise-20", "compare", {**noisy, "label_noise": 0.2},
-            "the noisy-label preset at 20% flipped labels", methods=("sgd", "sam"), seeds=seeds,
+            "the noisy-label preset at 20% flipped labels", methods=sam_only,
+            tune=_tuned(("sam", RHOS_MNIST1D)), **common,
         ),
         StudySpec(
             "noise-40", "compare", {**noisy, "label_noise": 0.4},
-            "the noisy-label preset (SGD memorises the flipped labels)",
-            methods=("sgd", "sam"), seeds=seeds,
+            "the noisy-label preset (SGD memorises the flipped labels)", methods=sam_only,
+            tune=_tuned(("sam", RHOS_MNIST1D)), **common,
         ),
         StudySpec(
             "finetune-noisy", "compare",
             {**noisy, "label_noise": 0.4, **FINE_TUNE,
              "init_from": "{suite}/noise-40/sgd-seed{seed}"},
             "10 more epochs from each seed's SGD run of noise-40 (same flipped labels)",
-            methods=("sgd", "sam"), seeds=seeds,
+            methods=sam_only, seeds=seeds, tune_from="noise-40",
         ),
         StudySpec(
             "finetune-clean", "compare",
             {**MAIN_JOB, **FINE_TUNE, "init_from": "{suite}/main/sgd-seed{seed}"},
             "10 more epochs from each seed's SGD run of the main job",
-            methods=("sgd", "sam"), seeds=seeds,
+            methods=sam_only, seeds=seeds, tune_from="main",
         ),
         StudySpec(
-            "msharp", "sweep", dict(MSHARP_JOB),
-            "SAM with m examples per shard x rho on the noisy preset, GroupNorm (per-example "
-            "normalisation, so small shards compute what they claim)",
-            grid=("shard_size=8,64", "rho=0.05,0.1") if quick
-            else ("shard_size=8,16,64", "rho=0.025,0.05,0.1"),
-            seeds=seeds,
+            "m-sharpness", "compare", dict(MSHARP_JOB),
+            "SAM with m examples per shard on the noisy preset, rho tuned per m, GroupNorm "
+            "(per-example normalisation, so small shards compute what they claim)",
+            methods=tuple(f"sam:shard_size={m},label=m{m}" for m in msharp_m),
+            baseline=f"m{msharp_m[-1]}",
+            tune=_tuned(*((f"m{m}", RHOS_MNIST1D_SMALL) for m in msharp_m)), **common,
         ),
         StudySpec(
             "dln", "dln",
@@ -146,7 +189,57 @@ def studies(suite: str) -> list[StudySpec]:
             "diagonal linear network (A&F 2022's sparse regression), one data seed per seed",
             seeds=tuple(range(10 if quick else 20)),
         ),
+        StudySpec(
+            "digits-clean", "compare", dict(digits),
+            "scikit-learn's digits, clean labels, a 2-D CNN, 40 epochs", methods=sam_only,
+            tune=_tuned(("sam", RHOS_DIGITS)), **common,
+        ),
+        StudySpec(
+            "digits-noise-20", "compare", {**digits, "label_noise": 0.2},
+            "digits with 20% of the train labels flipped", methods=sam_only,
+            tune=_tuned(("sam", RHOS_DIGITS_NOISY)), **common,
+        ),
+        StudySpec(
+            "digits-noise-40", "compare", {**digits, "label_noise": 0.4},
+            "digits with 40% flipped labels; mSAM (8 shards of 8) and Friendly-SAM beside SAM",
+            methods=("sgd", "sam", "msam:shards=8", "fsam:lmbda=0.6"), flatness=True,
+            tune=_tuned(("sam", RHOS_DIGITS_NOISY), ("msam", RHOS_DIGITS_MSAM),
+                        ("fsam", RHOS_DIGITS_NOISY)), **common,
+        ),
+        StudySpec(
+            "digits-noise-60", "compare", {**digits, "label_noise": 0.6},
+            "digits with 60% flipped labels", methods=sam_only,
+            tune=_tuned(("sam", RHOS_DIGITS_NOISY)), **common,
+        ),
+        StudySpec(
+            "digits-finetune-noisy", "compare",
+            {**digits, "label_noise": 0.4, **FINE_TUNE,
+             "init_from": "{suite}/digits-noise-40/sgd-seed{seed}"},
+            "10 more epochs from each seed's SGD run of digits-noise-40",
+            methods=sam_only, seeds=seeds, tune_from="digits-noise-40",
+        ),
+        StudySpec(
+            "digits-m-sharpness", "compare",
+            {**digits, "label_noise": 0.4, "model_options": {"width": 32, "norm": "group"},
+             "optimizer": "sam", "execution": "vectorized"},
+            "SAM with m examples per shard on digits at 40% noise (m = 64: the whole batch), "
+            "rho tuned per m, GroupNorm",
+            methods=tuple(f"sam:shard_size={m},label=m{m}" for m in digits_m),
+            baseline=f"m{digits_m[-1]}",
+            tune=_tuned(*((f"m{m}", RHOS_DIGITS_MSAM) for m in digits_m)), **common,
+        ),
     ]  # fmt: skip
+
+
+def _on_digits(claim: Claim, study: str, *, arm: dict[str, Any] | None = None,
+               baseline: dict[str, Any] | None = None, text: str | None = None,
+               tags: tuple[str, ...] = ()) -> Claim:  # fmt: skip
+    """The same claim tested on digits: its own id and study, the same family."""
+    return Claim(
+        f"digits-{claim.id}", text or claim.text, claim.source, study, claim.metric,
+        arm or claim.arm, baseline or claim.baseline, claim.direction, claim.margin,
+        ("digits", *(t for t in claim.tags if t != "demo"), *tags), family=claim.id,
+    )
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -183,10 +276,9 @@ CLAIMS: tuple[Claim, ...] = (
     ),
     Claim(
         "msharp-small-m", "A smaller m (examples per SAM perturbation) generalises better: "
-        "m = 8 beats m = batch size (64), each at its best rho of the grid.",
-        f"{FORET}, §4 (m-sharpness); {AF22}, §3", "msharp", "test_acc",
-        {"cell": {"shard_size": 8}, "best_of": "rho"},
-        {"cell": {"shard_size": 64}, "best_of": "rho"}, +1, 0.005, ("msharp",),
+        "m = 8 beats m = batch size (64), each at its own rho (tuned).",
+        f"{FORET}, §4 (m-sharpness); {AF22}, §3", "m-sharpness", "test_acc",
+        {"label": "m8"}, {"label": "m64"}, +1, 0.005, ("msharp",),
     ),
     Claim(
         "msam-acc", "mSAM (4 shards of 32) reaches a higher test accuracy than SAM.",
@@ -198,7 +290,7 @@ CLAIMS: tuple[Claim, ...] = (
         ("main",),
     ),
     Claim(
-        "fsam-acc", "Friendly-SAM reaches a higher test accuracy than SAM.",
+        "fsam-acc", "Friendly-SAM reaches a higher test accuracy than SAM (each at its tuned rho).",
         FSAM, "main", "test_acc", {"label": "fsam"}, {"label": "sam"}, +1, 0.005, ("main",),
     ),
     Claim(
@@ -232,6 +324,32 @@ CLAIMS: tuple[Claim, ...] = (
         {"method": "1sam", "rho": 0.1}, {"method": "nsam", "rho": 0.1}, -1, 0.0, ("dln",),
     ),
 )  # fmt: skip
+
+_BY_ID = {c.id: c for c in CLAIMS}
+CLAIMS += (
+    _on_digits(_BY_ID["clean-sam"], "digits-clean"),
+    _on_digits(_BY_ID["noise20-sam"], "digits-noise-20"),
+    _on_digits(_BY_ID["noise40-sam"], "digits-noise-40"),
+    _on_digits(_BY_ID["noise40-memorise"], "digits-noise-40"),
+    Claim(
+        "digits-noise60-sam", "Under 60% label noise, SAM reaches a higher test accuracy than "
+        "SGD.", f"{FORET}, §3.3 (label noise, up to 80% on CIFAR); {AF22}", "digits-noise-60",
+        "test_acc", {"label": "sam"}, {"label": "sgd"}, +1, 0.005, ("noise", "digits"),
+    ),
+    _on_digits(_BY_ID["finetune-noisy"], "digits-finetune-noisy"),
+    _on_digits(_BY_ID["msam-acc"], "digits-noise-40",
+               text="mSAM (8 shards of 8) reaches a higher test accuracy than SAM (40% label "
+               "noise; each at its tuned rho)."),
+    _on_digits(_BY_ID["msam-flat"], "digits-noise-40",
+               text="mSAM (8 shards of 8) converges to a flatter minimum (smaller top Hessian "
+               "eigenvalue) than SAM (40% label noise)."),
+    _on_digits(_BY_ID["fsam-acc"], "digits-noise-40",
+               text="Friendly-SAM reaches a higher test accuracy than SAM (40% label noise; each "
+               "at its tuned rho)."),
+    _on_digits(_BY_ID["msharp-small-m"], "digits-m-sharpness", arm={"label": "m4"},
+               text="A smaller m generalises better: m = 4 beats m = batch size (64), each at "
+               "its own rho (tuned; 40% label noise)."),
+)
 
 
 def select_claims(ids: list[str] | None, claims: tuple[Claim, ...] = CLAIMS) -> list[Claim]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit import _atomic
-from samkit.study import dln
+from samkit.study import dln, tuning
 from samkit.study.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, evaluate
 from samkit.study.folder import STUDY, SUITE
 from samkit.study.results import load_caveat, load_study
@@ -37,6 +37,9 @@ def write_verdicts(folder: str | Path) -> str:
         for c in record["claims"]
         if _study_ready(folder / c["study"], kinds[c["study"]])
     ]
+    datasets = {s["id"]: dataset_of(s) for s in record["studies"]}
+    for o in outcomes:
+        o["dataset"] = datasets[o["claim"]["study"]]
     table = _verdict_table(outcomes)
     _write_verdicts_csv(folder / "verdicts.csv", outcomes)
     _atomic.write_text(
@@ -49,20 +52,54 @@ def _study_ready(path: Path, kind: str) -> bool:
     return dln.is_done(path) if kind == "dln" else (path / STUDY).is_file()
 
 
+DATASET_NAMES = {"mnist1d": "MNIST-1D", "digits": "digits", "dln": "diagonal network"}
+
+
+def dataset_of(spec: dict[str, Any]) -> str:
+    """The dataset a study of ``suite.json`` trains on (``dln`` for the diagonal network)."""
+    return "dln" if spec["kind"] == "dln" else str(spec["setup"].get("dataset", "mnist1d"))
+
+
 def _verdict_table(outcomes: list[dict[str, Any]]) -> str:
     lines = [
-        "| claim | verdict | statistic (arm − baseline, paired by seed) | mean [95% CI] | "
-        "seeds | predicted |",
-        "|---|---|---|---|---|---|",
+        "| claim | dataset | verdict | statistic (arm − baseline, paired by seed) | "
+        "mean [95% CI] | seeds | predicted |",
+        "|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         c = o["claim"]
         lines.append(
-            f"| `{c['id']}` | **{o['verdict']}** | {c['metric']}: {o['arm']} − "
-            f"{o['baseline']} | {_gap_text(o['gap'], c['metric'])} | {o['gap'].n} | "
+            f"| `{c['id']}` | {DATASET_NAMES.get(o['dataset'], o['dataset'])} | "
+            f"**{o['verdict']}** | {c['metric']}: {o['arm']} − {o['baseline']} | "
+            f"{_gap_text(o['gap'], c['metric'])} | {o['gap'].n} | "
             f"{'> 0' if c['direction'] > 0 else '< 0'} |"
         )
     return "\n".join(lines)
+
+
+def across_datasets(outcomes: list[dict[str, Any]]) -> list[str]:
+    """One line per claim tested on more than one dataset: reproduced on both / one / neither."""
+    families: dict[str, list[dict[str, Any]]] = {}
+    for o in outcomes:
+        families.setdefault(o["claim"].get("family") or o["claim"]["id"], []).append(o)
+    lines = []
+    for family, group in families.items():
+        if len(group) < 2:
+            continue
+        held = [DATASET_NAMES.get(o["dataset"], o["dataset"]) for o in group
+                if o["verdict"] == REPRODUCED]  # fmt: skip
+        if len(held) == len(group):
+            where = "reproduced on both" if len(group) == 2 else "reproduced on all"
+        elif held:
+            where = f"reproduced on {' and '.join(held)} only"
+        else:
+            where = "reproduced on neither"
+        each = "; ".join(f"{DATASET_NAMES.get(o['dataset'], o['dataset'])}: {o['verdict']} "
+                         f"({_gap_text(o['gap'], o['claim']['metric'])})" for o in group)  # fmt: skip
+        lines.append(f"| `{family}` | **{where}** | {each} |")
+    if not lines:
+        return []
+    return ["| claim | across datasets | each (mean [95% CI]) |", "|---|---|---|", *lines]
 
 
 def _digits(metric: str) -> int:
@@ -82,11 +119,12 @@ def _write_verdicts_csv(path: Path, outcomes: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["claim", "verdict", "study", "metric", "arm", "baseline", "direction", "margin",
-                "n", "mean_gap", "ci_low", "ci_high"])  # fmt: skip
+                "n", "mean_gap", "ci_low", "ci_high", "dataset", "family"])  # fmt: skip
     for o in outcomes:
         c, g = o["claim"], o["gap"]
         w.writerow([c["id"], o["verdict"], c["study"], c["metric"], o["arm"], o["baseline"],
-                    c["direction"], c["margin"], g.n, g.mean, g.ci_low, g.ci_high])  # fmt: skip
+                    c["direction"], c["margin"], g.n, g.mean, g.ci_low, g.ci_high, o["dataset"],
+                    c.get("family") or c["id"]])  # fmt: skip
     _atomic.write_text(path, buf.getvalue())
 
 
@@ -130,10 +168,11 @@ def _verdicts_markdown(
     caveat = load_caveat(rows)
     if caveat:
         out += ["", caveat]
+    out += ["", table, ""]
+    across = across_datasets(outcomes)
+    if across:
+        out += ["### The same claim on each dataset", "", *across, ""]
     out += [
-        "",
-        table,
-        "",
         "**How a verdict is reached.** Each claim's statistic is the difference arm − baseline of "
         "one metric, paired by seed (same initialisation, data order and flipped labels; for the "
         "diagonal network, the same data), with its 95% paired-t interval. Oriented so that the "
@@ -141,9 +180,12 @@ def _verdicts_markdown(
         "**not reproduced** when the whole interval is below the claim's margin (the smallest "
         "effect that would count: half a point of accuracy, one point of memorised labels, 0 for "
         "flatness and the diagonal network); **inconclusive** otherwise — more seeds would "
-        "decide. Accuracy intervals are clipped to [-1, 1]. Where a claim picks the best rho of a "
-        "grid, it is the cell with the highest mean test accuracy, as the papers tune rho.",
+        "decide. Accuracy intervals are clipped to [-1, 1]. A method's rho is chosen on tuning "
+        "seeds that no verdict uses (below); where a claim picks the best cell of a grid "
+        "instead (suites made before tuning seeds), it is the cell with the highest mean test "
+        "accuracy on the verdict's own seeds.",
         "",
+        *tuning.tuning_markdown(folder, record),
     ]
     for o in outcomes:
         c = o["claim"]

@@ -185,7 +185,7 @@ def test_reproduce_runs_sources_first_and_reuses_finished_runs(harness, tmp_path
     monkeypatch.setattr(reproduce_mod, "select_claims", lambda ids: select_claims(ids, fake_claims))
     out = tmp_path / "suite"
     table = reproduce_mod.reproduce(out, claim_ids=["demo"], quiet=True)
-    assert "| `ft` | **" in table and not (out / "dln").exists()  # only what the claim needs
+    assert "| `ft` | MNIST-1D | **" in table and not (out / "dln").exists()  # only what it needs
     cfg = json.loads(json.dumps(run_files.read_json(out / "ft" / "study.json")))
     sources = [r["dir"] for r in cfg["runs"]]
     assert sources == ["sgd-seed0", "sgd-seed1", "sam-seed0", "sam-seed1"]
@@ -261,3 +261,88 @@ def test_reproduce_refuses_a_folder_that_is_not_a_suite_and_touches_nothing(tmp_
         reproduce_mod.reproduce(tmp_path, claim_ids=["dln"], quiet=True)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_tuned_study_chooses_rho_on_its_tuning_seeds_and_judges_on_the_others(
+    harness, tmp_path, monkeypatch
+):
+    tiny = {k: v for k, v in tiny_config().to_dict().items() if v is not None}
+    rhos = (0.01, 0.5)
+    fake_studies = [
+        StudySpec("src", "compare", {**tiny, "epochs": 2}, "source", methods=("sgd", "sam"),
+                  seeds=(0, 1), tune=(("sam", rhos),), tune_seeds=(7, 8)),
+        StudySpec("ft", "compare", {**tiny, "epochs": 1, "init_from": "{suite}/src/sgd-seed{seed}"},
+                  "fine-tune", methods=("sgd", "sam"), seeds=(0, 1), tune_from="src"),
+    ]  # fmt: skip
+    fake_claims = (
+        Claim("c", "SAM helps", "A", "src", "test_acc", {"label": "sam"}, {"label": "sgd"}, +1),
+        Claim("f", "SAM fine-tuning helps", "A", "ft", "test_acc", {"label": "sam"},
+              {"label": "sgd"}, +1),
+    )  # fmt: skip
+    monkeypatch.setattr(reproduce_mod, "studies", lambda suite: fake_studies)
+    monkeypatch.setattr(reproduce_mod, "select_claims", lambda ids: select_claims(ids, fake_claims))
+    out = tmp_path / "suite"
+    _, specs = reproduce_mod.plan("quick", ["f"])
+    assert [s.id for s in specs] == ["src", "ft"]  # the study whose rho it takes runs first
+    reproduce_mod.reproduce(out, quiet=True)
+    tune = run_files.read_json(out / "src-tune" / "study.json")
+    assert sorted({r["seed"] for r in tune["runs"]}) == [7, 8]  # only the tuning seeds
+    assert sorted({r["label"] for r in tune["runs"]}) == ["sam.rho=0.01", "sam.rho=0.5"]
+    means = {}
+    for rho in rhos:  # the choice, recomputed from the tuning runs' summaries
+        accs = [run_files.read_json(out / "src-tune" / f"sam.rho={rho:g}-seed{s}" / "summary.json")
+                ["test_acc"] for s in (7, 8)]  # fmt: skip
+        means[rho] = sum(accs) / 2
+    best = max(rhos, key=lambda r: (means[r], -rhos.index(r)))
+    from samkit.train import load_config
+
+    for study in ("src", "ft"):  # the verdict runs: the verdict seeds, at the chosen rho
+        record = run_files.read_json(out / study / "study.json")
+        assert sorted({r["seed"] for r in record["runs"]}) == [0, 1]
+        assert load_config(out / study / "sam-seed1" / "config.yaml").rho == pytest.approx(best)
+    text = (out / "verdicts.md").read_text()
+    assert "## How rho was chosen" in text and f"sam rho {best:g}" in text
+    assert f"**{best:g}: {means[best]:.4f}**" in text and "seeds 7, 8" in text
+    assert "rho as chosen for [`src`]" in text  # the fine-tuning study says where its rho is from
+    assert (out / "src-tune" / "report.md").is_file()
+
+
+def test_tuning_choice_ties_and_seed_sets(tmp_path):
+    from samkit.study import tuning
+
+    with pytest.raises(SamkitError, match=r"tuning seeds \[1\] are also verdict seeds"):
+        StudySpec("s", "compare", {}, "x", methods=("sam",), seeds=(0, 1),
+                  tune=(("sam", (0.1,)),), tune_seeds=(1, 2))  # fmt: skip
+    with pytest.raises(SamkitError, match="needs tune_seeds"):
+        StudySpec("s", "compare", {}, "x", methods=("sam",), tune=(("sam", (0.1,)),))
+    assert tuning.method_label("sam:shard_size=8,label=m8") == "m8"
+    assert tuning.candidates(("sgd", "msam:shards=4"), {"msam": (0.05, 0.1)}) == [
+        "msam:shards=4,rho=0.05,label=msam.rho=0.05", "msam:shards=4,rho=0.1,label=msam.rho=0.1"]
+    with pytest.raises(SamkitError, match="not methods of the study"):
+        tuning.candidates(("sgd",), {"sam": (0.1,)})
+    _fake_compare(tmp_path / "t", {  # 0.1 and 0.2 tie: the earlier candidate of the grid
+        "sam.rho=0.05": _accs(0.70, 0.72), "sam.rho=0.1": _accs(0.74, 0.76),
+        "sam.rho=0.2": _accs(0.76, 0.74)}, seeds=(5, 6))  # fmt: skip
+    chosen = tuning.choose(tmp_path / "t", {"sam": (0.05, 0.1, 0.2)})
+    assert chosen["sam"]["rho"] == 0.1 and chosen["sam"]["seeds"] == [5, 6]
+    assert chosen["sam"]["means"][0.05] == pytest.approx(0.71)
+    assert tuning.tuned_methods(("sgd", "sam"), chosen) == ["sgd", "sam:rho=0.1"]
+
+
+def test_a_claim_on_two_datasets_says_where_it_holds():
+    from samkit.study.stats import summarize as s
+    from samkit.study.verdicts import across_datasets
+
+    def outcome(cid, family, dataset, v):
+        return {"claim": {"id": cid, "family": family, "metric": "test_acc"}, "dataset": dataset,
+                "verdict": v, "gap": s([0.01, 0.02])}  # fmt: skip
+
+    lines = across_datasets([
+        outcome("a", "", "mnist1d", REPRODUCED), outcome("digits-a", "a", "digits", REPRODUCED),
+        outcome("b", "", "mnist1d", INCONCLUSIVE), outcome("digits-b", "b", "digits", REPRODUCED),
+        outcome("c", "", "mnist1d", NOT_REPRODUCED), outcome("digits-c", "c", "digits", INCONCLUSIVE),
+        outcome("d", "", "dln", REPRODUCED),  # tested once: no line
+    ])  # fmt: skip
+    assert [ln.split(" | ")[1] for ln in lines[2:]] == [
+        "**reproduced on both**", "**reproduced on digits only**", "**reproduced on neither**"]
+    assert len(lines) == 5
