@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit.cli.flags import add_config_flags, config_from_args
+from samkit.errors import SamkitError
 from samkit.study.compare import DEFAULT_METHODS
 from samkit.study.presets import MAIN_JOB
 
@@ -83,6 +84,12 @@ def add_parsers(sub: Any) -> None:
         "see docs/report/).",
     )
     p.add_argument("--quick", action="store_true", help="the quick suite (3 seeds, small grid)")
+    p.add_argument(
+        "--suite",
+        choices=("quick", "full", "cheap"),
+        help="quick | full (the claims; default full, --quick = --suite quick) | cheap (which SAM "
+        "at <= 1.25x SGD's passes keeps SAM's gain on held-out settings: docs/report/cheap/)",
+    )
     p.add_argument(
         "--claims",
         nargs="+",
@@ -167,7 +174,11 @@ def _sweep(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from samkit.study.reproduce import plan, reproduce
 
-    suite = "quick" if args.quick else "full"
+    if args.quick and args.suite not in (None, "quick"):
+        raise SamkitError(f"--quick and --suite {args.suite} ask for two suites; give one.")
+    suite = args.suite or ("quick" if args.quick else "full")
+    if suite == "cheap":
+        return _cheap(args)
     if args.list:
         claims, specs = plan(suite, args.claims)
         for c in claims:
@@ -185,6 +196,24 @@ def _reproduce(args: argparse.Namespace) -> int:
     )
     print(table)
     print(f"\nverdicts: {Path(out) / 'verdicts.md'}")
+    return 0
+
+
+def _cheap(args: argparse.Namespace) -> int:
+    from samkit.study import cheap
+
+    if args.claims:
+        raise SamkitError("--claims selects claims of the quick and full suites; the cheap suite "
+                          "has none (leave --claims out).")  # fmt: skip
+    if args.list:
+        for s in cheap.SETTINGS:
+            print(f"{s.id:11s} [{'held out' if s.held_out else 'tuning'}] {s.why}; SAM rho {s.rhos}")
+        print("\ncandidates: " + ", ".join(f"{label} ({spec})" for _, label, spec in cheap.CANDIDATES))
+        return 0
+    out = args.out or Path("runs") / time.strftime("reproduce-cheap-%Y%m%d-%H%M%S")
+    table = cheap.run(out, jobs=args.jobs, threads=args.threads, quiet=args.quiet)
+    print(table)
+    print(f"\nreport: {Path(out) / 'cheap.md'}")
     return 0
 
 

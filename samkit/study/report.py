@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit import _atomic
-from samkit.study import dln, verdicts
+from samkit.study import cheap_report, dln, verdicts
 from samkit.study.folder import STUDY, SUITE
 from samkit.study.plots import figure_names, write_plots
 from samkit.study.results import (
@@ -207,7 +207,14 @@ def write_report(folder: str | Path, *, plots: bool = True) -> str:
     folder = Path(folder)
     if not (folder / SUITE).is_file():
         return write_study_report(folder, plots=plots)
-    for spec in run_files.read_json(folder / SUITE)["studies"]:
+    record = run_files.read_json(folder / SUITE)
+    if record.get("suite") == "cheap":  # the cheap-SAM protocol: a study per setting, its report
+        for setting in record["settings"]:
+            for study in (folder / f"{setting['id']}{TUNE_SUFFIX}", folder / setting["id"]):
+                if (study / STUDY).is_file():
+                    write_study_report(study, plots=plots)
+        return cheap_report.write(folder)
+    for spec in record["studies"]:
         path = folder / spec["id"]
         if spec["kind"] == "dln":
             if dln.is_done(path):
