@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -222,5 +223,9 @@ def _report(args: argparse.Namespace) -> int:
 
     table = write_report(args.folder)
     print(table)
-    print(f"\nreport: {Path(args.folder) / 'report.md'}")
+    suite = Path(args.folder) / "suite.json"
+    name = "report.md"
+    if suite.is_file():  # a suite's report is its verdict table, or the cheap protocol's cheap.md
+        name = "cheap.md" if json.loads(suite.read_text()).get("suite") == "cheap" else "verdicts.md"
+    print(f"\nreport: {Path(args.folder) / name}")
     return 0

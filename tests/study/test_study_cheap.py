@@ -155,3 +155,11 @@ def test_the_command_line_lists_the_protocol_and_refuses_two_suites(capsys):
     assert "error: --quick and --suite cheap ask for two suites" in capsys.readouterr().err
     assert main(["reproduce", "--suite", "cheap", "--claims", "demo"]) == 2
     assert "the cheap suite has none" in capsys.readouterr().err
+
+
+def test_samkit_report_names_the_file_a_suite_folder_reads_from(tmp_path, capsys):
+    from samkit.cli import main
+
+    test_held_out_verdicts_and_the_report(tmp_path)  # a cheap protocol folder, fabricated
+    assert main(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"report: {tmp_path / 'cheap.md'}")
