@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -23,7 +24,7 @@ import torch
 
 from samkit.errors import SamkitError
 from samkit.study.folder import FLATNESS, close_session, open_study
-from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, run_folder, train
+from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, run_folder, signals, train
 from samkit.train import files as run_files
 
 
@@ -147,6 +148,9 @@ def measure_flatness(folder: Path, settings: FlatnessSettings) -> dict[str, Any]
 
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
+    # A process group of its own: a terminal's Ctrl-C reaches the study's process only, which passes
+    # it on once (signals.Forwarding); twice would stop a run at once, without its checkpoint.
+    os.setpgrp()
 
 
 def _run_from_dict(
@@ -181,9 +185,10 @@ def run_all(
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")
     fs = None if flatness is None else asdict(flatness)
+    stop = signals.Forwarding()
     with ProcessPoolExecutor(
         jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
-    ) as ex:
+    ) as ex, stop:
         futures = [ex.submit(_run_from_dict, c.to_dict(), str(f), fs) for c, f in plan]
         results, errors = [], []
         for (_, folder), fut in zip(plan, futures, strict=True):
@@ -191,9 +196,20 @@ def run_all(
                 results.append(fut.result())
                 if not quiet:
                     print(f"done: {folder.name}", flush=True)
+            except RunInterrupted:  # the workers got the signal too (Ctrl-C, or passed on)
+                stop.requested = stop.requested or signal.SIGINT
             except Exception as err:  # keep going: the other runs' results must not be lost
                 errors.append(f"{folder.name}: {err}")
                 results.append({})
+            if stop.requested is not None:  # the running runs checkpoint; start no other
+                for pending in futures:
+                    pending.cancel()
+                break
+    if stop.requested is not None:
+        raise RunInterrupted(
+            f"interrupted by {signals.name(stop.requested)}: the running runs saved a checkpoint, "
+            "the finished ones are kept", stop.requested,
+        )
     if errors:
         raise SamkitError("some runs failed (the others are saved):\n  " + "\n  ".join(errors))
     return results

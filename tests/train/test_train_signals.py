@@ -88,3 +88,58 @@ def test_an_interruption_rewrapped_by_a_study_keeps_its_signal():
     except RunInterrupted:
         wrapped = RunInterrupted("interrupted by SIGTERM ...\nTo finish the study, ...")
     assert wrapped.exit_status == 143 and RunInterrupted("Ctrl-C").exit_status == 130
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc: Linux)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads child processes from /proc")
+def test_sigterm_to_a_study_with_jobs_stops_its_workers_too(harness, tmp_path):
+    """A scheduler may signal only the process it started: a study with --jobs passes the signal
+    on, so no worker goes on training without it, and the same command finishes the study."""
+    import time
+
+    study = tmp_path / "s"
+    args = ["compare", *TINY_FLAGS, "--epochs", "100000", "--methods", "sgd", "sam",
+            "--seeds", "0", "--jobs", "2", "--no-flatness", "--out", str(study)]  # fmt: skip
+    child, workers = TrainingProcess(args, harness, study), []
+    try:
+        child.wait_for("sgd-seed0/checkpoint.pt")
+        child.wait_for("sam-seed0/checkpoint.pt")
+        workers = [k for k in _children(child.pid) if "spawn_main" in open(f"/proc/{k}/cmdline").read()]
+        assert len(workers) == 2
+        child.proc.send_signal(signal.SIGTERM)  # the study's own process, not its workers
+        status, _, err = child.finish(timeout=60)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [w for w in workers if _alive(w)]
+    finally:  # the workers first: orphans hold the pipes the child's output is read from
+        for w in [*workers, *_children(child.pid)]:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        child.kill()
+    assert not left, f"workers {left} went on training after the study stopped"
+    assert status == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and f"--out {study}" in err
+    for run in ("sgd-seed0", "sam-seed0"):  # each worker stopped its run with a checkpoint
+        assert load_checkpoint(study / run / "checkpoint.pt")["step_in_epoch"] >= 0
