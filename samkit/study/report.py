@@ -158,7 +158,45 @@ def _tables(
             _ratio(s["passes"].mean, ref_passes),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += time_notes(groups, stats, ref, loaded=load_caveat(all_rows) is not None)
     return "\n".join(lines), stats
+
+
+# A method's time ratio further than this above its pass ratio is explained under the table.
+TIME_TOLERANCE = 0.10
+
+
+def time_notes(groups: dict[str, list[dict[str, Any]]], stats: dict[str, dict[str, Summary]],
+               ref: str, loaded: bool) -> list[str]:  # fmt: skip
+    """Why a method's ``time / ref`` exceeds its ``passes / ref`` by more than 10%, from what its
+    runs record (shards and the execution that ran them, a fraction of the batch per ascent, the
+    machine's load); a method it cannot explain is said to be unexplained."""
+    notes = []
+    for label, rows in groups.items():
+        s, r = stats[label], stats[ref]
+        values = (s["train_time"].mean, r["train_time"].mean, s["passes"].mean, r["passes"].mean)
+        if label == ref or not rows or not all(v > 0 for v in values):  # NaN is not > 0 either
+            continue
+        times, passes = values[0] / values[1], values[2] / values[3]
+        if not times > passes * (1 + TIME_TOLERANCE):
+            continue
+        row, cfg = rows[0], rows[0].get("_config", {})
+        cadence = str(cfg.get("cadence") or "")
+        why = []
+        if (row.get("shards") or 1) > 1:
+            why.append(f"its {row['shards']} shards of {row.get('m')} examples take a pass each "
+                       f"({row.get('execution_used') or 'loop'}): a small model's pass over a few "
+                       "examples costs nearly what a pass over the whole batch does "
+                       "(benchmarks/results/step_time_cpu.md)")  # fmt: skip
+        if "ascent_fraction" in cadence:
+            why.append("its ascent passes run over a fraction of the batch, which costs nearly a "
+                       "whole pass on a small model but counts as that fraction")  # fmt: skip
+        if loaded:
+            why.append("the machine was loaded while it trained (the caveat above)")
+        because = "; ".join(why) if why else "not explained by its passes (no cause recorded)"
+        notes.append(f"- `{label}`: time / `{ref}` {times:.2f}x against passes / `{ref}` "
+                     f"{passes:.2f}x — {because}.")  # fmt: skip
+    return ["", *notes] if notes else []
 
 
 def _gap_cell(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], key: str) -> str:

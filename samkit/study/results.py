@@ -22,6 +22,7 @@ CSV_FIELDS = [
     "label_noise", "test_acc", "test_loss", "train_loss", "train_acc", "memorised",
     "best_test_acc", "epochs", "steps", "passes", "example_passes", "train_time", "wall_time",
     "load_max", "lambda_max", "lambda_max_converged", "sharpness", "sharpness_stderr",
+    "execution_used",
 ]  # fmt: skip
 
 

@@ -50,3 +50,27 @@ def test_committed_cheap_sam_studies_regenerate_from_their_run_files(tmp_path, n
     section = lambda text: text.split("## Cost and benefit")[1].split("passes / baseline:")[0]  # noqa: E731
     got, want = (section((d / "report.md").read_text()).splitlines() for d in (copy, committed))
     assert len(got) == len(want) and all(map(line_agrees, got, want))  # up to the last digit
+
+
+def test_a_time_ratio_above_the_pass_ratio_is_explained_from_the_runs():
+    from samkit.study.report import time_notes
+    from samkit.study.stats import summarize
+
+    def group(time, passes, **row):
+        return [{"train_time": time, "passes": passes, "_config": row.pop("config", {}), **row}]
+
+    groups = {
+        "sgd": group(1.0, 100),
+        "msam": group(3.0, 200, shards=4, m=32, execution_used="loop"),  # 3.0x against 2.0x
+        "frac": group(1.6, 125, config={"cadence": "always:ascent_fraction=0.25"}),
+        "every": group(1.3, 125),  # 1.30x against 1.25x: within 10%, no note
+        "odd": group(2.5, 200),  # 2.5x against 2.0x and nothing recorded to explain it
+    }
+    stats = {k: {key: summarize([r[key] for r in rows]) for key in ("train_time", "passes")}
+             for k, rows in groups.items()}  # fmt: skip
+    notes = time_notes(groups, stats, "sgd", loaded=False)
+    assert [n.split("`")[1] for n in notes[1:]] == ["msam", "frac", "odd"]
+    assert "3.00x against passes / `sgd` 2.00x" in notes[1] and "4 shards of 32" in notes[1]
+    assert "fraction of the batch" in notes[2] and "not explained" in notes[3]
+    assert "loaded" in time_notes(groups, stats, "sgd", loaded=True)[1]
+    assert time_notes({"sgd": groups["sgd"]}, stats, "sgd", loaded=False) == []
