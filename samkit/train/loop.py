@@ -185,6 +185,10 @@ class _Run:
         self.steps = self.passes = self.example_passes = 0
         self.train_time = self.wall_time = 0.0
         self.last_lr = float("nan")
+        # what execution the steps ran and why, kept in the checkpoint: a run resumed after its
+        # last step (killed while writing its summary) takes no step that could say it
+        self.execution_used: str | None = None
+        self.execution_reason: str | None = None
         self.history: list[dict[str, Any]] = []
         self.writer: Any = None  # TensorBoard, while fit() runs on rank 0 (when installed)
         self.saved: tuple[int, int] | None = None  # (epoch, step) of the last checkpoint written
@@ -422,8 +426,8 @@ class _Run:
             "passes_per_step": self.passes_per_step,
             "ascent_steps": getattr(self.optimizer, "ascent_steps", None),
             # what execution="auto" chose for the last step, and why (None for a plain optimizer)
-            "execution_used": getattr(self.optimizer, "execution_used", None),
-            "execution_reason": getattr(self.optimizer, "execution_reason", None),
+            "execution_used": self._execution()[0],
+            "execution_reason": self._execution()[1],
             "train_time": self.train_time,
             "wall_time": self.wall_time,
             "load_max": max_load(self.history),
@@ -468,11 +472,20 @@ class _Run:
                     "train_time": self.train_time,
                     "wall_time": self.wall_time,
                     "last_lr": self.last_lr,
+                    "execution_used": self._execution()[0],
+                    "execution_reason": self._execution()[1],
                 },
                 "history": self.history,
             },
         )
         self.saved = (self.epoch, self.step_in_epoch)
+
+    def _execution(self) -> tuple[str | None, str | None]:
+        """The optimizer's last execution and reason, or the checkpoint's when no step ran yet."""
+        used = getattr(self.optimizer, "execution_used", None)
+        if used is not None:
+            return used, getattr(self.optimizer, "execution_reason", None)
+        return self.execution_used, self.execution_reason
 
     def _restore(self, state: dict[str, Any]) -> None:
         # A resumed run may extend --epochs (RESUMABLE_OVERRIDES): compare everything else.

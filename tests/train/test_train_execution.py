@@ -33,3 +33,16 @@ def test_a_run_resumes_with_another_execution(harness, tmp_path):
     assert resumed["config_hash"] == full["config_hash"] and resumed["steps"] == full["steps"]
     for key in ("train_loss", "test_loss", "test_acc"):
         assert resumed[key] == pytest.approx(full[key], abs=1e-5), key
+
+
+def test_a_run_resumed_after_its_last_step_still_says_which_execution_ran(harness, tmp_path):
+    """A kill while the summary was written leaves a run whose resume takes no step: its summary
+    must still name the execution its steps ran (the fault campaign found it empty)."""
+    cfg = tiny_config(optimizer="sam", epochs=1)
+    done = train(cfg, tmp_path / "r", quiet=True)
+    assert done["execution_used"] == "loop" and done["execution_reason"]
+    (tmp_path / "r" / "summary.json").unlink()  # as if killed inside its write
+    again = train(None, tmp_path / "r", resume=True, quiet=True)
+    assert again["steps"] == done["steps"]
+    assert (again["execution_used"], again["execution_reason"]) == (
+        done["execution_used"], done["execution_reason"])
