@@ -115,10 +115,16 @@ def tuning_markdown(suite: Path, record: dict[str, Any]) -> list[str]:
     specs = {s["id"]: s for s in record["studies"]}
     lines: list[str] = []
     for spec in record["studies"]:
-        got = study_choice(suite, spec, specs)
+        try:
+            got = study_choice(suite, spec, specs)
+        except SamkitError:  # an interrupted suite: the tuning runs of a method are not all done
+            lines.append(f"- **`{spec['id']}`**: its tuning has not finished (run the suite again).")
+            continue
         if got is None:
             continue
         chosen, source = got
+        labels = {method_label(m) for m in spec.get("methods", ())}
+        chosen = {label: c for label, c in chosen.items() if label in labels}  # this study's
         verdict_seeds = ", ".join(str(s) for s in spec.get("seeds", ()))
         if source == spec["id"]:
             tune_seeds = ", ".join(str(s) for s in spec.get("tune_seeds", ()))
