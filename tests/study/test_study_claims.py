@@ -346,3 +346,16 @@ def test_a_claim_on_two_datasets_says_where_it_holds():
     assert [ln.split(" | ")[1] for ln in lines[2:]] == [
         "**reproduced on both**", "**reproduced on digits only**", "**reproduced on neither**"]
     assert len(lines) == 5
+
+
+def test_an_unfinished_tuning_study_is_said_not_to_have_finished(tmp_path):
+    from samkit.study import tuning
+
+    _fake_compare(tmp_path / "s-tune", {"sam.rho=0.1": _accs(0.7, 0.7)}, seeds=(5, 6))
+    spec = {"id": "s", "kind": "compare", "methods": ["sgd", "sam", "msam"], "seeds": [0, 1],
+            "tune": [["sam", [0.1]], ["msam", [0.1]]], "tune_seeds": [5, 6]}  # fmt: skip
+    lines = tuning.tuning_markdown(tmp_path, {"studies": [spec]})
+    assert any("`s`**: its tuning has not finished" in ln for ln in lines)  # msam never ran
+    spec["tune"] = [["sam", [0.1]]]
+    assert any("sam rho 0.1 [**0.1: 0.7000**]" in ln for ln in tuning.tuning_markdown(
+        tmp_path, {"studies": [spec]}))  # fmt: skip
