@@ -129,6 +129,19 @@ def write(out: str | Path) -> str:
     names = " | ".join(f"`{s['id']}`" for s in held)
     lines += [f"| method | {names} | worst | passes / SGD | time / SGD |",
               "|---|" + "---|" * (len(held) + 3)]  # fmt: skip
+    ref_cells, ref_passes, ref_times = [], [], []  # SAM itself: the gain there is to keep
+    for s in held:
+        groups = results[s["id"]]
+        if groups is None or "sam" not in groups:
+            ref_cells.append("–")
+            continue
+        o = outcome(groups, "sam")
+        g = o["gain"]
+        ref_cells.append(f"gain {100 * g.mean:+.1f} pts [{100 * g.ci_low:+.1f}, {100 * g.ci_high:+.1f}]")
+        ref_passes.append(o["passes"])
+        ref_times.append(o["time"])
+    lines.append("| `sam` (the gain to keep) | " + " | ".join(ref_cells) +
+                 f" | – | {_mean(ref_passes):.2f}x | {_mean(ref_times):.2f}x |")  # fmt: skip
     for label in chosen.values():
         cells, shares, passes, times = [], {}, [], []
         for s in held:
