@@ -150,6 +150,9 @@ def write(out: str | Path) -> str:
                 cells.append("–")
                 continue
             o = outcome(groups, label)
+            if o["keeps"].n == 0:  # no seed with SGD, SAM and this method all finished
+                cells.append("–")
+                continue
             v = keeps_verdict(o)
             shares[s["id"]] = o["share"] if v != "no SAM gain" else math.nan
             passes.append(o["passes"])
