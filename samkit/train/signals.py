@@ -75,27 +75,12 @@ class Interrupts:
         self.requested = signum
 
 
-class Forwarding:
+class Forwarding(Interrupts):
     """For a process whose work runs in ``multiprocessing`` children (a study's ``--jobs``): the
     stop signals are passed on to every live child, which stops its run like a signal of its own
     (step, checkpoint, :class:`RunInterrupted`), and :attr:`requested` is set for the parent to
     start no more work. A scheduler may signal only the process it started; without this the
     children would go on training after their parent died. Handlers only in the main thread."""
-
-    def __init__(self) -> None:
-        self.requested: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> Forwarding:
-        if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
         import multiprocessing
