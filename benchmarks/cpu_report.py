@@ -1,8 +1,9 @@
 """The CPU step-time report across workloads: ``benchmarks/results/step_time_cpu.md`` from the JSON
 files ``step_time.py --out`` wrote (one per model), with issue 21's targets judged per row.
 
-    python benchmarks/cpu_report.py benchmarks/results/step_time_cpu_*.json \
-        --notes benchmarks/results/step_time_cpu_notes.md > benchmarks/results/step_time_cpu.md
+    python benchmarks/cpu_report.py benchmarks/results/step_time_cpu_cnn*.json \
+        --notes benchmarks/results/step_time_cpu_notes.md --json benchmarks/results/step_time_cpu.json \
+        > benchmarks/results/step_time_cpu.md
 
 Every number is a ratio between rows of one run (one file), so the load of the machine moves a row's
 time but not much its ratio; each file's machine and load are printed with it.
@@ -83,5 +84,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", help="JSON files written by step_time.py --out")
     parser.add_argument("--notes", type=Path, help="markdown appended as the reading of the tables")
+    parser.add_argument("--json", type=Path, help="also write every workload's results into one JSON")
     args = parser.parse_args()
+    if args.json is not None:
+        merged = {"workloads": [json.loads(Path(f).read_text()) | {"file": Path(f).name}
+                                for f in args.files]}  # fmt: skip
+        args.json.write_text(json.dumps(merged, indent=1) + "\n")
     raise SystemExit(main(args.files, args.notes))
