@@ -9,16 +9,21 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test test-min lint docs install clean
 
-$(VENV)/.installed: pyproject.toml
+# samkit and what it needs to run (the demo); then the development tools on top (the suite).
+$(VENV)/.base: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.base
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
 
-demo: install
+demo: $(VENV)/.base
 	$(BIN)/samkit reproduce --quick --claims demo --jobs 2 --out runs/demo
 
 test: install
