@@ -87,32 +87,44 @@ def tuning_table(out: Path, record: dict[str, Any]) -> dict[str, dict[str, float
     return table
 
 
+def _best(labels: list[str], table: dict[str, dict[str, float]]) -> str | None:
+    """Of ``labels``, the one whose worst share is highest; shares equal to rounding are a tie,
+    which the earlier label wins. None when no label has a share."""
+    scored = [(label, _worst(table[label])[1]) for label in labels]
+    scored = [(label, w) for label, w in scored if not math.isnan(w)]
+    if not scored:
+        return None
+    return max(scored, key=lambda lw: (round(lw[1], 9), -labels.index(lw[0])))[0]
+
+
+def _picks(out: Path, record: dict[str, Any], table: dict[str, dict[str, float]]) -> dict[str, str]:
+    chosen: dict[str, str] = {}
+    for family in dict.fromkeys(c[0] for c in record["candidates"]):
+        best = _best([c[1] for c in record["candidates"] if c[0] == family], table)
+        if best is None:
+            raise SamkitError(f"{out}: no tuning setting gives a share for {family!r} (did SAM "
+                              "gain anything on the tuning half?).")  # fmt: skip
+        chosen[family] = best
+    return chosen
+
+
+def _preset(record: dict[str, Any], table: dict[str, dict[str, float]],
+            chosen: dict[str, str]) -> str | None:  # fmt: skip
+    specs = {c[1]: c[2] for c in record["candidates"]}
+    return _best([label for label in chosen.values() if specs[label].startswith(CADENCE)], table)
+
+
 def picks(out: Path, record: dict[str, Any]) -> dict[str, str]:
     """Per family, the candidate whose worst share over the tuning settings is highest (ties:
     the earlier candidate). A family none of whose candidates has a share is an error."""
-    table = tuning_table(out, record)
-    chosen: dict[str, str] = {}
-    for family in dict.fromkeys(c[0] for c in record["candidates"]):
-        labels = [c[1] for c in record["candidates"] if c[0] == family]
-        scored = [(label, _worst(table[label])[1]) for label in labels]
-        scored = [(label, w) for label, w in scored if not math.isnan(w)]
-        if not scored:
-            raise SamkitError(f"{out}: no tuning setting gives a share for {family!r} (did SAM "
-                              "gain anything on the tuning half?).")  # fmt: skip
-        # shares equal to rounding are a tie, which the earlier candidate wins
-        chosen[family] = max(scored, key=lambda lw: (round(lw[1], 9), -labels.index(lw[0])))[0]
-    return chosen
+    return _picks(out, record, tuning_table(out, record))
 
 
 def preset(out: Path, record: dict[str, Any]) -> str | None:
     """The pick among the cadences with the highest worst share on the tuning half: what
     ``cadence="cheap"`` is (None when no candidate is a cadence)."""
-    table, chosen = tuning_table(out, record), picks(out, record)
-    specs = {c[1]: c[2] for c in record["candidates"]}
-    cadences = [label for label in chosen.values() if specs[label].startswith(CADENCE)]
-    if not cadences:
-        return None
-    return max(cadences, key=lambda label: (round(_worst(table[label])[1], 9), -cadences.index(label)))
+    table = tuning_table(out, record)
+    return _preset(record, table, _picks(out, record, table))
 
 
 def write(out: str | Path) -> str:
@@ -121,8 +133,9 @@ def write(out: str | Path) -> str:
     record = run_files.read_json(out / SUITE)
     if record.get("suite") != "cheap":
         raise SamkitError(f"{out} is not a cheap-SAM protocol folder (suite {record.get('suite')!r}).")
-    chosen, best = picks(out, record), preset(out, record)
-    table = tuning_table(out, record)
+    table = tuning_table(out, record)  # the tuning half's runs, read once
+    chosen = _picks(out, record, table)
+    best = _preset(record, table, chosen)
     held = [s for s in record["settings"] if s["held_out"]]
     results = {s["id"]: _cells(out, s) for s in held}
     rows, lines = [], []
