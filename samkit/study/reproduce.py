@@ -118,7 +118,7 @@ def _run_study(
         sweep(base, grid=list(spec.grid), flatness=spec.flatness, seeds=list(spec.seeds), **common)
         return
     methods = list(spec.methods)
-    tune = tuning.spec_tune(asdict(spec))
+    tune = dict(spec.tune)
     if tune:  # rho chosen on the tuning seeds, in a folder of its own, before the verdict runs
         if not quiet:
             print(f"== tuning {', '.join(tune)} of {spec.id} on seeds "
@@ -128,9 +128,8 @@ def _run_study(
                 quiet=quiet)  # fmt: skip
     if spec.tune_from is not None or tune:
         source = spec.tune_from or spec.id
-        by_id = {s.id: s for s in specs}
-        chosen = tuning.choose(out / f"{source}{tuning.SUFFIX}",
-                               tuning.spec_tune(asdict(by_id[source])))  # fmt: skip
+        source_tune = dict(next(s for s in specs if s.id == source).tune)
+        chosen = tuning.choose(out / f"{source}{tuning.SUFFIX}", source_tune)
         methods = tuning.tuned_methods(spec.methods, chosen)
         if not quiet:
             print(f"== {spec.id}: rho chosen on the tuning seeds: {' '.join(methods)}", flush=True)

@@ -426,8 +426,7 @@ class _Run:
             "passes_per_step": self.passes_per_step,
             "ascent_steps": getattr(self.optimizer, "ascent_steps", None),
             # what execution="auto" chose for the last step, and why (None for a plain optimizer)
-            "execution_used": self._execution()[0],
-            "execution_reason": self._execution()[1],
+            **self._execution(),
             "train_time": self.train_time,
             "wall_time": self.wall_time,
             "load_max": max_load(self.history),
@@ -472,20 +471,20 @@ class _Run:
                     "train_time": self.train_time,
                     "wall_time": self.wall_time,
                     "last_lr": self.last_lr,
-                    "execution_used": self._execution()[0],
-                    "execution_reason": self._execution()[1],
+                    **self._execution(),
                 },
                 "history": self.history,
             },
         )
         self.saved = (self.epoch, self.step_in_epoch)
 
-    def _execution(self) -> tuple[str | None, str | None]:
-        """The optimizer's last execution and reason, or the checkpoint's when no step ran yet."""
-        used = getattr(self.optimizer, "execution_used", None)
-        if used is not None:
-            return used, getattr(self.optimizer, "execution_reason", None)
-        return self.execution_used, self.execution_reason
+    def _execution(self) -> dict[str, str | None]:
+        """``execution_used`` and ``execution_reason``: the optimizer's last step's, or the
+        checkpoint's when no step ran in this process."""
+        if getattr(self.optimizer, "execution_used", None) is not None:
+            return {"execution_used": self.optimizer.execution_used,
+                    "execution_reason": getattr(self.optimizer, "execution_reason", None)}  # fmt: skip
+        return {"execution_used": self.execution_used, "execution_reason": self.execution_reason}
 
     def _restore(self, state: dict[str, Any]) -> None:
         # A resumed run may extend --epochs (RESUMABLE_OVERRIDES): compare everything else.
