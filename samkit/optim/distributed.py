@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.parallel import DistributedDataParallel
 
+from samkit._compat import fsdp2
 from samkit.errors import SamkitError
 
 
@@ -42,11 +43,8 @@ def ddp_of(model: nn.Module) -> DistributedDataParallel | None:
 
 def is_fsdp(model: nn.Module) -> bool:
     """Whether ``model`` is sharded with FSDP2 (``fully_shard``)."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # pragma: no cover - torch without FSDP2
-        return False
-    return isinstance(model, FSDPModule)
+    fsdp = fsdp2()
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
 
 
 def is_distributed(model: nn.Module) -> bool:
