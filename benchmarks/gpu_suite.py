@@ -7,9 +7,10 @@ On the GPU machine (Python 3.12, torch preinstalled, nothing downloadable) one c
 1. **setup** — checks samkit's needs (``pyproject.toml``: dependencies, the ``dev`` extra, the build
    backend) against what is installed and installs only what is missing or too old, from the wheels
    folder (``pip install --no-index --no-deps --target``; ``benchmarks/gpu_wheels.sh`` downloads it
-   beforehand); never torch. Then samkit itself, editable and ``--no-deps`` (so pip cannot touch
-   torch). The repository root stays on ``PYTHONPATH`` of every part, so samkit imports from this tree
-   even where that install fails (recorded).
+   beforehand); never torch. Then samkit itself, editable, its dependencies resolved by pip against
+   what is installed (``torch>=2.5`` admits the machine's torch, so pip keeps it; no index; the CPU
+   mode resolves it with ``--dry-run``). The repository root stays on ``PYTHONPATH`` of every part,
+   so samkit imports from this tree even where that install fails (recorded).
 2. **parts**, each a child process with a time cap, in order of importance: the CUDA tests;
    ``step_time.py`` (ResNet-18 CIFAR and WRN-16-8, batch 128, fp32 and bf16, every row it knows,
    eager; then SGD / SAM / mSAM-8 vectorized compiled with ``samkit.compile_step`` and CUDA-graphed,
@@ -266,11 +267,18 @@ def setup(args, env: dict, target: Path, log) -> dict:
             if e["action"] == "install":
                 e["action"] = "installed" if done == 0 else "install failed"
     if args.install_samkit:
-        # editable, no deps (torch stays the machine's), no index, the build backend from this env or
-        # the wheels just installed (PYTHONPATH): nothing can be downloaded there
-        done = _run_logged([*pip, "install", "-q", "--no-index", "--no-deps", "--no-build-isolation", "-e",
-                            str(ROOT)], env, log, timeout=120)
+        # editable, with its dependencies resolved against what is installed (torch >= 2.5 admits the
+        # machine's torch, so pip keeps it) and the wheels folder; no index: nothing can be downloaded
+        # there. The CPU mode resolves the same way with --dry-run and records what pip would install.
+        report = target.parent / "samkit-install.json"  # beside the wheels' folder, not in it
+        cmd = [*pip, "install", "-q", "--no-index", "--no-build-isolation", "-e", str(ROOT)]
+        cmd += ["--find-links", str(args.wheels)] if args.wheels else []
+        cmd += ["--dry-run", "--report", str(report)] if args.cpu_tiny else []
+        done = _run_logged(cmd, env, log, timeout=120)
         result["samkit_install_rc"] = done
+        if done == 0 and report.is_file():
+            planned = json.loads(report.read_text()).get("install", [])
+            result["samkit_install_would_install"] = sorted(i["metadata"]["name"] for i in planned)
     raw = subprocess.run([sys.executable, "-c", VERIFY], env=env, cwd=tempfile.gettempdir(),
                          capture_output=True, text=True, timeout=120)
     log.write(raw.stdout + raw.stderr)
@@ -429,14 +437,15 @@ def main(argv=None) -> int:
     p.add_argument("--parts", nargs="+", metavar="PATTERN",
                    help="only the parts whose names match (glob; setup always runs)")
     p.add_argument("--install-samkit", action=argparse.BooleanOptionalAction, default=None,
-                   help="pip install -e this tree --no-deps (default: on the GPU yes, tiny no)")
+                   help="pip install -e this tree with its dependencies, no index (default: yes; "
+                        "--cpu-tiny resolves it with --dry-run and installs nothing)")
     p.add_argument("--work", type=Path, help="folder for the parts' own files (default: a temporary one)")
     p.add_argument("--list", action="store_true", help="print the parts and their caps, run nothing")
     args = p.parse_args(argv)
     if args.wheels is not None and not args.wheels.is_dir():
         p.error(f"--wheels {args.wheels}: no such folder (benchmarks/gpu_wheels.sh makes it)")
     budget = args.budget or (300.0 if args.cpu_tiny else 480.0)
-    args.install_samkit = (not args.cpu_tiny) if args.install_samkit is None else args.install_samkit
+    args.install_samkit = True if args.install_samkit is None else args.install_samkit
     parts = plan(args)
     if args.parts:
         parts = [q for q in parts

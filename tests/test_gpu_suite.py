@@ -83,6 +83,14 @@ def test_every_part_ran_and_the_outputs_are_written(run):
     assert all(f"===== {name} (ok) =====" in log for name in planned)
 
 
+def test_setup_resolves_samkit_with_its_dependencies_and_keeps_torch(run):
+    """samkit is installed with pip resolving its needs, no index: here (a dry run) pip would
+    install samkit alone — torch and the rest are already there and admitted by the bounds."""
+    result = run.parts["setup"]["result"]
+    assert result["samkit_install_rc"] == 0
+    assert result["samkit_install_would_install"] == ["samkit"]
+
+
 def test_step_time_parts_time_every_requested_row(run):
     import step_time
 
