@@ -20,6 +20,7 @@ counting). This module holds only the front ends and the state.
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
@@ -168,6 +169,7 @@ class SAM(Optimizer):
         self._backup = WeightBackup()
         self._pending: _Pending | None = None
         self._stats: tuple[weakref.ref[nn.Module], RunningStats] | None = None  # found once per model
+        self._checked: weakref.ref[nn.Module] | None = None  # the model train_step last checked
         knobs.cadence.bind()  # last: a construction that fails leaves the cadence free
 
     # ---- the settings and the counters, as attributes ------------------------------------------
@@ -347,6 +349,7 @@ class SAM(Optimizer):
         plan = self._plan(with_grad=False)
         if not plan.all_flat:
             raise SamkitError("the optimizer holds no parameter that requires grad")
+        self._check_holds(model)
         stats = self._running_stats(model, plan) if model.training else None
         self.zero_grad(set_to_none=True)
         if stats:
@@ -358,6 +361,20 @@ class SAM(Optimizer):
             commit_stats(stats, finite is not Finite.NO, model, batch)
         self._update(plan, result, finite, scaler)
         return result.loss
+
+    def _check_holds(self, model: nn.Module) -> None:
+        """Refuse a model none of whose parameters this optimizer holds: its step would change
+        nothing yet count (checked once per model)."""
+        if self._checked is not None and self._checked() is model:
+            return
+        held = {id(p) for g in self.param_groups for p in g["params"]}
+        if not any(id(p) in held for p in model.parameters()):
+            raise SamkitError(
+                "train_step(model, ...): this optimizer holds none of the model's parameters, so "
+                "its step would change nothing; nothing was changed. Build the optimizer on the "
+                "parameters of the model you train: samkit.SAM(model.parameters(), ...)"
+            )
+        self._checked = weakref.ref(model)
 
     def _running_stats(self, model: nn.Module, plan: StepPlan) -> RunningStats | None:
         """The model's running statistics for this step (the norm layers found once per model), or
@@ -480,7 +497,7 @@ class SAM(Optimizer):
         leave a copy without its base optimizer, rule and cadence): ``copy.deepcopy`` and pickling
         give an optimizer that continues as the original."""
         state = dict(self.__dict__)
-        state["_stats"] = None  # a weak reference to the model: found again on the next step
+        state["_stats"] = state["_checked"] = None  # weak references to the model: found again
         return state
 
     def state_dict(self) -> dict[str, Any]:
@@ -553,10 +570,17 @@ def _build_base(
     try:
         base = factory(groups, **kwargs)
     except TypeError as err:
+        # name the keyword the base optimizer refused, not all it was given (lr is not wrong)
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        given = repr(found.group(1)) if found else str(sorted(kwargs))
+        hint = ""
+        if found and found.group(1) == "ascent_fraction":
+            hint = (f"; ascent_fraction is an option of every cadence: cadence=samkit.cadence."
+                    f"Always(ascent_fraction={kwargs['ascent_fraction']!r})")  # fmt: skip
         raise SamkitError(
             f"could not build the base optimizer {getattr(factory, '__name__', factory)!r} with "
-            f"{sorted(kwargs)}: {err}. Keywords that are neither samkit's nor the {rule.name} rule's "
-            f"({', '.join(sorted(rule.hyperparameters()))}) go to the base optimizer"
+            f"{given}: {err}. Keywords that are neither samkit's nor the {rule.name} rule's "
+            f"({', '.join(sorted(rule.hyperparameters()))}) go to the base optimizer{hint}"
         ) from err
     if not isinstance(base, Optimizer):
         raise SamkitError(

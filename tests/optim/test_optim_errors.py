@@ -164,3 +164,36 @@ def test_sparse_gradients_get_a_clear_error():
     loss_fn(model, batch).backward()
     with pytest.raises(SamkitError, match="sparse gradient"):
         opt.first_step()
+
+
+# ---- issue 30 ----------------------------------------------------------------------------------
+def test_gsam_refuses_a_negative_alpha():
+    from samkit import rules
+
+    with pytest.raises(SamkitError, match="alpha must be a non-negative number, got -1"):
+        rules.GSAM(alpha=-1)
+    model = make_cnn()
+    with pytest.raises(SamkitError, match="alpha must be a non-negative"):  # a group's own value
+        SAM([{"params": model.parameters(), "alpha": -0.5}], torch.optim.SGD, lr=0.1,
+            rule=rules.GSAM())  # fmt: skip
+
+
+def test_train_step_on_a_model_the_optimizer_does_not_hold_is_refused():
+    model, other = make_cnn(), make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    before, other_before = state_of(model), state_of(other)
+    with pytest.raises(SamkitError, match="holds none of the model's parameters"):
+        opt.train_step(other, ce, make_batch())
+    assert_states(state_of(model), before)
+    assert_states(state_of(other), other_before)
+    assert (opt.steps, opt.passes) == (0, 0)
+    opt.train_step(model, ce, make_batch())  # the right model still trains
+    assert opt.steps == 1
+
+
+def test_an_option_for_the_cadence_given_to_sam_names_only_itself():
+    with pytest.raises(SamkitError) as err:
+        SAM(params(), torch.optim.SGD, lr=0.1, ascent_fraction=0.5)
+    text = str(err.value)
+    assert "ascent_fraction" in text and "'lr'" not in text and "lr" not in text.split(":")[0]
+    assert "cadence=samkit.cadence.Always(ascent_fraction=0.5)" in text

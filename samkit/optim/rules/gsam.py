@@ -49,7 +49,7 @@ class GSAM(Rule):
 
     def __init__(self, alpha: float = 0.1, *, adaptive: bool = False, eta: float = 0.0) -> None:
         super().__init__(adaptive=adaptive, eta=eta)
-        check_number("alpha", alpha)
+        check_number("alpha", alpha, low=0.0)
         self.alpha = alpha
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -57,7 +57,7 @@ class GSAM(Rule):
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
-        check_number("alpha", group["alpha"])
+        check_number("alpha", group["alpha"], low=0.0)
 
     def descent(self, grads: Groups, full_grads: Groups | None, ctx: RuleContext) -> None:
         assert full_grads is not None
