@@ -15,7 +15,8 @@ import sys
 import warnings
 from typing import Any
 
-from samkit.cli import dln, measure, optimizers, study, train
+from samkit._version import __version__
+from samkit.cli import dln, examples, measure, optimizers, study, train
 from samkit.errors import SamkitError, SamkitWarning
 
 COMMAND_GROUPS = (train, study, optimizers, dln, measure)  # in the order of `samkit --help`
@@ -27,10 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="samkit",
         description="Sharpness-aware minimization for PyTorch: train, compare, sweep, measure.",
     )
+    parser.add_argument("--version", action="version", version=f"samkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for group in COMMAND_GROUPS:
         group.add_parsers(sub)
+    examples.add_examples(sub)
     return parser
 
 

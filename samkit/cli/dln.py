@@ -29,7 +29,6 @@ def add_parsers(subparsers: Any) -> None:
             "v=0 for every rho of a grid (and every alpha x lr given), and writes results.json and "
             "figures. Defaults reproduce the paper's setting."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--n", type=int, default=20, help="training examples")
     p.add_argument("--d", type=int, default=30, help="input dimension")

@@ -128,6 +128,18 @@ _OPTION_FLAGS = (
 )  # fmt: skip
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1 (refused while the command line is parsed, before
+    anything is written)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}")
+    return value
+
+
 def add_config_flags(p: argparse.ArgumentParser, start: dict[str, Any] | None = None) -> None:
     """The run-setting flags; their help shows the values a run starts from: TrainConfig's
     defaults with ``start`` (e.g. the main job's settings for compare/sweep) on top."""
@@ -141,7 +153,7 @@ def add_config_flags(p: argparse.ArgumentParser, start: dict[str, Any] | None = 
     group.add_argument("--config", type=Path, help="YAML file of run settings; flags override it")
     for flag, key, kind, text in CONFIG_FLAGS:
         default = getattr(defaults, key)
-        help_text = f"{text} (default: {default})"
+        help_text = text if "(default" in text else f"{text} (default: {default})"
         if kind is None:
             group.add_argument(flag, dest=key, action="store_true", default=None, help=help_text)
         else:

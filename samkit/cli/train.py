@@ -51,7 +51,8 @@ def _train(args: argparse.Namespace) -> int:
     print(
         f"{summary['label']}: test acc {summary['test_acc']:.4f}, test loss "
         f"{summary['test_loss']:.4f}, train loss {summary['train_loss']:.4f} after "
-        f"{summary['epochs']} epochs, {summary['steps']} steps, {summary['passes']:g} passes, "
+        f"{summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''}, {summary['steps']} "
+        f"steps, {summary['passes']:g} passes, "
         f"{summary['wall_time']:.1f} s -> {out}"
     )
     return 0

@@ -100,7 +100,8 @@ def _ensure_present(name: str, data_root: Path | None, download: bool) -> Path:
             import torchvision
         except ImportError as err:
             raise SamkitError(
-                f"download=True for {name} needs torchvision (pip install torchvision); or fetch "
+                f"downloading {name} (--download, download=True in Python) needs torchvision "
+                "(pip install torchvision); or fetch "
                 f"the 'python version' archive from https://www.cs.toronto.edu/~kriz/cifar.html "
                 f"and extract it into {root}"
             ) from err
@@ -112,8 +113,9 @@ def _ensure_present(name: str, data_root: Path | None, download: bool) -> Path:
     if missing:
         raise SamkitError(
             f"{name} not found: expected {', '.join(expected)} in {folder} (the torchvision "
-            f"layout; missing: {', '.join(missing)}). Pass --download (download=True) to fetch "
-            f"it with torchvision, or set root to the folder that contains {layout['folder']}/."
+            f"layout; missing: {', '.join(missing)}). Fetch it with torchvision: --download "
+            f"(download=True in Python), or point --data-root (root=) at the folder that contains "
+            f"{layout['folder']}/."
         )
     return folder
 

@@ -154,21 +154,25 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             raise cause from err
 
 
-def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint; a truncated or foreign file is a :class:`SamkitError` (file untouched)."""
+def load_checkpoint(path: Path, map_location: Any = "cpu", *, remedy: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint; a truncated or foreign file is a :class:`SamkitError` (file untouched)
+    whose message ends with ``remedy`` (by default, what to do about a run folder's own one)."""
+    remedy = remedy or (
+        "The run folder was left untouched; restore the file, or start the run again in a new "
+        "--out folder (or with --overwrite to replace this one)."
+    )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file
+    except Exception as err:  # torch raises many types for a damaged file, with advice for its API
         raise SamkitError(
-            f"checkpoint {path} could not be read ({type(err).__name__}: {err}). The run folder "
-            "was left untouched; restore the file, or start the run again in a new --out folder "
-            "(or with --overwrite to replace this one)."
+            f"checkpoint {path} could not be read: the file is damaged (cut short, or overwritten) "
+            f"or was not written by samkit ({type(err).__name__} in torch.load). {remedy}"
         ) from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise SamkitError(
             f"checkpoint {path} is not a samkit training checkpoint (format "
             f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r}, "
-            f"expected {CHECKPOINT_FORMAT}); the run folder was left untouched."
+            f"expected {CHECKPOINT_FORMAT}). {remedy}"
         )
     return state
 

@@ -64,7 +64,9 @@ def _read(source: str | Path) -> tuple[dict[str, Any], TrainConfig | None, str]:
     """The source's checkpoint, its config (if known) and its identity ``<config hash>:<digest>``."""
     ckpt_path, cfg_path = source_paths(source)
     with run_folder.reading(ckpt_path.parent, "start a run from it (--init-from)"):
-        state = files.load_checkpoint(ckpt_path)
+        state = files.load_checkpoint(ckpt_path, remedy=(
+            f"It is the source of --init-from {ckpt_path}: nothing was trained. Restore the file, "
+            "or train the source run again, then start this run."))  # fmt: skip
     if "model" not in state:
         raise SamkitError(f"--init-from {ckpt_path}: the checkpoint holds no model weights.")
     src_cfg = load_config(cfg_path) if cfg_path is not None else None

@@ -95,7 +95,10 @@ def train(
         cfg = resolve_init(cfg.validated())  # records the --init-from source's identity
         run_folder.check_new(out, overwrite)
     purpose = "resume it" if resume else "overwrite it" if overwrite else "train into it"
-    with run_folder.hold(out, enabled=ranks.is_main, purpose=purpose):
+    with (
+        run_folder.removed_if_refused(out),  # a run refused before it writes leaves no folder
+        run_folder.hold(out, enabled=ranks.is_main, purpose=purpose),
+    ):
         ranks.barrier()
         if resume:
             cfg = run_folder.resume_config(out, cfg, overrides or {}, write=ranks.is_main)

@@ -11,8 +11,9 @@ and a folder being read is not overwritten under them. Within one process the lo
 (a study that holds a run's folder trains and measures it). POSIX only; where ``fcntl`` is missing
 (Windows) nothing is locked.
 
-**New, resume, overwrite.** :func:`check_new` refuses a non-empty folder unless ``--overwrite``;
-:func:`prepare_new` empties it (under the lock, which it keeps); :func:`resume_config` reads the
+**New, resume, overwrite.** :func:`check_new` refuses a non-empty folder unless ``--overwrite``,
+and a folder holding anything samkit did not write even then; :func:`prepare_new` empties a run
+folder (under the lock, which it keeps); :func:`resume_config` reads the
 saved config and applies the overrides a resume may change (:data:`RESUMABLE_OVERRIDES`).
 
 **The record and the checkpoint.** :func:`record_environment` writes ``config.yaml`` and
@@ -281,19 +282,38 @@ def _contents(out: Path) -> list[Path]:
     return [p for p in out.iterdir() if p.name != LOCK and not _stale_temporary(p)]
 
 
+# What samkit writes into a run folder (the run, its TensorBoard log, the measurements of it with
+# their default names): all that --overwrite may remove. Anything else is someone's own file.
+_SAMKIT_WRITES = re.compile(
+    r"^(config\.yaml|env\.json|metrics\.jsonl|summary\.json|steps\.jsonl|checkpoint\.pt|"
+    r"tensorboard|flatness\.json|sharpness\.json|landscape_[12]d\.(json|png))$"
+)
+
+
 def check_new(out: Path, overwrite: bool) -> None:
-    """Refuse a new run in a non-empty folder unless ``overwrite`` (nothing is changed)."""
+    """Refuse a new run in a non-empty folder unless ``overwrite``, and even then a folder that
+    holds anything samkit did not write (nothing is changed)."""
     if out.exists() and not out.is_dir():
         raise SamkitError(f"--out {out} exists and is not a folder; choose another --out.")
-    if _contents(out) and not overwrite:
+    contents = _contents(out)
+    if contents and not overwrite:
         raise SamkitError(
             f"run folder {out} already exists and is not empty; nothing was changed. Use "
             f"--resume {out} to continue it, --overwrite to replace it, or another --out."
         )
+    foreign = sorted(p.name for p in contents if not _SAMKIT_WRITES.match(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise SamkitError(
+            f"--out {out} holds files samkit did not write ({shown}); nothing was changed. "
+            "--overwrite replaces only a samkit run: choose another --out, or move those files "
+            "out of it."
+        )
 
 
 def prepare_new(out: Path, overwrite: bool) -> None:
-    """Empty ``out`` for a new run (with ``overwrite``), keeping the lock this process holds."""
+    """Empty ``out`` of a run samkit wrote (with ``overwrite``), keeping the lock this process
+    holds; a folder with anything else in it is refused (:func:`check_new`)."""
     check_new(out, overwrite)
     for path in _contents(out):  # the user asked for it explicitly with --overwrite
         try:
@@ -307,6 +327,21 @@ def prepare_new(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+@contextlib.contextmanager
+def removed_if_refused(out: Path) -> Iterator[None]:
+    """Remove the folders the block creates for ``out`` (``--out a/b`` may create both) when it
+    fails while they are still empty: a refused run leaves nothing behind. A folder that existed,
+    or holds anything (a run that started and failed keeps its record), is left as it is."""
+    missing = [p for p in (out, *out.absolute().parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in missing:
+            with contextlib.suppress(OSError):  # not empty: a run's files, or someone's
+                path.rmdir()
+        raise
+
+
 def resume_hash(cfg: TrainConfig) -> str:
     """Hash of the settings a resumed run must share with its checkpoint (all but the overrides)."""
     # device is not hashed anyway; epochs is set to a fixed value so it drops out
@@ -315,6 +350,10 @@ def resume_hash(cfg: TrainConfig) -> str:
 
 def check_resumable(out: Path) -> None:
     """Refuse ``--resume`` of a folder that holds no run (before anything is created)."""
+    if not out.is_dir():
+        raise SamkitError(
+            f"cannot resume {out}: no such folder. Give the run folder of `samkit train --out`."
+        )
     if not (out / files.CONFIG).is_file():
         raise SamkitError(
             f"cannot resume {out}: no {files.CONFIG} there (is it a run folder written by "
@@ -427,6 +466,7 @@ __all__ = [
     "prepare_new",
     "reading",
     "record_environment",
+    "removed_if_refused",
     "resume_config",
     "resume_hash",
 ]

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
 import pytest
 import torch
+from cli_helpers import run_cli, snapshot
 
 from samkit import cli
 
 SMALL = ["--epochs", "1", "--batch-size", "16", "--max-steps-per-epoch", "2", "--quiet"]
-
-
-def run_cli(argv, capsys):
-    """Exit status and stderr without the ``samkit:`` log lines (e.g. a cache folder created)."""
-    code = cli.main(argv)  # an uncaught exception would fail the test with its traceback
-    lines = capsys.readouterr().err.splitlines(keepends=True)
-    return code, "".join(line for line in lines if not line.startswith("samkit: "))
 
 
 @pytest.mark.parametrize(
@@ -174,3 +169,144 @@ def test_a_bad_option_in_a_real_process_prints_no_traceback(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.startswith("error: ")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# ---- issue 30: data loss and misleading messages ---------------------------------------------
+def test_overwrite_never_empties_a_folder_samkit_did_not_write(harness, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "v"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "thesis.tex").write_text("x")
+    (folder / "sub" / "notes.txt").write_text("y")
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(folder)  # the issue's case: --out . in one's own folder
+    code, err = run_cli(["train", *TINY, "--out", ".", "--overwrite"], capsys)
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert "thesis.tex" in err and "sub" in err and "nothing was changed" in err
+    assert snapshot(tmp_path) == before
+    run = tmp_path / "run"  # a samkit run with someone's file in it: refused the same way
+    assert cli.main(["train", *TINY, "--out", str(run)]) == 0
+    (run / "notes.md").write_text("mine")
+    before = snapshot(tmp_path)
+    code, err = run_cli(["train", *TINY, "--lr", "0.01", "--out", str(run), "--overwrite"], capsys)
+    assert code == 2 and "notes.md" in err and snapshot(tmp_path) == before
+    (run / "notes.md").unlink()  # what samkit wrote (the run, a measurement of it) is replaced
+    (run / "sharpness.json").write_text("{}")
+    assert cli.main(["train", *TINY, "--lr", "0.01", "--out", str(run), "--overwrite"]) == 0
+    assert "lr: 0.01" in (run / "config.yaml").read_text() and not (run / "sharpness.json").exists()
+
+
+def test_compare_refuses_an_optimizer_its_methods_would_ignore(harness, tmp_path, capsys):
+    out = tmp_path / "c"
+    args = ["compare", "--optimizer", "adamw", "--methods", "sgd", "sam", *TINY, "--seeds", "0",
+            "--no-flatness", "--out", str(out)]  # fmt: skip
+    code, err = run_cli(args, capsys)
+    assert code == 2 and err.startswith("error: ") and "--optimizer adamw" in err
+    assert "--methods" in err and "--base" in err and not out.exists()
+
+
+def test_a_refused_compare_writes_nothing(harness, tmp_path, capsys):
+    out = tmp_path / "c"
+    args = ["compare", "--methods", "sgd", *TINY, "--seeds", "0", "--no-flatness", "--jobs", "0",
+            "--out", str(out)]  # fmt: skip
+    code, err = run_cli(args, capsys)
+    assert code == 2 and "--jobs" in err and "Traceback" not in err
+    assert not out.exists()  # the next compare --out c is not refused as "another study"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--dataset", "nosuch"],
+        ["--model", "nosuch"],
+        ["--device", "cuda:0"],
+        ["--train-subset", "10"],
+        ["--dataset", "digits", "--model", "cnn1d"],
+    ],
+)
+def test_a_refused_train_leaves_no_folder_behind(harness, tmp_path, capsys, args):
+    if args[0] == "--device" and torch.cuda.is_available():
+        args = ["--device", f"cuda:{torch.cuda.device_count()}"]  # one more than there is
+    out = tmp_path / "r"
+    code, err = run_cli(["train", *TINY, *args, "--out", str(out)], capsys)
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert not out.exists()
+    out.mkdir()  # a folder the user made is left as it was: there, and empty
+    assert run_cli(["train", *TINY, *args, "--out", str(out)], capsys)[0] == 2
+    assert out.is_dir() and not list(out.iterdir())
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_an_unreadable_checkpoint_says_what_to_do_in_one_line(harness, tmp_path, capsys, damage):
+    from harness_fixtures import tiny_config
+
+    from samkit.train import RunInterrupted, train
+
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        train(tiny_config(), run, quiet=True, interrupt_after_steps=5)
+    ckpt = run / "checkpoint.pt"
+    ckpt.write_bytes(b"garbage\n" if damage == "garbage" else ckpt.read_bytes()[:2000])
+    before = snapshot(tmp_path)
+    code, err = run_cli(["train", "--resume", str(run), "--quiet"], capsys)
+    assert code == 2 and err.startswith(f"error: checkpoint {ckpt} could not be read")
+    assert len(err.strip().splitlines()) == 1, err
+    for words in ("weights_only", "PyTorch", "Errno", "Invalid argument", "Traceback"):
+        assert words not in err
+    assert "damaged" in err and "--overwrite" in err  # the run's own folder: replacing is a remedy
+    fine_tune = tmp_path / "ft"
+    code, err = run_cli(["train", *TINY, "--init-from", str(ckpt), "--out", str(fine_tune)], capsys)
+    assert code == 2 and f"--init-from {ckpt}" in err and len(err.strip().splitlines()) == 1
+    assert "--overwrite" not in err and "weights_only" not in err  # the source is what is broken
+    assert snapshot(tmp_path) == before
+
+
+def _help_texts():
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    return parser, commands
+
+
+def test_help_shows_each_default_once_and_every_command_an_example():
+    parser, commands = _help_texts()
+    for name, sub in commands.items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.help:
+                text = formatter._expand_help(action)
+                assert text.count("default") <= 1, (name, action.option_strings, text)
+        assert "\nexamples:\n  samkit " + name in sub.format_help(), name  # samkit/cli/examples.py
+    from samkit.cli.examples import EXAMPLES
+
+    for line in (line for name in commands for line in EXAMPLES[name]):
+        parser.parse_args(shlex.split(line.split("#")[0])[1:])  # each example is a valid command
+
+
+def test_version_and_the_words_of_messages(harness, tmp_path, capsys):
+    import samkit
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"samkit {samkit.__version__}"
+    assert cli.main(["train", *TINY, "--out", str(tmp_path / "r")]) == 0
+    assert " after 1 epoch, " in capsys.readouterr().out
+    code, err = run_cli(["train", "--resume", str(tmp_path / "nosuch")], capsys)
+    assert code == 2 and "no such folder" in err and "config.yaml" not in err
+    data = tmp_path / "data"
+    data.mkdir()
+    args = ["train", "--dataset", "cifar10", "--data-root", str(data), "--model", "mlp", *SMALL,
+            "--out", str(tmp_path / "c")]  # fmt: skip
+    code, err = run_cli(args, capsys)
+    assert code == 2 and "--download" in err and "--data-root" in err
+    assert "set root" not in err  # the Python words only beside the flags: "(root=)"
+
+
+def test_reproduce_help_states_the_full_suite_time_of_docs_report():
+    import re
+    from pathlib import Path
+
+    report = (Path(__file__).resolve().parents[2] / "docs" / "report" / "README.md").read_text()
+    minutes = re.search(r"samkit reproduce --jobs 2 --out docs/report/full` \| \*\*about (\d+) min",
+                        report).group(1)  # fmt: skip
+    _, commands = _help_texts()
+    text = " ".join(commands["reproduce"].description.split())
+    assert f"about {minutes} minutes" in text, text

@@ -150,7 +150,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_folder_is_kept(harness, tmp_pat
 
 
 def test_resume_refuses_changed_settings_and_missing_folders(harness, tmp_path):
-    with pytest.raises(SamkitError, match="no config.yaml"):
+    with pytest.raises(SamkitError, match="no such folder"):
         train(None, tmp_path / "nothing", resume=True)
     run = tmp_path / "run"
     with pytest.raises(RunInterrupted):
