@@ -1,7 +1,8 @@
 """The ``samkit`` parser with every command, and :func:`main`.
 
 Each command group registers its own subcommands (``add_parsers``): :mod:`samkit.cli.train`,
-:mod:`samkit.cli.study` (compare, sweep, reproduce, report), :mod:`samkit.cli.optimizers`,
+:mod:`samkit.cli.study` (compare, sweep, reproduce, report), :mod:`samkit.cli.cluster`
+(status; the ``--launcher`` flags), :mod:`samkit.cli.optimizers`,
 :mod:`samkit.cli.dln`, :mod:`samkit.cli.measure` (sharpness, landscape). A
 :class:`~samkit.errors.SamkitError` is printed as ``error: <message>`` with exit status 2, no
 traceback; Ctrl-C in a run prints how to resume it (exit status 130).
@@ -16,10 +17,10 @@ import warnings
 from typing import Any
 
 from samkit._version import __version__
-from samkit.cli import dln, examples, measure, optimizers, study, train
+from samkit.cli import cluster, dln, examples, measure, optimizers, study, train
 from samkit.errors import SamkitError, SamkitWarning
 
-COMMAND_GROUPS = (train, study, optimizers, dln, measure)  # in the order of `samkit --help`
+COMMAND_GROUPS = (train, study, cluster, optimizers, dln, measure)  # in the order of `samkit --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

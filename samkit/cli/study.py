@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from samkit.cli.cluster import add_launcher_flags, launcher_from_args
 from samkit.cli.flags import add_config_flags, config_from_args, positive_int
 from samkit.errors import SamkitError
 from samkit.study.compare import DEFAULT_METHODS
@@ -46,6 +47,7 @@ def add_parsers(sub: Any) -> None:
         help="a method (e.g. sam) whose gain over the baseline the others are measured against: "
         "the report adds a cost-and-benefit table and gain_vs_cost.png",
     )
+    add_launcher_flags(p)
     p.set_defaults(func=_compare)
 
     p = sub.add_parser(
@@ -71,6 +73,7 @@ def add_parsers(sub: Any) -> None:
         metavar="CELL",
         help="grid cell the report's paired gaps are taken to, e.g. rho=0.05_shards=1 (default: none)",
     )
+    add_launcher_flags(p)
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser(
@@ -104,6 +107,7 @@ def add_parsers(sub: Any) -> None:
         "--threads", type=int, help="torch threads per run (default: torch's; cores / --jobs)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_launcher_flags(p, wait=False)
     p.set_defaults(func=_reproduce)
 
     p = sub.add_parser(
@@ -155,7 +159,8 @@ def _print_study(result: Any) -> int:
 def _study_options(args: argparse.Namespace) -> dict[str, Any]:
     """What the flags compare and sweep share (:func:`_study_flags`, --baseline) ask of a study."""
     return dict(seeds=args.seeds, out=args.out, jobs=args.jobs, baseline=args.baseline,
-                flatness_examples=args.flatness_examples, quiet=args.quiet)  # fmt: skip
+                flatness_examples=args.flatness_examples, quiet=args.quiet,
+                launcher=launcher_from_args(args))  # fmt: skip
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -203,6 +208,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         threads=args.threads,
         quiet=args.quiet,
+        launcher=launcher_from_args(args),
     )
     print(table)
     print(f"\nverdicts: {Path(out) / 'verdicts.md'}")
@@ -221,7 +227,8 @@ def _cheap(args: argparse.Namespace) -> int:
         print("\ncandidates: " + ", ".join(f"{label} ({spec})" for _, label, spec in cheap.CANDIDATES))
         return 0
     out = args.out or Path("runs") / time.strftime("reproduce-cheap-%Y%m%d-%H%M%S")
-    table = cheap.run(out, jobs=args.jobs, threads=args.threads, quiet=args.quiet)
+    table = cheap.run(out, jobs=args.jobs, threads=args.threads, quiet=args.quiet,
+                      launcher=launcher_from_args(args))  # fmt: skip
     print(table)
     print(f"\nreport: {Path(out) / 'cheap.md'}")
     return 0

@@ -32,7 +32,9 @@ from samkit.errors import SamkitError
 from samkit.study import cheap_report, tuning
 from samkit.study.compare import compare
 from samkit.study.folder import SUITE, close_session, open_record
+from samkit.study.launch import waiting
 from samkit.study.presets import DIGITS_JOB, NOISY_JOB
+from samkit.study.runs import Launcher
 from samkit.train import RunInterrupted, TrainConfig
 
 TUNE_SEEDS = (100, 101)
@@ -115,10 +117,12 @@ def run(
     settings: tuple[Setting, ...] = SETTINGS,
     tune_seeds: tuple[int, ...] = TUNE_SEEDS,
     verdict_seeds: tuple[int, ...] = VERDICT_SEEDS,
+    launcher: str | Launcher = "local",
 ) -> str:
     """Run the protocol into ``out`` (continued if it exists) and write ``cheap.md``; returns the
-    held-out table."""
+    held-out table. ``launcher``: as :func:`samkit.study.reproduce.reproduce`'s."""
     out = Path(out)
+    launcher_ = waiting(launcher, jobs)
     if set(tune_seeds) & set(verdict_seeds):
         raise SamkitError("the tuning seeds and the verdict seeds must be disjoint.")
     record = {
@@ -146,17 +150,17 @@ def run(
             _say(quiet, f"== {s.id}: SAM's rho on seeds {list(tune_seeds)} ({s.why})")
             tune = {"sam": s.rhos}
             _compare(s, tuning.candidates(("sam",), tune), tune_seeds,
-                     out / f"{s.id}{tuning.SUFFIX}", jobs, threads, quiet)  # fmt: skip
+                     out / f"{s.id}{tuning.SUFFIX}", launcher_, threads, quiet)  # fmt: skip
             rho[s.id] = tuning.choose(out / f"{s.id}{tuning.SUFFIX}", tune)["sam"]["rho"]
         for s in (s for s in settings if not s.held_out):  # 3: every candidate, tuning half
             _say(quiet, f"== {s.id} (tuning half): the candidates at SAM's rho {rho[s.id]:g}")
-            _compare(s, methods(rho[s.id]), tune_seeds, out / s.id, jobs, threads, quiet)
+            _compare(s, methods(rho[s.id]), tune_seeds, out / s.id, launcher_, threads, quiet)
         picks = cheap_report.picks(out, record)
         _say(quiet, "== picked on the tuning half: " + ", ".join(picks.values()))
         for s in (s for s in settings if s.held_out):  # 4: the picks, held-out half, fresh seeds
             _say(quiet, f"== {s.id} (held out): the picks at SAM's rho {rho[s.id]:g}")
-            _compare(s, methods(rho[s.id], list(picks.values())), verdict_seeds, out / s.id, jobs,
-                     threads, quiet)  # fmt: skip
+            _compare(s, methods(rho[s.id], list(picks.values())), verdict_seeds, out / s.id,
+                     launcher_, threads, quiet)  # fmt: skip
     except RunInterrupted:
         raise RunInterrupted(
             f"interrupted; finished runs are kept. To finish the protocol, run the same samkit "
@@ -167,13 +171,13 @@ def run(
     return cheap_report.write(out)
 
 
-def _compare(setting: Setting, specs: list[str], seeds: tuple[int, ...], folder: Path, jobs: int,
-             threads: int | None, quiet: bool) -> None:  # fmt: skip
+def _compare(setting: Setting, specs: list[str], seeds: tuple[int, ...], folder: Path,
+             launcher: Launcher, threads: int | None, quiet: bool) -> None:  # fmt: skip
     setup = dict(setting.setup)
     if threads is not None:
         setup["threads"] = threads
     base = TrainConfig.from_dict(setup).validated()
-    compare(base, methods=specs, seeds=list(seeds), out=folder, jobs=jobs, flatness=False,
+    compare(base, methods=specs, seeds=list(seeds), out=folder, launcher=launcher, flatness=False,
             reference="sam" if "sam" in map(tuning.method_label, specs) else None,
             quiet=quiet)  # fmt: skip
 

@@ -15,8 +15,10 @@ import yaml
 
 from samkit.errors import SamkitError
 from samkit.study.folder import base_record, default_folder
+from samkit.study.launch import resolve
 from samkit.study.report import write_study_report
-from samkit.study.runs import StudyResult, flatness_settings, plan_config, run_study
+from samkit.study.runs import Launcher, StudyResult, flatness_settings, plan_config, run_study
+from samkit.study.status import pending_table
 from samkit.train import TrainConfig, config_hash
 
 DEFAULT_METHODS = ("sgd", "sam", "msam:shards=4", "fsam:rho=0.1,lmbda=0.6")
@@ -83,6 +85,7 @@ def compare(
     baseline: str | None = None,
     reference: str | None = None,
     quiet: bool = False,
+    launcher: str | Launcher = "local",
 ) -> StudyResult:
     """Train every method for every seed into ``out/<label>-seed<k>`` and write the report.
 
@@ -91,12 +94,16 @@ def compare(
     are measured against — the report then adds a cost-and-benefit table and ``gain_vs_cost.png``
     (share of the reference's gain kept, per pass spent). ``base.init_from`` (or a method's
     ``init_from=``) may contain ``{seed}``: each seed then starts from that seed's source run
-    (fine-tuning studies).
+    (fine-tuning studies). ``launcher``: where the runs run — ``"local"`` (``jobs`` processes of
+    this machine), ``"slurm"`` or a :class:`~samkit.study.launch.SlurmLauncher` with its options
+    (jobs of a SLURM cluster, through submitit); a launcher that does not wait returns the runs'
+    progress instead of the report table.
 
     Example:
         >>> from samkit.study.presets import MAIN_JOB
         >>> compare(TrainConfig(**MAIN_JOB), methods=["sgd", "sam"], seeds=[0, 1])
     """
+    launcher_ = resolve(launcher, jobs)
     methods = list(methods or DEFAULT_METHODS)
     seeds = list(DEFAULT_SEEDS if seeds is None else seeds)
     if not seeds:
@@ -136,5 +143,5 @@ def compare(
     if reference is not None:
         record["reference"] = reference
     banner = f"compare: {len(plan)} runs ({', '.join(labels)} x seeds {seeds})"
-    run_study(folder, record, plan, jobs=jobs, quiet=quiet, flatness=fs, banner=banner)
-    return StudyResult(folder, write_study_report(folder))
+    done = run_study(folder, record, plan, launcher=launcher_, quiet=quiet, flatness=fs, banner=banner)
+    return StudyResult(folder, write_study_report(folder) if done else pending_table(folder))

@@ -18,6 +18,8 @@ from samkit.errors import SamkitError
 from samkit.study import dln, tuning
 from samkit.study.compare import compare
 from samkit.study.folder import SUITE, close_session, open_record
+from samkit.study.launch import waiting
+from samkit.study.runs import Launcher
 from samkit.study.suite import Claim, StudySpec, select_claims, studies
 from samkit.study.sweep import sweep
 from samkit.study.verdicts import write_verdicts
@@ -49,10 +51,14 @@ def reproduce(
     jobs: int = 1,
     threads: int | None = None,
     quiet: bool = False,
+    launcher: str | Launcher = "local",
 ) -> str:
     """Run the studies of the selected claims into ``out`` and write the verdicts; returns the
-    verdict table. A folder from an earlier call is continued (finished runs are reused)."""
+    verdict table. A folder from an earlier call is continued (finished runs are reused).
+    ``launcher`` runs each study's runs (:func:`samkit.study.compare`); the diagonal-network
+    study runs here. A later study starts from an earlier one's results, so the launcher waits."""
     out = Path(out)
+    launcher_ = waiting(launcher, jobs)
     claims, specs = plan(suite, claim_ids)
     record = _open_suite(out, suite, claims, specs)
     started = time.time()
@@ -61,7 +67,7 @@ def reproduce(
             if not quiet:
                 print(f"== study {spec.id}: {spec.why}", flush=True)
             try:
-                _run_study(out, spec, specs, jobs=jobs, threads=threads, quiet=quiet)
+                _run_study(out, spec, specs, launcher=launcher_, threads=threads, quiet=quiet)
             except RunInterrupted:
                 raise RunInterrupted(
                     f"interrupted in study {spec.id}; finished runs are kept. To finish the suite, "
@@ -98,7 +104,7 @@ def _run_study(
     spec: StudySpec,
     specs: list[StudySpec],
     *,
-    jobs: int,
+    launcher: Launcher,
     threads: int | None,
     quiet: bool,
 ) -> None:
@@ -113,7 +119,7 @@ def _run_study(
     if threads is not None:
         setup["threads"] = threads
     base = TrainConfig.from_dict(setup).validated()
-    common = dict(out=folder, jobs=jobs, baseline=spec.baseline, quiet=quiet)
+    common = dict(out=folder, launcher=launcher, baseline=spec.baseline, quiet=quiet)
     if spec.kind == "sweep":
         sweep(base, grid=list(spec.grid), flatness=spec.flatness, seeds=list(spec.seeds), **common)
         return
@@ -124,7 +130,7 @@ def _run_study(
             print(f"== tuning {', '.join(tune)} of {spec.id} on seeds "
                   f"{', '.join(map(str, spec.tune_seeds))}", flush=True)  # fmt: skip
         compare(base, methods=tuning.candidates(spec.methods, tune), seeds=list(spec.tune_seeds),
-                out=out / f"{spec.id}{tuning.SUFFIX}", jobs=jobs, flatness=False,
+                out=out / f"{spec.id}{tuning.SUFFIX}", launcher=launcher, flatness=False,
                 quiet=quiet)  # fmt: skip
     if spec.tune_from is not None or tune:
         source = spec.tune_from or spec.id

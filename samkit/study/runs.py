@@ -6,25 +6,23 @@ The flatness of each final model (top Hessian eigenvalue, worst-case m-sharpness
 ``flatness.json`` in the run folder, so it too is data that a report reads and a rerun reuses.
 Running never writes a report: :func:`samkit.study.compare` and :func:`samkit.study.sweep` do,
 from the files, once the runs are done.
+
+Where the runs run is a :class:`Launcher` (:mod:`samkit.study.launch`: local processes, or SLURM
+jobs through submitit); each run is :func:`run_one` whichever runs it, so the run folders, their
+locks and the reports are the same.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, Protocol
 
 from samkit.errors import SamkitError
 from samkit.study.folder import FLATNESS, close_session, open_study
-from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, run_folder, signals, train
+from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, run_folder, train
 from samkit.train import files as run_files
 
 
@@ -73,17 +71,38 @@ def run_one(
         return _run_one(cfg, folder, quiet=quiet, flatness=flatness)
 
 
+def _check_same_config(cfg: TrainConfig, folder: Path) -> bool:
+    """Whether ``folder`` holds a run (of this very config: another one is an error)."""
+    if not (folder / run_files.CONFIG).is_file():
+        return False
+    saved = load_config(folder / run_files.CONFIG)
+    if config_hash(saved) != config_hash(cfg):
+        raise SamkitError(
+            f"{folder} holds a run with another config (hash {config_hash(saved)} != "
+            f"{config_hash(cfg)}); nothing was changed. Use another --out for this study."
+        )
+    return True
+
+
+def finished(cfg: TrainConfig, folder: Path, flatness: FlatnessSettings | None) -> bool:
+    """Whether the run of ``cfg`` in ``folder`` is done: trained, and its flatness measured when
+    asked. A folder that holds another config is an error (:class:`SamkitError`)."""
+    if not _check_same_config(cfg, folder) or run_folder.complete_summary(folder, cfg) is None:
+        return False
+    if flatness is None:
+        return True
+    path = folder / FLATNESS
+    if not path.is_file():
+        return False
+    old = run_files.read_json(path)
+    return old.get("settings") == asdict(flatness) and old.get("config_hash") == config_hash(cfg)
+
+
 def _run_one(
     cfg: TrainConfig, folder: Path, *, quiet: bool, flatness: FlatnessSettings | None
 ) -> dict[str, Any]:
     summary_path = folder / run_files.SUMMARY
-    if (folder / run_files.CONFIG).is_file():
-        saved = load_config(folder / run_files.CONFIG)
-        if config_hash(saved) != config_hash(cfg):
-            raise SamkitError(
-                f"{folder} holds a run with another config (hash {config_hash(saved)} != "
-                f"{config_hash(cfg)}); nothing was changed. Use another --out for this study."
-            )
+    if _check_same_config(cfg, folder):
         if summary_path.is_file():
             summary = run_files.read_json(summary_path)
         else:
@@ -146,75 +165,6 @@ def measure_flatness(folder: Path, settings: FlatnessSettings) -> dict[str, Any]
     return result
 
 
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-    # A process group of its own: a terminal's Ctrl-C reaches the study's process only, which passes
-    # it on once (signals.Forwarding); twice would stop a run at once, without its checkpoint.
-    os.setpgrp()
-
-
-def _run_from_dict(
-    cfg: dict[str, Any], folder: str, flatness: dict[str, Any] | None
-) -> dict[str, Any]:
-    fs = None if flatness is None else FlatnessSettings(**flatness)
-    return run_one(TrainConfig.from_dict(cfg), Path(folder), quiet=True, flatness=fs)
-
-
-def run_all(
-    plan: list[tuple[TrainConfig, Path]],
-    *,
-    jobs: int = 1,
-    quiet: bool = False,
-    flatness: FlatnessSettings | None = None,
-) -> list[dict[str, Any]]:
-    """Run every ``(config, folder)`` of ``plan``; ``jobs > 1`` uses that many processes.
-
-    In processes, every run is attempted even if one fails (finished runs stay on disk); the
-    failures are then reported together.
-    """
-    if jobs < 1:
-        raise SamkitError(f"--jobs must be >= 1, got {jobs}.")
-    if jobs == 1 or len(plan) == 1:
-        out = []
-        for i, (cfg, folder) in enumerate(plan, 1):
-            if not quiet:
-                print(f"[{i}/{len(plan)}] {folder.name}", flush=True)
-            out.append(run_one(cfg, folder, quiet=quiet, flatness=flatness))
-        return out
-    # Each process gets its share of the cores; "spawn" avoids forking a threaded torch.
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = multiprocessing.get_context("spawn")
-    fs = None if flatness is None else asdict(flatness)
-    stop = signals.Forwarding()
-    with ProcessPoolExecutor(
-        jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
-    ) as ex, stop:
-        futures = [ex.submit(_run_from_dict, c.to_dict(), str(f), fs) for c, f in plan]
-        results, errors = [], []
-        for (_, folder), fut in zip(plan, futures, strict=True):
-            try:
-                results.append(fut.result())
-                if not quiet:
-                    print(f"done: {folder.name}", flush=True)
-            except RunInterrupted:  # the workers got the signal too (Ctrl-C, or passed on)
-                stop.requested = stop.requested or signal.SIGINT
-            except Exception as err:  # keep going: the other runs' results must not be lost
-                errors.append(f"{folder.name}: {err}")
-                results.append({})
-            if stop.requested is not None:  # the running runs checkpoint; start no other
-                for pending in futures:
-                    pending.cancel()
-                break
-    if stop.requested is not None:
-        raise RunInterrupted(
-            f"interrupted by {signals.name(stop.requested)}: the running runs saved a checkpoint, "
-            "the finished ones are kept", stop.requested,
-        )
-    if errors:
-        raise SamkitError("some runs failed (the others are saved):\n  " + "\n  ".join(errors))
-    return results
-
-
 def plan_config(
     base: TrainConfig,
     changes: dict[str, Any],
@@ -265,29 +215,60 @@ def flatness_settings(on: bool, examples: int | None) -> FlatnessSettings | None
     )
 
 
+@dataclass
+class Launched:
+    """What a launcher did: ``done`` when every run is finished (``False``: the runs were submitted
+    and not waited for), and what the study's session records about it (``jobs``, and for a
+    cluster the launcher, its job ids and log folder)."""
+
+    done: bool
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class Launcher(Protocol):
+    """Where a study's runs run (:mod:`samkit.study.launch`). ``run`` trains each
+    ``(config, run folder)`` of ``plan`` with :func:`run_one`, or has it trained, for the study in
+    ``folder``; it raises :class:`RunInterrupted` when stopped and :class:`SamkitError` when runs
+    failed, after every other run was given its chance."""
+
+    name: str
+
+    def run(
+        self,
+        plan: list[tuple[TrainConfig, Path]],
+        *,
+        folder: Path,
+        quiet: bool,
+        flatness: FlatnessSettings | None,
+    ) -> Launched: ...
+
+
 def run_study(
     folder: Path,
     record: dict[str, Any],
     plan: list[TrainConfig],
     *,
-    jobs: int,
+    launcher: Launcher,
     quiet: bool,
     flatness: FlatnessSettings | None,
     banner: str,
-) -> None:
-    """Open (or continue) the study folder, run ``plan`` (paired with ``record["runs"]``) and
-    record the session's wall time. The report is the caller's to write (it reads the files)."""
+) -> bool:
+    """Open (or continue) the study folder, run ``plan`` (paired with ``record["runs"]``) with
+    ``launcher`` and record the session; returns whether every run is finished (a launcher that
+    does not wait returns at once). The report is the caller's to write (it reads the files)."""
     pairs = [(cfg, folder / r["dir"]) for cfg, r in zip(plan, record["runs"], strict=True)]
     record = open_study(folder, record)  # may merge runs planned in earlier sessions
     started = time.time()
     if not quiet:
         print(f"{banner} -> {folder}", flush=True)
     try:
-        run_all(pairs, jobs=jobs, quiet=quiet, flatness=flatness)
+        launched = launcher.run(pairs, folder=folder, quiet=quiet, flatness=flatness)
     except RunInterrupted as err:
-        close_session(folder, record, started, jobs)
+        close_session(folder, record, started, getattr(launcher, "jobs", 1), launcher=launcher.name)
         raise RunInterrupted(
             f"{err}\nTo finish the study (finished runs are kept, this one is resumed), run the "
             f"same command again with --out {folder}"
         ) from None
-    close_session(folder, record, started, jobs)
+    session = dict(launched.record)
+    close_session(folder, record, started, session.pop("jobs", 1), launcher=launcher.name, **session)
+    return launched.done

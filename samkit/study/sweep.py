@@ -14,8 +14,10 @@ import yaml
 
 from samkit.errors import SamkitError
 from samkit.study.folder import base_record, default_folder
+from samkit.study.launch import resolve
 from samkit.study.report import write_study_report
-from samkit.study.runs import StudyResult, flatness_settings, plan_config, run_study
+from samkit.study.runs import Launcher, StudyResult, flatness_settings, plan_config, run_study
+from samkit.study.status import pending_table
 from samkit.train import TrainConfig, config_hash
 
 DEFAULT_GRID = ("rho=0.02,0.05,0.1,0.2", "shards=1,2,4,8")
@@ -58,15 +60,18 @@ def sweep(
     flatness_examples: int | None = None,
     baseline: str | None = None,
     quiet: bool = False,
+    launcher: str | Launcher = "local",
 ) -> StudyResult:
     """Train every grid cell for every seed and write results.csv, report.md and a heatmap.
 
     ``baseline``: a cell (``"rho=0.05_shards=1"``) the report's paired gaps are taken to (none by
-    default). ``base.init_from`` may contain ``{seed}`` (see :func:`samkit.study.compare`).
+    default). ``base.init_from`` may contain ``{seed}``, and ``launcher`` says where the runs run
+    (see :func:`samkit.study.compare`).
 
     Example:
         >>> sweep(TrainConfig(optimizer="sam"), grid=["rho=0.05,0.1", "shards=1,4"], seeds=[0])
     """
+    launcher_ = resolve(launcher, jobs)
     cells = parse_grid(list(grid or DEFAULT_GRID))
     seeds = list((0,) if seeds is None else seeds)
     if not seeds:
@@ -100,5 +105,5 @@ def sweep(
     record.update(grid=cells, runs=runs, baseline=baseline)
     shape = " x ".join(f"{k} ({len(v)})" for k, v in cells.items())
     banner = f"sweep: {shape} x {len(seeds)} seed(s) = {len(plan)} runs"
-    run_study(folder, record, plan, jobs=jobs, quiet=quiet, flatness=fs, banner=banner)
-    return StudyResult(folder, write_study_report(folder))
+    done = run_study(folder, record, plan, launcher=launcher_, quiet=quiet, flatness=fs, banner=banner)
+    return StudyResult(folder, write_study_report(folder) if done else pending_table(folder))

@@ -76,7 +76,7 @@ _UPRIGHT_RUN = re.compile(r'<mrow>((?:<mi mathvariant="normal">[^<]*</mi>){2,})<
 _UPRIGHT_LETTER = re.compile(r'<mi mathvariant="normal">([^<]*)</mi>')
 _VARIANT = re.compile(r'<(mi|mn|mo|mtext) mathvariant="([\w-]+)">([^<]*)</\1>')
 _OPERATORNAME = re.compile(r"\\operatorname\s*\{")
-_TEXT_ARG = re.compile(r"\\text\s*\{([^{}]*)\}")
+_TEXT_ARG = re.compile(r"\\(text|texttt)\s*\{([^{}]*)\}")
 
 
 def to_mathml(tex: str, display: bool = False) -> str:
@@ -88,7 +88,7 @@ def to_mathml(tex: str, display: bool = False) -> str:
     # latex2mathml draws \operatorname as an empty <mo> and italic letters; \mathrm is what it means.
     source = _OPERATORNAME.sub(r"\\mathrm{", written)
     # Inside \text{} latex2mathml keeps `\_` as it is: the escape is for LaTeX, the reader wants `_`.
-    source = _TEXT_ARG.sub(lambda m: "\\text{" + m.group(1).replace("\\_", "_") + "}", source)
+    source = _TEXT_ARG.sub(lambda m: f"\\{m.group(1)}{{" + m.group(2).replace("\\_", "_") + "}", source)
     try:
         mathml = convert(source, display="block" if display else "inline")
     except Exception as err:  # latex2mathml raises its own exceptions and plain ones
