@@ -4,7 +4,9 @@ a suite folder (``samkit reproduce``): ``suite.json`` + one study folder per stu
 ``study.json`` keys: ``kind`` (compare | sweep), ``base_config`` (the shared TrainConfig),
 ``base_hash``, ``seeds``, ``methods`` (compare) or ``grid`` (sweep), ``flatness`` (settings or
 null), ``runs`` (``dir``, ``label``, ``seed``, ``cell``, ``config_hash`` of each planned run) and
-``sessions`` (``started``, ``elapsed`` seconds, ``command``, ``jobs`` of each invocation).
+``sessions`` (``started``, ``elapsed`` seconds, ``command``, ``jobs`` and ``launcher`` of each
+invocation; with ``--launcher slurm`` also the submitit ``executor``, ``submitted`` — each
+submitted run's ``dir`` and ``job`` id — and ``submitit_folder``).
 ``suite.json`` (:mod:`samkit.study.reproduce`) has ``kind`` (reproduce), ``suite``, ``claims``,
 ``studies`` and ``sessions`` (which also name the ``studies`` each one ran).
 """

@@ -236,7 +236,10 @@ SMALL = ["--dataset", "mnist1d", "--model", "mlp", "--epochs", "1", "--seeds", "
         (["--launcher", "slurm", "--slurm-config", "{bad}"], "unknown key(s) gpu"),
     ],
 )  # fmt: skip
-def test_a_bad_launcher_option_is_one_error_line_and_writes_nothing(tmp_path, capsys, args, message):
+def test_a_bad_launcher_option_is_one_error_line_and_writes_nothing(
+    tmp_path, capsys, monkeypatch, args, message
+):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here, even on a cluster's login node
     bad = tmp_path / "bad.yaml"
     bad.write_text("slurm:\n  gpu: 1\n")
     args = [str(bad) if a == "{bad}" else a for a in args]

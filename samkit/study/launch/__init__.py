@@ -28,6 +28,8 @@ def resolve(launcher: str | Launcher | None, jobs: int = 1) -> Launcher:
         if launcher != "slurm":
             raise SamkitError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}.")
         launcher = SlurmLauncher(SlurmOptions())
+    if jobs != 1 and isinstance(launcher, LocalLauncher):
+        raise SamkitError(f"jobs={jobs} beside a LocalLauncher: give the jobs to the launcher.")
     if jobs != 1:
         raise SamkitError(
             f"--jobs {jobs} is for --launcher local; with --launcher {launcher.name}, each run is a "
