@@ -132,6 +132,33 @@ def test_a_preempted_job_saves_a_checkpoint_is_requeued_and_resumes(harness, tmp
 
 
 @pytest.mark.slow
+def test_a_study_started_as_jobs_and_finished_locally_equals_the_local_study(harness, tmp_path):
+    """A job killed outright (SIGKILL: no checkpoint, no requeue) mid-run; the same study then run
+    with the local launcher resumes that run from its last checkpoint and reuses the other."""
+    cfg = tiny_config(threads=1)
+    methods = ["sgd:epochs=40", "sam"]
+    compare(cfg, methods=methods, seeds=[0], out=tmp_path / "local", flatness=False, quiet=True)
+    launcher = local_executor(wait=False)
+    out = tmp_path / "mixed"
+    compare(cfg, methods=methods, seeds=[0], out=out, flatness=False, quiet=True, launcher=launcher)
+    (run, job), (_, other) = launcher.submitted
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists():
+        assert job.state == "RUNNING" and time.monotonic() < deadline, job.stderr()
+        time.sleep(0.01)
+    os.kill(json.loads((run / ".samkit-lock").read_text())["pid"], signal.SIGKILL)
+    job.wait()
+    other.wait()
+    assert not (run / "summary.json").exists() and (out / "sam-seed0" / "summary.json").exists()
+    compare(cfg, methods=methods, seeds=[0], out=out, flatness=False, quiet=True)  # local
+    assert rows(out) == rows(tmp_path / "local")
+    assert len(json.loads((run / "env.json").read_text())["resumes"]) == 1
+    assert "resumes" not in json.loads((out / "sam-seed0" / "env.json").read_text())
+    sessions = json.loads((out / "study.json").read_text())["sessions"]
+    assert [s["launcher"] for s in sessions] == ["slurm", "local"]
+
+
+@pytest.mark.slow
 def test_two_submissions_that_race_train_each_run_once(harness, tmp_path):
     """Two ``samkit compare --launcher slurm`` on one folder at once: both submit every run; the
     run folders' locks make the later job wait, then reuse the run."""
