@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-min lint docs install clean docs-check
+.PHONY: demo test test-min test-compat lint docs install clean docs-check
 
 # samkit and what it needs to run (the demo); then the development tools on top (the suite).
 $(VENV)/.base: pyproject.toml
@@ -18,7 +18,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.base
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,lightning,transformers]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -38,33 +38,20 @@ lint: install
 docs: install
 	$(BIN)/mkdocs build --strict
 
-# The suite against the lowest versions pyproject.toml allows (tests/min_requirements.py pins them),
-# in its own environment. Left out: the tests of the development tools (docs build, type check,
-# wheel build, the GPU benchmark suite, which wants pytorch-optimizer: its tested version needs a
-# newer numpy, so the comparisons with it skip here), and one that compares report text to the
-# digit, which follows scipy's t quantile (it moves in the 11th digit between scipy versions).
-MIN_VENV ?= .venv-min
-MIN_BIN := $(MIN_VENV)/bin
-MIN_SKIP := --ignore=tests/test_api_docs.py --ignore=tests/test_typing.py --ignore=tests/test_packaging.py \
-	--ignore=tests/test_gpu_suite.py \
-	--deselect tests/study/test_study_claims.py::test_committed_verdict_tables_regenerate_from_their_run_files
+# The compatibility matrix (docs/compatibility.md): the default suite in one cached environment per
+# row (.venv-compat/<row>) — torch 2.5 to the newest, Python 3.11-3.13, every dependency at its lower
+# bound — then the page, written from the runs' JUnit files. Run on purpose and before a release, not
+# by CI: the torch builds other than 2.13.0 are CUDA builds from the package index (~5 GB a row).
+# `make test-compat ROWS="torch2.5-lowest py3.13"` runs some; `make test-min` the two lowest-version rows.
+ROWS ?=
+test-compat:
+	$(PY) tests/compat_matrix.py run $(ROWS)
 
-$(MIN_VENV)/.installed: pyproject.toml tests/min_requirements.py
-	rm -rf $(MIN_VENV)
-	$(PY) -m venv $(MIN_VENV)
-	$(MIN_BIN)/pip install -q --upgrade pip
-	$(MIN_BIN)/pip install -q "$(TORCH_SPEC)"
-	$(MIN_BIN)/python tests/min_requirements.py > $(MIN_VENV)/constraints.txt
-	$(MIN_BIN)/pip install -q -c $(MIN_VENV)/constraints.txt -e ".[lightning,transformers]" tensorboard \
-		pytest pytest-xdist hypothesis
-	touch $@
-
-test-min: $(MIN_VENV)/.installed
-	$(MIN_BIN)/pip freeze | grep -iE "^(torch|numpy|scipy|matplotlib|pyyaml|tqdm|scikit-learn|lightning|transformers|accelerate|tensorboard)=="
-	$(MIN_BIN)/python -m pytest -q -n 2 $(MIN_SKIP)
+test-min:
+	$(PY) tests/compat_matrix.py run torch2.5-lowest torch2.6-extras-lowest
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) runs
+	rm -rf $(VENV) .venv-compat runs
 
 # Every page of the built site in headless Chromium (tools/docs/check.py): opened from disk with no
 # network, no console error, no sideways scroll at 1280 and 390 px, formulas drawn as MathML, the

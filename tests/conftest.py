@@ -12,3 +12,15 @@ torch.set_num_threads(1)
 settings.register_profile("default", deadline=None)
 settings.register_profile("ci", deadline=None, derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.extras(...)``: skipped, with the reason, where an extra is not installed."""
+    import pytest
+    from _helpers import extras_reason, missing_extras
+
+    for item in items:
+        for mark in item.iter_markers("extras"):
+            missing = missing_extras(*mark.args)
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=extras_reason(missing)))

@@ -22,7 +22,7 @@ except ModuleNotFoundError:  # Python 3.10: the TOML reader pip itself carries
 ROOT = Path(__file__).resolve().parents[1]
 NOT_PINNED = {"torch"}
 TOOLS = {"pytest", "pytest-xdist", "hypothesis", "ruff", "pytorch-optimizer", "mypy", "mkdocs",
-         "mkdocstrings"}
+         "mkdocstrings", "setuptools", "latex2mathml"}
 
 
 def lowest(requirement: str) -> tuple[str, str] | None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import signal
@@ -22,6 +23,9 @@ import gpu_report  # noqa: E402
 import gpu_suite  # noqa: E402
 
 PROBE = "samkit-probe-pkg"
+# pytorch-optimizer is a development tool: the compatibility matrix's lowest rows lack it (its
+# tested release needs numpy > 1.24.4), and there the suite reports its rows as not timed
+HAS_PO = importlib.util.find_spec("pytorch_optimizer") is not None
 
 
 def make_wheel(folder: Path, name: str, version: str, needs=()) -> Path:
@@ -75,12 +79,15 @@ def test_every_part_ran_and_the_outputs_are_written(run):
     assert written == ["gpu_suite.json", "gpu_suite.log", "gpu_suite.md"]  # the device returns <= 8 files
     planned = [p.name for p in gpu_suite.plan(Namespace(cpu_tiny=True))]
     assert [p["name"] for p in run.suite["parts"]] == planned
+    # without pytorch-optimizer the compiled part's external row is not timed: "partial", said so
+    status = {p: "ok" if HAS_PO or "compiled" not in p else "partial" for p in planned}
     for part in run.suite["parts"][1:]:
-        assert part["status"] == "ok", part
+        assert part["status"] == status[part["name"]], part
+        assert part["status"] == "ok" or part["reason"] == "1 rows not timed"
         assert 0 < part["wall_s"] <= part["granted_s"] <= part["cap_s"]
     assert run.suite["wall_s"] <= run.suite["budget_s"]
     log = (run.tmp / "out" / "gpu_suite.log").read_text()
-    assert all(f"===== {name} (ok) =====" in log for name in planned)
+    assert all(f"===== {name} ({status[name]}) =====" in log for name in planned[1:])
 
 
 def test_setup_resolves_samkit_with_its_dependencies_and_keeps_torch(run):
@@ -97,11 +104,15 @@ def test_step_time_parts_time_every_requested_row(run):
     known = list(step_time.methods(Namespace(shards=[2, 4, 8])))  # every row step_time.py has today
     eager = run.parts["step-cnn-tiny-fp32-eager"]["result"]
     assert [r["method"] for r in eager["results"]] == known == eager["rows_requested"]
+    assert eager["skipped"] == []
     compiled = run.parts["step-cnn-tiny-fp32-compiled"]["result"]
-    assert [r["method"] for r in compiled["results"]] == compiled["rows_requested"]
+    external = [] if HAS_PO else [r for r in compiled["rows_requested"] if "pytorch-optimizer" in r]
+    timed = [r for r in compiled["rows_requested"] if r not in external]
+    assert [r["method"] for r in compiled["results"]] == timed
+    assert [s["method"] for s in compiled["skipped"]] == external
     assert "sam [compiled]" in compiled["rows_requested"]
     for result in (eager, compiled):
-        assert result["failed"] == result["skipped"] == [] and result["cut_short"] is None
+        assert result["failed"] == [] and result["cut_short"] is None
         for r in result["results"]:
             assert len(r["times_ms"]) == 2 and r["median_ms"] > 0
     cadence = {r["method"]: r for r in eager["results"] if "x_sgd_non_ascent" in r}
