@@ -152,7 +152,8 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
 
 def _print_study(result: Any) -> int:
     print(result.table)
-    print(f"\nreport: {result.folder / 'report.md'}")
+    if result.done:  # else the runs were submitted, not waited for: the table says what next
+        print(f"\nreport: {result.folder / 'report.md'}")
     return 0
 
 

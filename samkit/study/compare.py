@@ -144,4 +144,6 @@ def compare(
         record["reference"] = reference
     banner = f"compare: {len(plan)} runs ({', '.join(labels)} x seeds {seeds})"
     done = run_study(folder, record, plan, launcher=launcher_, quiet=quiet, flatness=fs, banner=banner)
-    return StudyResult(folder, write_study_report(folder) if done else pending_table(folder))
+    if not done:
+        return StudyResult(folder, pending_table(folder), done=False)
+    return StudyResult(folder, write_study_report(folder))

@@ -28,10 +28,13 @@ from samkit.train import files as run_files
 
 @dataclass
 class StudyResult:
-    """Where a study was written and its report's table (what ``compare``/``sweep`` return)."""
+    """Where a study was written and its report's table (what ``compare``/``sweep`` return);
+    ``done`` is ``False`` when the runs were submitted and not waited for: ``table`` then says how
+    far they are (:func:`samkit.study.status.pending_table`) and no report is written yet."""
 
     folder: Path
     table: str
+    done: bool = True
 
 
 @dataclass(frozen=True)

@@ -106,4 +106,6 @@ def sweep(
     shape = " x ".join(f"{k} ({len(v)})" for k, v in cells.items())
     banner = f"sweep: {shape} x {len(seeds)} seed(s) = {len(plan)} runs"
     done = run_study(folder, record, plan, launcher=launcher_, quiet=quiet, flatness=fs, banner=banner)
-    return StudyResult(folder, write_study_report(folder) if done else pending_table(folder))
+    if not done:
+        return StudyResult(folder, pending_table(folder), done=False)
+    return StudyResult(folder, write_study_report(folder))

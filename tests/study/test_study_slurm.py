@@ -278,6 +278,15 @@ def test_a_bad_launcher_option_is_one_error_line_and_writes_nothing(
     assert not out.exists()
 
 
+def test_without_submitit_the_slurm_launcher_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
+    out = tmp_path / "study"
+    code = cli.main(["sweep", *SMALL, "--launcher", "slurm", "--slurm-executor", "local", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "pip install 'samkit[cluster]'" in err, err
+    assert not out.exists()
+
+
 def test_reproduce_refuses_not_waiting(tmp_path):
     from samkit.errors import SamkitError
     from samkit.study.reproduce import reproduce
@@ -302,3 +311,15 @@ def test_submitit_is_imported_by_the_slurm_launcher_only():
         for line in (root / path).read_text().splitlines():
             if line.strip().startswith("import submitit"):
                 assert line.startswith("        "), f"{path}: {line!r} is not inside a function"
+
+
+def test_compare_no_wait_from_the_command_line_submits_and_says_what_next(harness, tmp_path, fake_slurm,
+                                                                          capsys):  # fmt: skip
+    out = tmp_path / "study"
+    args = ["compare", *SMALL, "--methods", "sgd", "--no-flatness", "--out", str(out), "--launcher",
+            "slurm", "--slurm-partition", "gpu", "--slurm-time", "30", "--no-wait"]  # fmt: skip
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "#SBATCH --partition=gpu" in fake_slurm.read_text().splitlines()
+    assert "0/1 runs finished, 1 waiting" in printed and f"samkit report {out}" in printed
+    assert "report: " not in printed and not (out / "report.md").exists()  # no report yet
