@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from samkit.cli.flags import number, positive_int, seed_int
 from samkit.errors import SamkitError
 from samkit.theory import dln
 from samkit.theory.figures import plot, summary_table
@@ -30,25 +31,30 @@ def add_parsers(subparsers: Any) -> None:
             "figures. Defaults reproduce the paper's setting."
         ),
     )
-    p.add_argument("--n", type=int, default=20, help="training examples")
-    p.add_argument("--d", type=int, default=30, help="input dimension")
-    p.add_argument("--k", type=int, default=3, help="non-zero coordinates of theta*")
-    p.add_argument("--noise", type=float, default=0.0, help="label noise standard deviation")
-    p.add_argument("--n-test", type=int, default=10_000, help="test examples")
-    p.add_argument("--alpha", type=float, nargs="+", default=[0.1], help="initialisation scale(s)")
-    p.add_argument("--lr", type=float, nargs="+", default=[0.05], help="step size(s)")
-    p.add_argument("--steps", type=int, default=10_000, help="full-batch updates")
-    p.add_argument("--rho", type=float, nargs="+", help="explicit rho values (else the log grid)")
-    p.add_argument("--rho-min", type=float, default=1e-3, help="smallest rho of the log grid")
-    p.add_argument("--rho-max", type=float, default=1.0, help="largest rho of the log grid")
-    p.add_argument("--rho-count", type=int, default=13, help="number of rho values of the grid")
+    p.add_argument("--n", type=positive_int, default=20, help="training examples")
+    p.add_argument("--d", type=positive_int, default=30, help="input dimension")
+    p.add_argument("--k", type=positive_int, default=3, help="non-zero coordinates of theta*")
+    p.add_argument("--noise", type=number(float, 0), default=0.0, help="label noise standard deviation")
+    p.add_argument("--n-test", type=positive_int, default=10_000, help="test examples")
+    p.add_argument("--alpha", type=number(float, 0, low_open=True), nargs="+", default=[0.1],
+                   help="initialisation scale(s)")
+    p.add_argument("--lr", type=number(float, 0, low_open=True), nargs="+", default=[0.05],
+                   help="step size(s)")
+    p.add_argument("--steps", type=positive_int, default=10_000, help="full-batch updates")
+    p.add_argument("--rho", type=number(float, 0), nargs="+", help="explicit rho values (else the log grid)")
+    p.add_argument("--rho-min", type=number(float, 0, low_open=True), default=1e-3,
+                   help="smallest rho of the log grid")
+    p.add_argument("--rho-max", type=number(float, 0, low_open=True), default=1.0,
+                   help="largest rho of the log grid")
+    p.add_argument("--rho-count", type=number(int, 1, high=10_001), default=13,
+                   help="number of rho values of the grid")
     p.add_argument("--methods", nargs="+", default=list(dln.METHODS), choices=dln.METHODS,
                    help="methods to run")
     p.add_argument("--normalized", action="store_true",
                    help="perturb by rho*g/||g|| instead of the paper's unnormalised rho*g")
-    p.add_argument("--every", type=int, default=100, help="record metrics every this many steps")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--every", type=positive_int, default=100, help="record metrics every this many steps")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the data")
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="processes for the alpha x lr combinations (each runs all rho at once)")
     p.add_argument("--out", type=Path, help="output folder (default runs/dln-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -64,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if any(r < 0 for r in rhos):
         raise SamkitError("rho values must be >= 0")
     out = args.out or Path("runs") / time.strftime("dln-%Y%m%d-%H%M%S")
+    if args.k > args.d:
+        raise SamkitError(f"--k {args.k} non-zero coordinates cannot exceed --d {args.d}")
+    if out.exists() and not out.is_dir():
+        raise SamkitError(f"--out {out} exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise SamkitError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
     settings = GridSettings(

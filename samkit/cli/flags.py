@@ -8,6 +8,8 @@ given on the command line override the file, which overrides the defaults of
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,16 +130,30 @@ _OPTION_FLAGS = (
 )  # fmt: skip
 
 
-def positive_int(text: str) -> int:
-    """An argparse ``type``: an integer >= 1 (refused while the command line is parsed, before
-    anything is written)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}")
-    return value
+def number(kind: type = float, low: float | None = None, *, low_open: bool = False,
+           high: float | None = None) -> Callable[[str], Any]:
+    """An argparse ``type``: a finite ``kind`` (``int`` or ``float``) in ``[low, high)`` (``(low``
+    with ``low_open``), refused while the command line is parsed, before anything is written."""
+    what = "an integer" if kind is int else "a finite number"
+    what += "" if low is None else f" {'>' if low_open else '>='} {low:g}"
+    what += "" if high is None else f" and < {high:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (low is None or value > low or (value == low and not low_open))
+                and (high is None or value < high)):  # fmt: skip
+            raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = number(int, 1)
+seed_int = number(int, 0, high=2**63)  # what torch's generators take
 
 
 def add_config_flags(p: argparse.ArgumentParser, start: dict[str, Any] | None = None) -> None:
@@ -186,7 +202,13 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> Any:
     """TrainConfig defaults < ``defaults`` (unless a --config is given) < --config file < flags."""
+    from samkit.data._registry import check_root
     from samkit.train import TrainConfig, load_config
+    from samkit.train.setup import device_of
 
     base = load_config(args.config).to_dict() if args.config else dict(defaults or {})
-    return TrainConfig.from_dict({**base, **given_settings(args)}).validated()
+    cfg = TrainConfig.from_dict({**base, **given_settings(args)}).validated()
+    device_of(cfg.device)  # here and now, before a run or study folder is made
+    if cfg.data_root is not None:
+        check_root(Path(cfg.data_root))
+    return cfg

@@ -9,10 +9,12 @@ written as JSON (and, for ``landscape``, PNG) into the run folder unless ``--out
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from samkit import _atomic
+from samkit.cli.flags import number, positive_int, seed_int
 from samkit.errors import SamkitError
 from samkit.train import load_run
 
@@ -27,7 +29,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "perturbation per group of --shard-size examples. Writes sharpness.json to the run.",
     )
     _common(p, "output JSON path (default: <run>/sharpness.json)")
-    p.add_argument("--rho", type=float, default=0.05, help="perturbation radius (default 0.05)")
+    p.add_argument("--rho", type=number(float, 0), default=0.05, help="perturbation radius (default 0.05)")
     p.add_argument(
         "--kind",
         choices=("worst", "average"),
@@ -39,20 +41,21 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--shard-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="examples per perturbation, the m of m-sharpness (default: one per batch)",
     )
     p.add_argument("--adaptive", action="store_true", help="ASAM-style ball scaled by |w|")
     p.add_argument(
-        "--steps", type=int, default=20, help="ascent steps for --kind worst (default 20)"
+        "--steps", type=positive_int, default=20, help="ascent steps for --kind worst (default 20)"
     )
     p.add_argument(
-        "--step-size", type=float, default=None, help="ascent step length (default: rho)"
+        "--step-size", type=number(float, 0, low_open=True), default=None,
+        help="ascent step length (default: rho)",
     )
     p.add_argument(
         "--num-samples",
-        type=int,
+        type=positive_int,
         default=10,
         help="noise draws per group for --kind average (default 10)",
     )
@@ -67,10 +70,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     _common(p, "output JSON path (default: <run>/landscape_<dim>d.json); the PNG figure is "
             "written next to it")
     p.add_argument("--dim", type=int, choices=(1, 2), default=1, help="1-D curve or 2-D surface")
-    p.add_argument("--steps", type=int, default=21, help="points per axis (default 21)")
+    p.add_argument("--steps", type=number(int, 2, high=10_001), default=21,
+                   help="points per axis (default 21)")
     p.add_argument(
         "--span",
-        type=float,
+        type=number(float),
         nargs=2,
         default=(-1.0, 1.0),
         metavar=("LOW", "HIGH"),
@@ -95,18 +99,18 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
     )
     p.add_argument(
         "--num-examples",
-        type=int,
+        type=positive_int,
         default=1024,
         help="examples used, from the start of the split (default 1024)",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="examples per batch (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="examples per batch (default 256)")
     p.add_argument(
         "--mode",
         choices=("eval", "train"),
         default="eval",
         help="model mode while measuring (default eval)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="device to load the run on (default cpu)")
     p.add_argument("--out", default=None, help=out_help)
     p.add_argument(
@@ -127,13 +131,35 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
 def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     if not Path(args.run).is_dir():
         raise SamkitError(f"--run {args.run}: no such run folder.")
-    if args.num_examples is not None and args.num_examples < 1:
-        raise SamkitError(f"--num-examples must be >= 1; got {args.num_examples}.")
+    from samkit.train.setup import device_of
+
+    device_of(args.device)
+    low, high = getattr(args, "span", (0, 1))
+    if low >= high:
+        raise SamkitError(f"--span LOW HIGH needs LOW < HIGH, got {low:g} {high:g}.")
+    if args.out is not None:
+        _check_out(Path(args.out))
     run = load_run(args.run, device=args.device, allow_incomplete=args.allow_incomplete)
     batches = run.batches(
         split=args.split, batch_size=args.batch_size, max_examples=args.num_examples
     )
     return run, batches
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that is no file name, a folder, or a file samkit did not write."""
+    if out.is_dir():  # ("" is the current folder)
+        raise SamkitError(f"--out {out} is a folder; give the JSON file to write.")
+    if out.exists():
+        try:
+            mine = "run" in json.loads(out.read_text())
+        except (ValueError, TypeError, OSError, UnicodeDecodeError):
+            mine = False
+        if not mine:
+            raise SamkitError(
+                f"--out {out} exists and was not written by samkit sharpness or landscape; "
+                "nothing was changed. Choose another --out."
+            )
 
 
 def _write_result(args: argparse.Namespace, run: Any, out: Path, payload: dict[str, Any]) -> None:

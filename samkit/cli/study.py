@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit.cli.cluster import add_launcher_flags, launcher_from_args
-from samkit.cli.flags import add_config_flags, config_from_args, positive_int
+from samkit.cli.flags import add_config_flags, config_from_args, positive_int, seed_int
 from samkit.errors import SamkitError
 from samkit.study.compare import DEFAULT_METHODS
 from samkit.study.presets import MAIN_JOB
@@ -104,7 +104,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="suite folder (default runs/reproduce-<suite>-<time>)")
     _jobs_flag(p)
     p.add_argument(
-        "--threads", type=int, help="torch threads per run (default: torch's; cores / --jobs)"
+        "--threads", type=positive_int,
+        help="torch threads per run (default: torch's; cores / --jobs)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_launcher_flags(p, wait=False)
@@ -132,7 +133,8 @@ def _jobs_flag(p: argparse.ArgumentParser) -> None:
 def _study_flags(p: argparse.ArgumentParser) -> None:
     """The flags compare and sweep share: seeds, folder, processes, flatness, quiet."""
     p.add_argument(
-        "--seeds", type=int, nargs="+", help="seeds to run (default 0 1 2 for compare, 0 for sweep)"
+        "--seeds", type=seed_int, nargs="+",
+        help="seeds to run (default 0 1 2 for compare, 0 for sweep)",
     )
     p.add_argument("--out", type=Path, help="study folder; an existing one is continued")
     _jobs_flag(p)
@@ -143,7 +145,7 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--flatness-examples",
-        type=int,
+        type=positive_int,
         default=None,
         help="train examples the flatness is measured on (default 1000)",
     )
@@ -167,8 +169,8 @@ def _study_options(args: argparse.Namespace) -> dict[str, Any]:
 def _compare(args: argparse.Namespace) -> int:
     from samkit.study.compare import compare
 
-    if args.optimizer is not None:  # each method names its own optimizer
-        methods = " ".join(args.methods or DEFAULT_METHODS)
+    methods = " ".join(args.methods or DEFAULT_METHODS)
+    if args.optimizer is not None and args.optimizer not in {m.split(":")[0] for m in methods.split()}:
         raise SamkitError(
             f"compare trains its --methods ({methods}), each with its own optimizer: --optimizer "
             f"{args.optimizer} would be ignored; nothing was changed. Give it as a method "

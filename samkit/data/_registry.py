@@ -33,6 +33,13 @@ def list_datasets() -> list[str]:
     return _DATASETS.names()
 
 
+def check_dataset(name: str, options: dict[str, Any]) -> None:
+    """Refuse an unknown dataset name or option (what :func:`load_dataset` checks), loading nothing."""
+    loader, _ = _DATASETS.resolve(name)
+    _DATASETS.check_options(name, loader, dict(options), reserved=("root", "download", "task"))
+    getattr(loader, "check_params", lambda options: None)(options)  # a loader's open **params
+
+
 def load_dataset(
     name: str,
     *,
@@ -89,13 +96,24 @@ def writable_root(root: Path | None) -> Path:
     directory tree, so it is refused and nothing is created. The default ``~/.cache/samkit`` is
     samkit's own and is created with its parents.
     """
-    base = cache_dir(root)
+    base = check_root(root)
     if base.is_dir():
         return base
-    named = "--data-root" if root is not None else "$SAMKIT_CACHE"
     if root is None and "SAMKIT_CACHE" not in os.environ:
         base.mkdir(parents=True, exist_ok=True)
-    elif base.exists():
+    else:
+        base.mkdir(exist_ok=True)
+    return base
+
+
+def check_root(root: Path | None) -> Path:
+    """:func:`cache_dir` if :func:`writable_root` may use it (a folder, or one whose parent
+    exists), else the :class:`SamkitError` that says why; creates nothing."""
+    base = cache_dir(root)
+    named = "--data-root" if root is not None else "$SAMKIT_CACHE"
+    if base.is_dir() or (root is None and "SAMKIT_CACHE" not in os.environ):
+        return base
+    if base.exists():
         raise SamkitError(f"data root {base} ({named}) is a file, not a folder.")
     elif not base.parent.is_dir():
         raise SamkitError(
@@ -103,8 +121,6 @@ def writable_root(root: Path | None) -> Path:
             f"{base.parent}: a typo? Nothing was created. Point {named} at an existing folder, "
             f"or create it first (mkdir -p {base})."
         )
-    else:
-        base.mkdir(exist_ok=True)
     return base
 
 

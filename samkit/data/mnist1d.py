@@ -204,3 +204,9 @@ def load_mnist1d(
             "normalisation": {"mean": 0.0, "std": 1.0, "note": "whole set standardised"},
         },
     )
+
+
+# what load_dataset's early check (samkit.data.check_dataset) calls for the generator's **params
+load_mnist1d.check_params = lambda options: _checked(  # type: ignore[attr-defined]
+    {k: v for k, v in options.items() if k not in ("data_seed", "variant", "shape")}
+)

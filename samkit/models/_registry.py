@@ -28,6 +28,12 @@ def list_models() -> list[str]:
     return _MODELS.names()
 
 
+def check_model(name: str, options: dict[str, Any]) -> None:
+    """Refuse an unknown model name or option (what :func:`build_model` checks), building nothing."""
+    builder, _ = _MODELS.resolve(name)
+    _MODELS.check_options(name, builder, dict(options), reserved=("num_classes", "input_shape", "name"))
+
+
 def build_model(
     name: str, *, num_classes: int, input_shape: Sequence[int], **kwargs: Any
 ) -> nn.Module:

@@ -198,6 +198,11 @@ class TrainConfig:
                 check_positive_int(name, getattr(self, name))
         if self.threads is not None:
             check_positive_int("threads", self.threads)
+        if self.train_subset is not None and self.train_subset < self.batch_size:
+            raise SamkitError(
+                f"train_subset={self.train_subset} is smaller than batch_size={self.batch_size}: "
+                "no full batch to train on; lower --batch-size or use more data."
+            )
         for name in ("init_from", "init_from_id"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise SamkitError(f"{name} must be a path (a string), got {getattr(self, name)!r}.")
@@ -238,8 +243,20 @@ class TrainConfig:
         for name in ("dataset_options", "model_options", "optimizer_options"):
             if not isinstance(getattr(self, name), dict):
                 raise SamkitError(f"{name} must be a mapping of option: value.")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise SamkitError(f"seed must be a non-negative integer, got {self.seed!r}.")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise SamkitError(f"seed must be an integer in [0, 2**63), got {self.seed!r}.")
+        if self.data_root is not None and (not isinstance(self.data_root, str) or not self.data_root):
+            raise SamkitError(f"data_root must be a folder, got {self.data_root!r}.")
+        for name in ("rho", "eta", "sigma"):  # set for every optimizer: checked for every one
+            check_number(name, getattr(self, name), low=0.0)
+        check_number("lmbda", self.lmbda)
+        if not 0 <= self.lmbda < 1:
+            raise SamkitError(f"lmbda must be in [0, 1), got {self.lmbda!r}.")
+        from samkit.data._registry import check_dataset
+        from samkit.models._registry import check_model
+
+        check_dataset(self.dataset, self.dataset_options)  # names and options, nothing loaded
+        check_model(self.model, self.model_options)
         self._check_optimizer_options()
         return self
 
@@ -322,9 +339,13 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
     if not path.is_file():
         raise SamkitError(f"config file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise SamkitError(f"config file {path} is not valid YAML: {err}") from err
+        text = path.read_text()
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        reason = " ".join(str(err).split())  # one line (YAML's spans several)
+        raise SamkitError(f"config file {path} is not valid YAML: {reason}") from err
+    if data is None:  # an empty file (a damaged run folder's, or a --config left blank)
+        raise SamkitError(f"config file {path} is empty; the file was left as is.")
     return TrainConfig.from_dict(data, source=str(path)).validated()
 
 

@@ -95,7 +95,7 @@ def read_json(path: Path) -> Any:
     """Read a JSON file, with a clear error when it is not valid JSON."""
     try:
         return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # not JSON, or not even text (UnicodeDecodeError)
         raise SamkitError(f"{path} is not valid JSON ({err}); the file was left as is.") from err
 
 

@@ -115,7 +115,8 @@ def _load_run(run_dir: Path, device: str | torch.device, allow_incomplete: bool)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as err:
         raise SamkitError(
-            f"{run_dir}: checkpoint does not fit the configured model ({err})."
+            f"{run_dir}: checkpoint does not fit the configured model "
+            f"({' '.join(str(err).split())[:300]})."
         ) from err
     model.eval()
     return LoadedRun(

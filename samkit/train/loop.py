@@ -41,6 +41,7 @@ from samkit.train.setup import (
     batchnorm_shard_warning,
     build_model,
     build_optimizer,
+    device_of,
     evaluate,
     load_data,
     lr_factor,
@@ -145,7 +146,7 @@ class _Run:
     ):
         self.cfg, self.out, self.quiet = cfg, out, quiet
         self.ranks = ranks  # the torchrun job train() joined (world size 1 without one)
-        self.device = _device(device)
+        self.device = device_of(device)
         self.hash = config_hash(cfg)
         self.ds = load_data(cfg, self.device)
         n = len(self.ds.train)
@@ -533,22 +534,6 @@ def _slice(inputs: Any, part: slice) -> Any:
     if isinstance(inputs, dict):
         return {k: v[part] for k, v in inputs.items()}
     return inputs[part]
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise SamkitError(f"device {name!r} is not a valid torch device ({err}).") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SamkitError(
-            f"device {name!r} was asked for but CUDA is not available; use --device cpu."
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise SamkitError(
-            f"device {name!r} was asked for but MPS is not available; use --device cpu."
-        )
-    return device
 
 
 def _autocast(precision: str, device: torch.device) -> Callable[[], Any]:

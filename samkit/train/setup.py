@@ -48,6 +48,29 @@ def load_data(cfg: TrainConfig, device: torch.device) -> Any:
     return ds.to(device)
 
 
+def device_of(name: str) -> torch.device:
+    """The torch device ``name`` names, refused (:class:`SamkitError`) when it is not one or is
+    not here (no CUDA, no such GPU, no MPS)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise SamkitError(f"device {name!r} is not a valid torch device ({err}).") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SamkitError(
+            f"device {name!r} was asked for but CUDA is not available; use --device cpu."
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SamkitError(
+            f"device {name!r}: there is no such GPU here ({torch.cuda.device_count()} visible); "
+            "use --device cuda:0 (or cpu)."
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SamkitError(
+            f"device {name!r} was asked for but MPS is not available; use --device cpu."
+        )
+    return device
+
+
 def build_model(cfg: TrainConfig, ds: Any, device: torch.device) -> nn.Module:
     """The run's model, initialised from ``cfg.seed`` (the global torch RNG is seeded here)."""
     from samkit.models import build_model as _build

@@ -19,7 +19,8 @@ def run_cli(argv, capsys):
     except SystemExit as exit_:
         code = exit_.code
     lines = capsys.readouterr().err.splitlines(keepends=True)
-    return code, "".join(line for line in lines if not line.startswith("samkit: "))
+    keep = [line for line in lines if not line.startswith("samkit: ") or "error: " in line]
+    return code, "".join(keep)
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -219,7 +219,7 @@ def test_a_refused_compare_writes_nothing(harness, tmp_path, capsys):
         ["--dataset", "nosuch"],
         ["--model", "nosuch"],
         ["--device", "cuda:0"],
-        ["--train-subset", "10"],
+        ["--train-subset", "10", "--batch-size", "16"],
         ["--dataset", "digits", "--model", "cnn1d"],
     ],
 )

@@ -57,7 +57,11 @@ def test_dln_quiet_hides_the_progress_bar(tmp_path, capsys):
     assert args.func(args) == 0 and capsys.readouterr().err == ""
 
 
-def test_dln_rejects_a_bad_grid(tmp_path):
-    args = parse(["--rho-min", "0", "--out", str(tmp_path / "x")])
+def test_dln_rejects_a_bad_grid(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:  # refused while the command line is parsed
+        parse(["--rho-min", "0", "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2 and "--rho-min: expects a finite number > 0" in capsys.readouterr().err
+    args = parse(["--rho-min", "0.5", "--rho-max", "0.1", "--out", str(tmp_path / "x")])
     with pytest.raises(SamkitError, match="rho grid"):
         args.func(args)
+    assert not (tmp_path / "x").exists()

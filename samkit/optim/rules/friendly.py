@@ -69,7 +69,7 @@ class FriendlySAM(Rule):
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
-        check_number("sigma", group["sigma"])
+        check_number("sigma", group["sigma"], low=0.0)
         lmbda = group["lmbda"]
         if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not 0 <= lmbda < 1:
             raise SamkitError(
