@@ -25,6 +25,7 @@ optimizer's state: base state, rule state, counters).
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -42,6 +43,10 @@ require("transformers", "transformers")
 import transformers  # noqa: E402  (after require: a missing library names the extra to install)
 
 __all__ = ["SAMTrainer"]
+
+# transformers 5 passes the model to Trainer.create_optimizer; 4.57 (the last 4.x) takes none and
+# uses self.model. The one difference SAMTrainer has to bridge between the two majors.
+_CREATE_TAKES_MODEL = "model" in inspect.signature(transformers.Trainer.create_optimizer).parameters
 
 
 class SAMTrainer(transformers.Trainer):
@@ -97,7 +102,7 @@ class SAMTrainer(transformers.Trainer):
             # sam_kwargs are settings: a stateful one (a cadence) is copied for each optimizer.
             settings = copy.deepcopy(self.sam_kwargs)
             self.optimizer_cls_and_kwargs = (SAM, {**base_kwargs, **settings, "base_optimizer": base})
-        sam = super().create_optimizer(model)
+        sam = super().create_optimizer(model) if _CREATE_TAKES_MODEL else super().create_optimizer()
         if not isinstance(sam, SAM):
             raise SamkitError(
                 f"SAMTrainer needs a samkit optimizer (samkit.SAM, samkit.create_optimizer), got "

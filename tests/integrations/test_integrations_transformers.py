@@ -14,6 +14,7 @@ import torch
 
 pytest.importorskip("accelerate")
 transformers = pytest.importorskip("transformers")
+V5 = int(transformers.__version__.split(".")[0]) >= 5
 from transformers import (  # noqa: E402
     BertConfig,
     BertForSequenceClassification,
@@ -79,7 +80,9 @@ def test_accumulation_equals_samkit_micro_batched_sam(tmp_path, clip):
     assert_same(model, ref, atol=1e-10)
     sam = trainer.sam
     assert trainer.state.global_step == sam.steps == 1 and sam.passes == 2.0
-    assert trainer.state.log_history[0]["loss"] == pytest.approx(float(loss), rel=1e-6)  # float32 log
+    # a float32 log; transformers 4 rounds the logged loss to 4 decimals
+    logged = pytest.approx(float(loss), rel=1e-6) if V5 else pytest.approx(float(loss), abs=5e-5)
+    assert trainer.state.log_history[0]["loss"] == logged
     rec = sam.last_step
     assert rec.ascended and rec.taken
     for key in ("loss", "perturbed_loss", "ascent_norm"):
