@@ -30,14 +30,14 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from samkit._batch import LossFn
+from samkit._batch import LossFn, batch_size
 from samkit.errors import SamkitError
 from samkit.optim import rules
 from samkit.optim.batchnorm import RunningStats, frozen_running_stats
 from samkit.optim.cadence import Cadence
 from samkit.optim.distributed import PerturbationGroups, is_distributed
-from samkit.optim.engine import Ascent, closure_passes, commit_stats, run_passes
-from samkit.optim.passes import PassResult
+from samkit.optim.engine import Ascent, PassResult, WeightBackup, closure_passes
+from samkit.optim.executions import Execution, run_passes
 from samkit.optim.plan import Knobs, StepPlan, check_max_grad_norm, check_micro_batch_size
 from samkit.optim.rules.base import Rule, RuleContext
 from samkit.optim.rules.friendly import FriendlySAM as FriendlyRule
@@ -53,7 +53,6 @@ from samkit.optim.update import (
     check_finite,
     refuse_skipped,
 )
-from samkit.optim.weights import WeightBackup
 
 __all__ = ["SAM", "FriendlySAM", "NonFiniteError", "StepRecord", "active_scaler"]
 
@@ -147,6 +146,7 @@ class SAM(Optimizer):
             sync_perturbation_group_size=sync_perturbation_group_size,
         )  # fmt: skip
         self.knobs = knobs
+        self._execution = Execution(knobs.execution)  # the choice, and what the last step used
         self.model = model
         defaults = {"rho": rho, **knobs.rule.hyperparameters()}
         if adaptive is not None:
@@ -214,17 +214,17 @@ class SAM(Optimizer):
     @property
     def execution(self) -> str:
         """The execution asked for: ``auto``, ``loop`` or ``vectorized``."""
-        return self.knobs.execution.asked
+        return self._execution.asked
 
     @property
     def execution_used(self) -> str | None:
         """The execution the last ``train_step`` ran (``auto`` resolved); None before one."""
-        return self.knobs.execution.used
+        return self._execution.used
 
     @property
     def execution_reason(self) -> str | None:
         """Why the last ``train_step`` ran :attr:`execution_used` (``auto``'s rule, or what was asked)."""
-        return self.knobs.execution.reason
+        return self._execution.reason
 
     @property
     def perturbation_groups(self) -> PerturbationGroups:
@@ -296,9 +296,7 @@ class SAM(Optimizer):
             base_state_of=self.base_optimizer.state.__getitem__,
             geometry=self.geometry,
         )
-        plan = self.knobs.plan(self.counts.steps, ctx, self._backup)
-        plan.others = others
-        return plan
+        return self.knobs.plan(self.counts.steps, ctx, others)
 
     @Optimizer.profile_hook_step
     def _hooked(self, update: Callable[[], None]) -> None:
@@ -351,11 +349,11 @@ class SAM(Optimizer):
         self.zero_grad(set_to_none=True)
         if stats:
             stats.save()
-        result = run_passes(plan, self.knobs.execution, model, loss_fn, batch, scaler, stats)
+        result = run_passes(plan, self._execution, model, loss_fn, batch, scaler, stats, self._backup)
         assert result.loss is not None
         finite = check_finite(self.nonfinite, result, plan.all_flat, scaler)
         if stats:
-            commit_stats(stats, finite is not Finite.NO, model, batch)
+            stats.commit(finite is not Finite.NO, is_distributed(model), batch_size(batch))
         self._update(plan, result, finite, scaler)
         return result.loss
 
@@ -388,7 +386,7 @@ class SAM(Optimizer):
                 f"{what} found no gradients: compute the loss on the unperturbed weights and "
                 "call loss.backward() before first_step() (or use train_step)"
             )
-        ascent, out, calls = closure_passes(plan, closure, self._frozen)
+        ascent, out, calls = closure_passes(plan, closure, self._frozen, self._backup)
         return plan, ascent, out, calls
 
     @torch.no_grad()
@@ -418,10 +416,9 @@ class SAM(Optimizer):
         if zero_grad:
             self.zero_grad()
 
-    @staticmethod
-    def _restored(plan: StepPlan, ascent: Ascent, passes: float) -> PassResult:
+    def _restored(self, plan: StepPlan, ascent: Ascent, passes: float) -> PassResult:
         """Weights back at ``w``; what the caller's (or the closure's) passes gave, for the update."""
-        plan.backup.restore(plan.flat)
+        self._backup.restore()
         return PassResult(
             loss=None,
             perturbed_loss=None,
