@@ -50,10 +50,10 @@ from torch.utils import _pytree as pytree
 from samkit._batch import LossFn, batch_size
 from samkit.errors import SamkitError
 from samkit.optim.batchnorm import RunningStats
-from samkit.optim.distributed import all_reduce_mean_, ddp_of, full_value, is_fsdp, local_tensors
+from samkit.optim.distributed import all_reduce_mean_, full_value, local_tensors
 from samkit.optim.plan import StepPlan
-from samkit.optim.rules.base import Groups
-from samkit.optim.sharding import micro_batches, split_batch, split_groups
+from samkit.optim.rules.base import Groups, split_groups
+from samkit.optim.sharding import micro_batches, split_batch
 
 # take(j, e) -> (loss or None, flat gradient) of ascent pass j, at the perturbation e of pass j - 1
 TakeGradient = Callable[[int, "Groups | None"], tuple["Tensor | None", list[Tensor]]]
@@ -70,7 +70,8 @@ class WeightBackup:
         self._local: list[Tensor] = []  # the weights saved (local shards under FSDP)
 
     def save(self, flat: list[Tensor]) -> None:
-        local = self._local = local_tensors(flat)
+        sharded = any(type(p) is not Tensor and type(p) is not nn.Parameter for p in flat)
+        local = self._local = local_tensors(flat) if sharded else flat
         b = self._copy
         if b is None or len(b) != len(local) or any(
             x.shape != p.shape or x.dtype != p.dtype or x.device != p.device
@@ -111,6 +112,7 @@ class PassResult:
     norm_mean: Tensor | None = None  # mean over shards of the first ascent pass's norm
     examples: int = 0  # examples through every forward-backward pass of the step
     passes: float = 0.0  # forward-backward passes over the batch (examples / batch size)
+    batch_examples: int = 0  # examples in the batch (this rank's)
 
 
 @dataclass
@@ -206,7 +208,7 @@ def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, d
     first: Tensor | None = None
     norms: Tensor | None = None
     full: Groups | None = None
-    lengths = [len(g) for g in plan.params]
+    lengths = [len(g) for g in plan.rules.params]
     for j in range(plan.ascent_passes):
         loss_j, grads = take(j, e)
         if j == 0:
@@ -219,7 +221,8 @@ def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, d
         if j == 0 and plan.keep_full:
             full = by_group
         e, norm = plan.rule.perturbation(by_group, plan.rules, stacked=stacked, previous=e)
-        norm = full_value(norm)
+        if type(norm) is not Tensor:  # a DTensor norm (FSDP2): the global value
+            norm = full_value(norm)
         norms = norm if norms is None else norms + norm
         if j == 0:
             first = norm
@@ -250,7 +253,7 @@ def rollback(plan: StepPlan, backup: WeightBackup | None, stats: RunningStats | 
     """A step that raised part-way: weights, running statistics and (``grads``) ``.grad`` as before."""
     if backup is not None:
         backup.restore()
-    if stats:
+    if stats is not None:
         stats.restore()
         stats.clear()
     if grads:
@@ -325,9 +328,9 @@ def shard_gradient(
     for k, (piece, v) in enumerate(pieces):
         with ddp.no_sync() if ddp is not None else nullcontext():
             loss, grads = gradient(model, loss_fn, piece, flat, scaler, fsdp)
-        if merge:
+        if merge is not None:
             merge.accumulate(weight * v if v != 1.0 else weight, first=first_shard and k == 0)
-        if stats:
+        if stats is not None:
             stats.restore()
         if len(pieces) == 1:
             return loss, grads
@@ -382,7 +385,7 @@ def loop_passes(
     passes = plan.ascent_passes
     n = batch_size(batch)
     # Shards are about perturbations: a step without ascent is one pass over the whole batch.
-    sizes = plan.sharding.sizes(n) if passes else [n]
+    sizes = plan.sharding.sizes(n) if passes and plan.sharding.shards != 1 else [n]
     shards = split_batch(batch, sizes) if len(sizes) > 1 else [batch]
     weights = [s / n for s in sizes] if len(sizes) > 1 else [1.0]
     mbs = plan.micro_batch_size
@@ -391,8 +394,7 @@ def loop_passes(
     if moves is not None:
         moves.save(flat)
     totals = Totals(plan, plan.keep_full and len(shards) > 1)
-    ddp = ddp_of(model)
-    fsdp = is_fsdp(model)
+    ddp, fsdp = plan.ddp, plan.fsdp
     try:
         for i, (pieces, w) in enumerate(zip(pieces_of, weights, strict=True)):
             ascent_pieces = _sampled(pieces, shards[i], plan) if passes else pieces  # same for every pass
@@ -402,8 +404,8 @@ def loop_passes(
                 merge = stats if j == 0 else None  # later ascent passes leave the statistics alone
                 out = shard_gradient(model, loss_fn, ascent_pieces, flat, scaler, stats, merge, w, i == 0,
                                      fsdp, ddp)
-                totals.examples += sum(batch_size(p) for p, _ in ascent_pieces) if len(ascent_pieces) > 1 \
-                    else batch_size(ascent_pieces[0][0])
+                totals.examples += sum(batch_size(p) for p, _ in ascent_pieces) \
+                    if ascent_pieces is not pieces_of[i] or len(ascent_pieces) > 1 else sizes[i]
                 if ddp is not None:
                     plan.sync.average_(out[1])
                 return out
@@ -426,7 +428,7 @@ def loop_passes(
                     descent = descent * scale if scale != 1.0 else descent
                     (scaler.scale(descent) if scaler is not None else descent).backward()
                 totals.examples += sizes[i] if len(pieces) == 1 else batch_size(piece)
-                if stats and moves is not None:
+                if stats is not None and moves is not None:
                     if passes == 0:  # the only pass: its statistics are the step's
                         stats.accumulate(scale, first=i == 0 and k == 0)
                     stats.restore()
@@ -435,7 +437,7 @@ def loop_passes(
     except BaseException:
         rollback(plan, moves, stats)
         raise
-    if stats and moves is None:
+    if stats is not None and moves is None:
         stats.live = True  # a plain step's only pass: its statistics are the step's as they come
     return totals.result(ddp is not None, len(shards))
 
@@ -478,8 +480,7 @@ def points_passes(
     points, norm = plan.rule.descent_points(plan.rules)
     at = plan.rule.stats_point(len(points))
     pieces = micro_batches(batch, plan.micro_batch_size)
-    ddp = ddp_of(model)
-    fsdp = is_fsdp(model)
+    ddp, fsdp = plan.ddp, plan.fsdp
     backup.save(flat)
     grads: list[list[Tensor]] = []
     losses: list[Tensor] = []

@@ -58,7 +58,8 @@ def run_passes(
     if result is None:
         result = loop_passes(plan, model, loss_fn, batch, scaler, stats, backup)
     execution.used = choice
-    result.passes = result.examples / batch_size(batch)
+    result.batch_examples = n = batch_size(batch)
+    result.passes = result.examples / n
     return result
 
 
@@ -122,7 +123,7 @@ class Execution:
 
     def choose(self, plan: StepPlan, model: nn.Module, batch: Any = None) -> str:
         """``loop`` or ``vectorized`` for this step."""
-        if not plan.vectorizable or (plan.sharding.is_single and not plan.points):
+        if not plan.vectorizable or (plan.sharding.shards == 1 and not plan.points):
             choice, reason = "loop", "nothing to vectorize (one shard, or no ascent this step)"
         elif self.asked == "loop":
             choice, reason = "loop", "asked: loop"

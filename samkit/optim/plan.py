@@ -63,6 +63,8 @@ class StepPlan:
     sample: Callable[[int, torch.device], Tensor | None] | None = None
     decide: Callable[[Tensor], bool] | None = None
     keep_full: bool = False
+    ddp: Any = None  # the model's DistributedDataParallel wrapper (None: not one)
+    fsdp: bool = False  # the model is sharded with FSDP2 (fully_shard)
     # every parameter the descent and the base step see: the scoped ones (``flat``) plus the groups
     # left out of the perturbation (``perturb=False``).
     others: list[Tensor] = field(default_factory=list)
@@ -72,6 +74,7 @@ class StepPlan:
     ascent_passes: int = field(init=False)  # this step's: the rule's, or none when the cadence skips
     plain: bool = field(init=False)  # a base-optimizer step: no ascent, nothing moved
     points: bool = field(init=False)  # the rule takes its descent gradient at several points
+    vectorizable: bool = field(init=False)  # shards with an ascent decided before it, or points
 
     def __post_init__(self) -> None:
         self.flat = [p for group in self.rules.params for p in group]
@@ -80,16 +83,12 @@ class StepPlan:
         # A plain step needs no weight backup, and its BatchNorm statistics are the step's as they come.
         self.plain = self.ascent_passes == 0 and self.fixed is None and self.rule.ascent_passes > 0
         self.points = self.rule.descent_passes > 1  # SAMPa, mixed RWP
+        # stacked passes: shards with an ascent decided before it, or a rule's descent points
+        self.vectorizable = (self.ascent_passes > 0 and self.decide is None) or self.points
 
     @property
     def params(self) -> Groups:
         return self.rules.params
-
-    @property
-    def vectorizable(self) -> bool:
-        """Whether the passes can run stacked: shards with an ascent decided before it, or a rule's
-        descent points (one batched pass for the pair)."""
-        return (self.ascent_passes > 0 and self.decide is None) or self.points
 
     def perturbation(
         self, grads: Groups | None, stacked: bool = False, previous: Groups | None = None
@@ -102,18 +101,6 @@ class StepPlan:
             return self.fixed, torch.zeros((), device=self.flat[0].device)
         e, norm = self.rule.perturbation(grads, self.rules, stacked=stacked, previous=previous)
         return e, full_value(norm)
-
-    def rule_step(self, ascended: bool) -> bool:
-        """Whether the rule's descent and observe hooks apply: it made this step's perturbation."""
-        return ascended or self.rule.ascent_passes == 0
-
-    def transforms(self, ascended: bool) -> bool:
-        """Whether anything changes the descent gradient before the base step (rule, cadence, clip)."""
-        return (
-            (self.rule_step(ascended) and self.rule.transforms_descent)
-            or self.cadence.transforms_descent
-            or self.max_grad_norm is not None
-        )
 
 
 @dataclass
@@ -228,7 +215,8 @@ class Knobs:
                 "groups: perturb every group, or choose another rule or cadence"
             )
 
-    def plan(self, step: int, ctx: RuleContext, others: list[Tensor]) -> StepPlan:
+    def plan(self, step: int, ctx: RuleContext, others: list[Tensor], ddp: Any = None,
+             fsdp: bool = False) -> StepPlan:
         """The plan of step ``step`` (0-based, counting taken steps), whole: ``ctx`` holds the
         perturbed groups, ``others`` the parameters of the groups left out of the perturbation."""
         rule, cadence = self.rule, self.cadence
@@ -256,6 +244,8 @@ class Knobs:
             decide=decide,
             keep_full=ascend and (rule.needs_full_grad or cadence.needs_full_grad),
             others=others,
+            ddp=ddp,
+            fsdp=fsdp,
         )
 
     def require_single_shard(self, what: str, multistep: bool = False) -> None:
