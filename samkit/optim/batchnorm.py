@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from samkit.optim.distributed import all_reduce_mean_
+
 
 def running_stat_buffers(
     model: nn.Module,
@@ -111,6 +113,19 @@ class RunningStats:
         if self.tensors:
             torch._foreach_copy_(self.tensors, self._merged)
         self._merged = None
+
+    def commit(self, finite: bool, distributed: bool, examples: int) -> None:
+        """After the finite check: the merged statistics (averaged over ranks, weighted by their
+        ``examples``, when ``distributed``), or the old ones back for a step that is not taken (like
+        the weights)."""
+        if not finite:
+            self.restore()
+        else:
+            if not self.live:
+                self.write_merged()
+            if distributed:
+                all_reduce_mean_(self.floats, weight=float(examples))
+        self.clear()
 
     def clear(self) -> None:
         self._saved = None

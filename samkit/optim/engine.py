@@ -1,30 +1,37 @@
-"""The pass loop: ascent, perturb, descent, exact restore — one route for every front end.
+"""The passes of a step: ascent, perturb, descent, exact restore — one ascent routine, one set of
+running totals, for every execution and front end.
 
-One shard's ascent is :func:`ascend`, whoever takes the gradients: ``train_step`` (``loss_fn`` over
-the shard's micro-batches, :func:`loop_passes`), ``step(closure)`` (the closure,
-:func:`closure_passes`) and ``first_step`` (the gradient the caller left in ``.grad``). For each
-ascent pass ``j`` of the rule it takes the gradient at the current weights, asks a decision that
-waits for it (AE-SAM), keeps the batch's ascent gradient when the plan says so, turns it into
-``e_j`` and moves the weights to ``w + e_j``; a step without ascent moves them by the plan's fixed
-(or the rule's own) perturbation. The descent then adds the gradient at ``w + e`` to ``.grad`` and
-the weights are restored by copy (bit-exact).
+What one pass is (:func:`gradient`): a loss and its gradient at the current weights, from
+``autograd.grad`` (so ``.grad``, where descent gradients accumulate, is not touched; under FSDP2
+from ``backward``, whose hooks reduce-scatter into ``.grad``), unscaled from a ``GradScaler``
+through its public API (no host sync), and dense.
 
-The loop execution, for each shard ``s`` (weight ``w_s = n_s / n``) split into micro-batches ``j``
-(weight ``v_j``) when ``micro_batch_size`` asks for it:
+One shard's ascent is :func:`ascend`, whoever takes the gradients: ``train_step``'s executions
+(the loop here, :mod:`~samkit.optim.vectorized`'s stacked shards), ``step(closure)`` (the closure)
+and ``first_step`` (the gradient the caller left in ``.grad``) each supply only ``take(j, e)``, the
+gradient of ascent pass ``j`` at the perturbation ``e`` of the pass before. For each ascent pass of
+the rule it takes the gradient, asks a decision that waits for it (AE-SAM), keeps the batch's ascent
+gradient when the plan says so, turns it into ``e_j`` and, for the executions that move the real
+weights, moves them to ``w + e_j`` (exactly back by copy: :class:`WeightBackup`). A step without
+ascent moves them by the plan's fixed (or the rule's own) perturbation. What the shards add up to
+(the loss at ``w`` and at ``w + e``, the norms, the batch's ascent gradient, the examples) is kept
+by :class:`Totals`, the only writer of a step's :class:`PassResult`.
 
-1. ascent: ``g_s = sum_j v_j grad L_sj(w)`` (via ``autograd.grad``, so the descent gradients
-   accumulating in ``.grad`` are untouched; under FSDP2 via ``backward``, whose hooks
-   reduce-scatter into ``.grad``), repeated at the last perturbation for rules with several ascent
-   passes, skipped for rules with none;
+The loop execution (:func:`loop_passes`), for each shard ``s`` (weight ``w_s = n_s / n``) split
+into micro-batches ``j`` (weight ``v_j``) when ``micro_batch_size`` asks for it:
+
+1. ascent: ``g_s = sum_j v_j grad L_sj(w)``, repeated at the last perturbation for rules with
+   several ascent passes, skipped for rules with none;
 2. the rule turns ``g_s`` into ``e_s`` and the weights move to ``w + e_s``;
 3. descent: ``w_s v_j grad L_sj(w + e_s)`` is added to ``.grad`` for every micro-batch;
 4. the weights are restored by copy.
 
-Under DDP the ascent runs under ``no_sync()`` and only the step's last backward all-reduces.
-BatchNorm: the first pass over each piece (the ascent, or the descent for a rule without ascent)
-contributes its statistics to one merged update; every other pass leaves them as they were (see
-:mod:`samkit.optim.batchnorm`). The vectorized execution (:mod:`~samkit.optim.vectorized`) runs
-the same plan with all shards stacked; :func:`run_passes` picks the execution.
+A plain step (a cadence skipped the ascent, nothing reused) is the same loop with one shard, no
+ascent and nothing moved: no backup, and its BatchNorm statistics kept as they come. Under DDP the
+ascent runs under ``no_sync()`` and only the step's last backward all-reduces. BatchNorm: the first
+pass over each piece (the ascent, or the descent for a rule without ascent) contributes its
+statistics to one merged update; every other pass leaves them as they were (see
+:mod:`samkit.optim.batchnorm`).
 
 The engine sees a :class:`~samkit.optim.plan.StepPlan`, never the optimizer.
 """
@@ -41,46 +48,169 @@ from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
 from samkit._batch import LossFn, batch_size
+from samkit.errors import SamkitError
 from samkit.optim.batchnorm import RunningStats
-from samkit.optim.distributed import all_reduce_mean_, ddp_of, full_value, is_distributed, no_sync
-from samkit.optim.passes import PassResult, check_dense, combine_points, shard_gradient, to_grad
-from samkit.optim.plan import Execution, StepPlan
-from samkit.optim.rules.base import Groups
-from samkit.optim.sharding import micro_batches, shard_batch, split_groups
-from samkit.optim.vectorized import vectorized_passes
+from samkit.optim.distributed import all_reduce_mean_, full_value, local_tensors
+from samkit.optim.plan import StepPlan
+from samkit.optim.rules.base import Groups, split_groups
+from samkit.optim.sharding import micro_batches, split_batch
 
-# take(j) -> (loss or None, flat gradient) of ascent pass j at the current weights
-TakeGradient = Callable[[int], tuple[Tensor | None, list[Tensor]]]
+# take(j, e) -> (loss or None, flat gradient) of ascent pass j, at the perturbation e of pass j - 1
+TakeGradient = Callable[[int, "Groups | None"], tuple["Tensor | None", list[Tensor]]]
+
+
+# ---- the weights: to w + e in place, and back to w exactly ----------------------------------------
+class WeightBackup:
+    """A copy of the weights in a reused buffer, put back by copy (so bit-exactly), with the autocast
+    weight cache cleared at each move (``torch.autocast`` would otherwise serve a pass at ``w + e``
+    its cached low-precision copy of ``w``: SAM would silently become the base optimizer)."""
+
+    def __init__(self) -> None:
+        self._copy: list[Tensor] | None = None
+        self._local: list[Tensor] = []  # the weights saved (local shards under FSDP)
+
+    def save(self, flat: list[Tensor]) -> None:
+        sharded = any(type(p) is not Tensor and type(p) is not nn.Parameter for p in flat)
+        local = self._local = local_tensors(flat) if sharded else flat
+        b = self._copy
+        if b is None or len(b) != len(local) or any(
+            x.shape != p.shape or x.dtype != p.dtype or x.device != p.device
+            for x, p in zip(b, local, strict=True)
+        ):
+            self._copy = [p.detach().clone() for p in local]
+        else:
+            torch._foreach_copy_(b, [p.detach() for p in local])
+
+    def restore(self) -> None:
+        """The saved weights back, bit-exactly."""
+        assert self._copy is not None
+        with torch.no_grad():
+            torch._foreach_copy_(self._local, self._copy)
+        torch.clear_autocast_cache()  # cheap when autocast is off: an empty cache
+
+    def move(self, flat: list[Tensor], e: Groups | None, restore_first: bool = False) -> None:
+        """Weights to ``w + e`` (from ``w``: put back first when they sit at an earlier perturbation)."""
+        if restore_first:
+            self.restore()
+        if e is not None:
+            with torch.no_grad():
+                torch._foreach_add_(flat, [t for group in e for t in group])
+            torch.clear_autocast_cache()
+
+
+# ---- what a step's passes produced, and the one place that adds it up ------------------------------
+@dataclass
+class PassResult:
+    """What the passes of one step produced (the descent gradient itself is in ``.grad``)."""
+
+    loss: Tensor | None  # mean loss at w (at w + e when no pass at w was taken), detached
+    perturbed_loss: Tensor | None  # mean loss at w + e, detached (None: no perturbed pass)
+    ascent_norm: Tensor  # sum of the norms the rule reported: non-finite iff an ascent value is
+    full_grads: Groups | None  # the batch's ascent gradient per group, when kept
+    ascended: bool = True  # whether an ascent pass shaped this step's perturbation
+    perturbation: Groups | None = None  # e of the step (one shard only), for a cadence to reuse
+    norm_mean: Tensor | None = None  # mean over shards of the first ascent pass's norm
+    examples: int = 0  # examples through every forward-backward pass of the step
+    passes: float = 0.0  # forward-backward passes over the batch (examples / batch size)
+    batch_examples: int = 0  # examples in the batch (this rank's)
 
 
 @dataclass
 class Ascent:
-    """What the ascent passes of one shard left; the weights sit at ``w + e``."""
+    """What the ascent passes of one shard (or of stacked shards) left."""
 
-    e: Groups | None  # the perturbation the weights sit at (None: at w)
+    e: Groups | None  # the perturbation (None: none; stacked: one per shard)
     ascended: bool  # False for a step without ascent, or one decided against after the gradient
     loss: Tensor | None  # the first ascent pass's loss (at w)
-    norm: Tensor | None  # the first ascent pass's norm (None without ascent)
+    norm: Tensor | None  # the first ascent pass's norm (None without ascent; [k] when stacked)
     norms: Tensor  # the sum of every pass's norm: non-finite iff an ascent value is
     full: Groups | None  # the first pass's gradient per group, when the plan keeps it
     declined: list[Tensor] | None = None  # the gradient at w of a step decided against the ascent
+    stacked: bool = False  # every value carries a leading shard dimension (the vectorized shards)
 
 
-def ascend(plan: StepPlan, take: TakeGradient, *, ddp: bool = False) -> Ascent:
-    """The ascent passes of one shard (the same for every front end); see the module docstring.
+class Totals:
+    """A step's running totals over its shards — the loss at ``w`` and at ``w + e``, the ascent norms,
+    the batch's ascent gradient, the examples — written here and nowhere else."""
 
-    ``take(j)`` gives pass ``j``'s gradient at the current weights (``take(0)`` at ``w``); under DDP
-    (``ddp``) a decision after the gradient uses the mean over ranks of the squared norm.
+    def __init__(self, plan: StepPlan, accumulate_full: bool) -> None:
+        self.plan = plan
+        self.loss: Tensor | None = None  # sum_s w_s L_s(w)
+        self.perturbed: Tensor | None = None  # sum_s w_s L_s(w + e_s)
+        self.norms: Tensor | None = None  # every ascent pass's norm, summed
+        self.first: Tensor | None = None  # sum_s w_s ||first ascent direction of s||
+        self.examples = 0
+        self.moved = False  # whether a descent pass ran at a perturbation
+        self.last: Ascent | None = None
+        # several shards: sum_s w_s g_s in one buffer; one shard: its own gradient, no copy
+        self.accumulate = accumulate_full
+        self.full: Groups | None = (
+            [[torch.zeros_like(p) for p in g] for g in plan.params] if accumulate_full else None
+        )
+
+    def ascent(self, a: Ascent, w: float) -> None:
+        """Add a shard's ascent (stacked shards: each ``[k]`` value summed, every shard of weight ``w``)."""
+        self.last = a
+        if a.loss is not None:
+            self.loss = a.loss * w if self.loss is None else self.loss + a.loss * w
+        if a.declined is not None:
+            return
+        norms = a.norms.sum() if a.stacked else a.norms
+        self.norms = norms if self.norms is None else self.norms + norms
+        if a.norm is not None:
+            first = (a.norm.sum() if a.stacked else a.norm) * w
+            self.first = first if self.first is None else self.first + first
+        if a.full is not None:
+            full = [[x.sum(0) for x in g] for g in a.full] if a.stacked else a.full
+            if self.accumulate and self.full is not None:
+                for acc, g in zip(self.full, full, strict=True):
+                    torch._foreach_add_(acc, g, alpha=w)
+            else:
+                self.full = full
+        self.moved = self.moved or a.e is not None
+
+    def descent(self, loss: Tensor) -> None:
+        """Add a descent pass's (already weighted, detached) loss."""
+        self.perturbed = loss if self.perturbed is None else self.perturbed + loss
+
+    def result(self, ddp: bool, shards: int) -> PassResult:
+        ascended = self.last is not None and self.last.ascended
+        norms = self.norms if self.norms is not None else torch.zeros((), device=self.plan.flat[0].device)
+        full = self.full if ascended else None
+        if ddp and full is not None:  # the rule's state tracks the global gradient
+            all_reduce_mean_([t for g in full for t in g])
+        loss = self.loss if self.loss is not None else self.perturbed
+        assert loss is not None and self.last is not None
+        return PassResult(
+            loss=loss,
+            perturbed_loss=self.perturbed if self.moved else None,
+            ascent_norm=norms,
+            full_grads=full,
+            ascended=ascended,
+            perturbation=self.last.e if shards == 1 else None,
+            norm_mean=self.first,
+            examples=self.examples,
+        )
+
+
+def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, ddp: bool = False,
+           stacked: bool = False) -> Ascent:
+    """The ascent passes of one shard (the same for every execution and front end; module docstring).
+
+    ``take(j, e)`` gives pass ``j``'s gradient at ``w + e`` (``e`` the perturbation of pass ``j - 1``;
+    ``take(0, None)`` at ``w``). With a ``backup`` the real weights are moved to ``w + e`` after each
+    pass (the loop, the closure); without one (stacked shards) the perturbation is only returned.
+    Under DDP (``ddp``) a decision after the gradient uses the mean over ranks of its statistic.
     """
-    flat, backup = plan.flat, plan.backup
-    lengths = [len(g) for g in plan.params]
+    flat = plan.flat
     e: Groups | None = None
     loss: Tensor | None = None
     first: Tensor | None = None
     norms: Tensor | None = None
     full: Groups | None = None
+    lengths = [len(g) for g in plan.rules.params]
     for j in range(plan.ascent_passes):
-        loss_j, grads = take(j)
+        loss_j, grads = take(j, e)
         if j == 0:
             loss = loss_j
             if plan.decide is not None and not _decided(plan, grads, ddp):
@@ -90,17 +220,21 @@ def ascend(plan: StepPlan, take: TakeGradient, *, ddp: bool = False) -> Ascent:
         by_group = split_groups(grads, lengths)
         if j == 0 and plan.keep_full:
             full = by_group
-        e, norm = plan.perturbation(by_group, previous=e)
+        e, norm = plan.rule.perturbation(by_group, plan.rules, stacked=stacked, previous=e)
+        if type(norm) is not Tensor:  # a DTensor norm (FSDP2): the global value
+            norm = full_value(norm)
         norms = norm if norms is None else norms + norm
         if j == 0:
             first = norm
-        backup.move(flat, e, restore_first=j > 0)
+        if backup is not None:
+            backup.move(flat, e, restore_first=j > 0)
         del grads, by_group
     if plan.ascent_passes == 0:
         e, norms = plan.perturbation(None)
-        backup.move(flat, e)
+        if backup is not None:
+            backup.move(flat, e)
     assert norms is not None
-    return Ascent(e, plan.ascent_passes > 0, loss, first, norms, full)
+    return Ascent(e, plan.ascent_passes > 0, loss, first, norms, full, stacked=stacked)
 
 
 def _decided(plan: StepPlan, grads: list[Tensor], ddp: bool) -> bool:
@@ -114,49 +248,127 @@ def _decided(plan: StepPlan, grads: list[Tensor], ddp: bool) -> bool:
     return plan.decide(full_value(value)[0])
 
 
-def run_passes(
-    plan: StepPlan,
-    execution: Execution,
+def rollback(plan: StepPlan, backup: WeightBackup | None, stats: RunningStats | None,
+             grads: bool = True) -> None:
+    """A step that raised part-way: weights, running statistics and (``grads``) ``.grad`` as before."""
+    if backup is not None:
+        backup.restore()
+    if stats is not None:
+        stats.restore()
+        stats.clear()
+    if grads:
+        for p in plan.all_flat:
+            p.grad = None
+
+
+# ---- one pass ----------------------------------------------------------------------------------
+def gradient(
     model: nn.Module,
     loss_fn: LossFn,
     batch: Any,
+    flat: list[Tensor],
+    scaler: torch.amp.GradScaler | None,
+    fsdp: bool = False,
+) -> tuple[Tensor, list[Tensor]]:
+    """Loss and its gradient for one piece of data (unscaled, without touching ``.grad``)."""
+    loss = loss_fn(model, batch)
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        raise SamkitError(
+            "loss_fn(model, batch) must return the mean loss as a 0-d tensor, got "
+            f"{type(loss).__name__}{'' if not isinstance(loss, Tensor) else tuple(loss.shape)}"
+        )
+    if not loss.requires_grad:
+        raise SamkitError(
+            "the loss does not depend on any parameter that requires grad: compute it from "
+            "model(...) inside loss_fn, not under torch.no_grad()"
+        )
+    target = scaler.scale(loss) if scaler is not None else loss
+    if fsdp:
+        # FSDP2 reduce-scatters the gradient into the sharded parameters' .grad in its backward
+        # hooks (autograd.grad would not see them): run backward, take the grads, and put back
+        # the descent gradients accumulated so far.
+        accumulated = [p.grad for p in flat]
+        for p in flat:
+            p.grad = None
+        target.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in flat]
+        for p, g in zip(flat, accumulated, strict=True):
+            p.grad = g
+    else:
+        grads = list(
+            torch.autograd.grad(target, flat, allow_unused=True, materialize_grads=True)
+        )
+    check_dense(grads)
+    if scaler is not None:
+        unscale_(grads, scaler)
+    return loss.detach(), grads
+
+
+def shard_gradient(
+    model: nn.Module,
+    loss_fn: LossFn,
+    pieces: list[tuple[Any, float]],
+    flat: list[Tensor],
     scaler: torch.amp.GradScaler | None,
     stats: RunningStats | None,
-) -> PassResult:
-    """Every pass of a ``train_step`` with the execution chosen for it (vectorized falls back to the
-    loop under ``auto`` when the model cannot be mapped)."""
-    choice = execution.choose(plan, model, batch)
-    result = None
-    if choice == "vectorized":
-        try:
-            result = ENGINES["vectorized"](plan, model, loss_fn, batch, scaler, stats)
-        except Exception as exc:  # an op without a vmap rule, ...: the loop always works
-            for p in plan.all_flat:
-                p.grad = None
-            if execution.asked == "vectorized" and stats:
-                stats.clear()
-            execution.failed(exc)
-            choice = "loop"
-    if result is None:
-        result = ENGINES["loop"](plan, model, loss_fn, batch, scaler, stats)
-    execution.used = choice
-    result.passes = result.examples / batch_size(batch)
-    return result
+    merge: RunningStats | None,
+    weight: float,
+    first_shard: bool,
+    fsdp: bool = False,
+    ddp: Any = None,
+) -> tuple[Tensor, list[Tensor]]:
+    """Mean loss and gradient of a shard at the current weights, accumulated over its pieces.
+
+    ``.grad`` is not touched; gradients are unscaled. Each piece's BatchNorm statistics are put
+    back, after being added to ``merge`` (with weight ``weight * v_j``) when it is given. Under DDP
+    (``ddp``: the wrapper) each rank perturbs with its own gradient (``no_sync``).
+    """
+    loss_sum: Tensor | None = None
+    grad_sum: list[Tensor] | None = None
+    for k, (piece, v) in enumerate(pieces):
+        with ddp.no_sync() if ddp is not None else nullcontext():
+            loss, grads = gradient(model, loss_fn, piece, flat, scaler, fsdp)
+        if merge is not None:
+            merge.accumulate(weight * v if v != 1.0 else weight, first=first_shard and k == 0)
+        if stats is not None:
+            stats.restore()
+        if len(pieces) == 1:
+            return loss, grads
+        if grad_sum is None or loss_sum is None:
+            loss_sum, grad_sum = loss * v, list(torch._foreach_mul(grads, v))
+        else:
+            loss_sum = loss_sum + loss * v
+            torch._foreach_add_(grad_sum, grads, alpha=v)
+    assert loss_sum is not None and grad_sum is not None
+    return loss_sum, grad_sum
 
 
-def commit_stats(stats: RunningStats, finite: bool, model: nn.Module, batch: Any) -> None:
-    """After the finite check: the merged running statistics (averaged over ranks), or the old ones
-    back for a step that is not taken (like the weights)."""
-    if not finite:
-        stats.restore()
-    else:
-        if not stats.live:
-            stats.write_merged()
-        if is_distributed(model):
-            all_reduce_mean_(stats.floats, weight=float(batch_size(batch)))
-    stats.clear()
+def unscale_(grads: list[Tensor], scaler: torch.amp.GradScaler) -> None:
+    """Divide by the scaler's current scale, read as a tensor through its public API (no sync)."""
+    torch._foreach_div_(grads, scaler.scale(torch.ones((), device=grads[0].device)))
 
 
+def check_dense(grads: list[Tensor]) -> None:
+    """Sparse gradients (``nn.Embedding(sparse=True)``) have no norm or perturbation: say so."""
+    if any(g.layout != torch.strided for g in grads):
+        raise SamkitError(
+            "a parameter has a sparse gradient (e.g. nn.Embedding(..., sparse=True)); the SAM "
+            "family needs dense gradients to normalise and perturb: build the layer with "
+            "sparse=False"
+        )
+
+
+def to_grad(flat: list[Tensor], grads: list[Tensor], scaler: torch.amp.GradScaler | None, ddp: bool) -> None:
+    """Put a gradient computed with ``autograd.grad`` into ``.grad`` (all-reduced, scaled back)."""
+    if ddp:
+        all_reduce_mean_(grads)
+    if scaler is not None:  # the base step unscales .grad itself
+        torch._foreach_mul_(grads, scaler.scale(torch.ones((), device=grads[0].device)))
+    for p, g in zip(flat, grads, strict=True):
+        p.grad = g
+
+
+# ---- the loop execution ------------------------------------------------------------------------
 def loop_passes(
     plan: StepPlan,
     model: nn.Module,
@@ -164,138 +376,89 @@ def loop_passes(
     batch: Any,
     scaler: torch.amp.GradScaler | None,
     stats: RunningStats | None,
+    backup: WeightBackup,
 ) -> PassResult:
     """One shard after another: ascent, perturb, descent (into ``.grad``), exact restore."""
     if plan.points:
-        return points_passes(plan, model, loss_fn, batch, scaler, stats)
-    if plan.plain:
-        return plain_pass(plan, model, loss_fn, batch, scaler, stats)
+        return points_passes(plan, model, loss_fn, batch, scaler, stats, backup)
     flat = plan.flat
     passes = plan.ascent_passes
+    n = batch_size(batch)
     # Shards are about perturbations: a step without ascent is one pass over the whole batch.
-    shards, weights = shard_batch(batch, plan.sharding) if passes else ([batch], [1.0])
-    pieces_of = [micro_batches(shard, plan.micro_batch_size) for shard in shards]
-    plan.backup.save(flat)
-    # With one shard the full-batch gradient is the ascent gradient itself: no accumulator.
-    accumulate = plan.keep_full and len(shards) > 1
-    full = [[torch.zeros_like(p) for p in g] for g in plan.params] if accumulate else None
-    total: Tensor | None = None
-    perturbed: Tensor | None = None
-    norm_sum: Tensor | None = None
-    first_norms: Tensor | None = None
-    examples = 0
-    shard: Ascent | None = None
-    moved = False  # whether a descent pass ran at a perturbation
-    ddp = ddp_of(model) is not None
+    sizes = plan.sharding.sizes(n) if passes and plan.sharding.shards != 1 else [n]
+    shards = split_batch(batch, sizes) if len(sizes) > 1 else [batch]
+    weights = [s / n for s in sizes] if len(sizes) > 1 else [1.0]
+    mbs = plan.micro_batch_size
+    pieces_of = [micro_batches(s, mbs) if mbs is not None else [(s, 1.0)] for s in shards]
+    moves = None if plan.plain else backup  # a plain step moves nothing: no backup
+    if moves is not None:
+        moves.save(flat)
+    totals = Totals(plan, plan.keep_full and len(shards) > 1)
+    ddp, fsdp = plan.ddp, plan.fsdp
     try:
         for i, (pieces, w) in enumerate(zip(pieces_of, weights, strict=True)):
             ascent_pieces = _sampled(pieces, shards[i], plan) if passes else pieces  # same for every pass
 
-            def take(j: int, i: int = i, w: float = w, ascent_pieces: Any = ascent_pieces) -> Any:
+            def take(j: int, e: Groups | None, i: int = i, w: float = w,
+                     ascent_pieces: Any = ascent_pieces) -> Any:
                 merge = stats if j == 0 else None  # later ascent passes leave the statistics alone
-                out = shard_gradient(model, loss_fn, ascent_pieces, flat, scaler, stats, merge, w, i == 0)
-                if ddp:
+                out = shard_gradient(model, loss_fn, ascent_pieces, flat, scaler, stats, merge, w, i == 0,
+                                     fsdp, ddp)
+                totals.examples += sum(batch_size(p) for p, _ in ascent_pieces) \
+                    if ascent_pieces is not pieces_of[i] or len(ascent_pieces) > 1 else sizes[i]
+                if ddp is not None:
                     plan.sync.average_(out[1])
                 return out
 
-            shard = ascend(plan, take, ddp=ddp)
-            taken = passes if shard.ascended else min(passes, 1)  # a declined ascent took one pass
-            examples += taken * sum(batch_size(p) for p, _ in ascent_pieces)
-            if shard.loss is not None:
-                total = shard.loss * w if total is None else total + shard.loss * w
+            if moves is None:  # a plain step: no ascent, its loss is the descent's
+                totals.last = shard = _NOTHING
+            else:
+                shard = ascend(plan, take, backup=moves, ddp=ddp is not None)
+                totals.ascent(shard, w)
             if shard.declined is not None:
-                to_grad(flat, shard.declined, scaler, ddp)  # the step's gradient is in .grad now
+                to_grad(flat, shard.declined, scaler, ddp is not None)  # the step's gradient is in .grad
                 break
-            norm_sum = shard.norms if norm_sum is None else norm_sum + shard.norms
-            if shard.norm is not None:
-                first_norms = shard.norm * w if first_norms is None else first_norms + shard.norm * w
-            if accumulate and shard.full is not None and full is not None:
-                for acc, g in zip(full, shard.full, strict=True):
-                    torch._foreach_add_(acc, g, alpha=w)
-            elif shard.full is not None:
-                full = shard.full
-            moved = moved or shard.e is not None
             for k, (piece, v) in enumerate(pieces):
                 last = i == len(shards) - 1 and k == len(pieces) - 1
                 scale = w * v if v != 1.0 else w
                 # DDP all-reduces once: in the step's last backward, over the accumulated grads.
-                with no_sync(model) if not last else nullcontext():
+                with ddp.no_sync() if ddp is not None and not last else nullcontext():
                     descent = loss_fn(model, piece)
-                    part = descent.detach() * scale
-                    perturbed = part if perturbed is None else perturbed + part
+                    totals.descent(descent.detach() * scale)
                     descent = descent * scale if scale != 1.0 else descent
                     (scaler.scale(descent) if scaler is not None else descent).backward()
-                examples += batch_size(piece)
-                if stats:
+                totals.examples += sizes[i] if len(pieces) == 1 else batch_size(piece)
+                if stats is not None and moves is not None:
                     if passes == 0:  # the only pass: its statistics are the step's
                         stats.accumulate(scale, first=i == 0 and k == 0)
                     stats.restore()
-            plan.backup.restore(flat)
+            if moves is not None:
+                moves.restore()
     except BaseException:
-        plan.backup.restore(flat)
-        if stats:
-            stats.restore()
-            stats.clear()
-        for p in plan.all_flat:
-            p.grad = None
+        rollback(plan, moves, stats)
         raise
-    ascended = shard is not None and shard.ascended
-    if norm_sum is None:
-        norm_sum = torch.zeros((), device=flat[0].device)
-    if ddp and full is not None and ascended:  # the rule's state tracks the global gradient
-        all_reduce_mean_([t for g in full for t in g])
-    loss = total if total is not None else perturbed
-    assert loss is not None and shard is not None
-    return PassResult(
-        loss=loss,
-        perturbed_loss=perturbed if moved else None,
-        ascent_norm=norm_sum,
-        full_grads=full if ascended else None,
-        ascended=ascended,
-        perturbation=shard.e if len(shards) == 1 else None,
-        norm_mean=first_norms,
-        examples=examples,
-    )
+    if stats is not None and moves is None:
+        stats.live = True  # a plain step's only pass: its statistics are the step's as they come
+    return totals.result(ddp is not None, len(shards))
 
 
-def plain_pass(
-    plan: StepPlan,
-    model: nn.Module,
-    loss_fn: LossFn,
-    batch: Any,
-    scaler: torch.amp.GradScaler | None,
-    stats: RunningStats | None,
-) -> PassResult:
-    """A step of the base optimizer (a cadence skipped the ascent): one pass over the batch into
-    ``.grad``, in micro-batches if asked, with nothing else on it — no weight backup, and its
-    BatchNorm statistics kept as they come (``stats.live``; the snapshot puts them back if the
-    step is not taken)."""
-    pieces = micro_batches(batch, plan.micro_batch_size)
-    total: Tensor | None = None
-    try:
-        for k, (piece, v) in enumerate(pieces):
-            last = k == len(pieces) - 1
-            with no_sync(model) if not last else nullcontext():
-                loss = loss_fn(model, piece)
-                part = loss.detach() * v if v != 1.0 else loss.detach()
-                total = part if total is None else total + part
-                loss = loss * v if v != 1.0 else loss
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-    except BaseException:
-        if stats:
-            stats.restore()
-            stats.clear()
-        for p in plan.all_flat:
-            p.grad = None
-        raise
-    if stats:
-        stats.live = True
-    assert total is not None
-    zero = torch.zeros((), device=plan.all_flat[0].device)
-    return PassResult(loss=total, perturbed_loss=None, ascent_norm=zero, full_grads=None,
-                      ascended=False, examples=batch_size(batch))
+_NOTHING = Ascent(None, False, None, None, torch.zeros(()), None)  # a plain step's "ascent"
 
 
+def _sampled(pieces: list[tuple[Any, float]], shard: Any, plan: StepPlan) -> list[tuple[Any, float]]:
+    """The pieces the ascent gradient is taken on: all, or a random share of the shard."""
+    if plan.sample is None:
+        return pieces
+    n = batch_size(shard)
+    device = next(t for t in pytree.tree_leaves(shard) if isinstance(t, Tensor)).device
+    idx = plan.sample(n, device)
+    if idx is None:
+        return pieces
+    subset = pytree.tree_map(lambda t: t[idx] if isinstance(t, Tensor) else t, shard)
+    return micro_batches(subset, plan.micro_batch_size)
+
+
+# ---- a rule's descent points (SAMPa, mixed RWP) --------------------------------------------------
 def points_passes(
     plan: StepPlan,
     model: nn.Module,
@@ -303,6 +466,7 @@ def points_passes(
     batch: Any,
     scaler: torch.amp.GradScaler | None,
     stats: RunningStats | None,
+    backup: WeightBackup,
 ) -> PassResult:
     """A rule's descent points (SAMPa's pair, mixed RWP's clean and noisy weights), one after another.
 
@@ -316,32 +480,60 @@ def points_passes(
     points, norm = plan.rule.descent_points(plan.rules)
     at = plan.rule.stats_point(len(points))
     pieces = micro_batches(batch, plan.micro_batch_size)
-    ddp = ddp_of(model) is not None
-    plan.backup.save(flat)
+    ddp, fsdp = plan.ddp, plan.fsdp
+    backup.save(flat)
     grads: list[list[Tensor]] = []
     losses: list[Tensor] = []
     try:
         for i, (offset, _) in enumerate(points):
-            plan.backup.move(flat, offset, restore_first=i > 0)
+            backup.move(flat, offset, restore_first=i > 0)
             loss, g = shard_gradient(model, loss_fn, pieces, every, scaler, stats,
-                                     stats if i == at else None, 1.0, True)
-            if ddp:
+                                     stats if i == at else None, 1.0, True, fsdp, ddp)
+            if ddp is not None:
                 all_reduce_mean_(g)
             grads.append(g)
             losses.append(loss)
-        plan.backup.restore(flat)
+        backup.restore()
     except BaseException:
-        plan.backup.restore(flat)
-        if stats:
-            stats.restore()
-            stats.clear()
+        rollback(plan, backup, stats, grads=False)
         raise
     return combine_points(plan, points, grads, losses, at, norm, scaler, len(points) * batch_size(batch))
 
 
+def combine_points(
+    plan: StepPlan,
+    points: list[Any],
+    grads: list[list[Tensor]],
+    losses: list[Tensor],
+    at: int,
+    norm: Tensor,
+    scaler: torch.amp.GradScaler | None,
+    examples: int,
+) -> PassResult:
+    """The descent points' gradients into ``.grad`` (weighted) and ``scratch`` (each), as a result."""
+    flat, every = plan.flat, plan.all_flat
+    combined = [torch.zeros_like(p) for p in every]
+    for (_, c), g in zip(points, grads, strict=True):
+        if c:
+            torch._foreach_add_(combined, g, alpha=c)
+    to_grad(every, combined, scaler, ddp=False)  # (already all-reduced)
+    lengths = [len(group) for group in plan.params]
+    plan.rules.scratch["points"] = [split_groups(g[: len(flat)], lengths) for g in grads]
+    others = [i for i in range(len(points)) if i != at]
+    return PassResult(
+        loss=losses[at],
+        perturbed_loss=losses[others[0]] if others else None,
+        ascent_norm=norm,
+        full_grads=None,
+        ascended=False,
+        examples=examples,
+    )
+
+
+# ---- the closure and two-call front ends ---------------------------------------------------------
 def closure_passes(
     plan: StepPlan, closure: Callable[[], Any] | None,
-    frozen: Callable[[], AbstractContextManager[None]],
+    frozen: Callable[[], AbstractContextManager[None]], backup: WeightBackup,
 ) -> tuple[Ascent, Any, int]:
     """``step(closure)`` and ``first_step``: the same ascent, on the gradient at ``w`` that is in
     ``.grad`` already, with the closure for every further pass.
@@ -358,7 +550,7 @@ def closure_passes(
     def in_grad() -> list[Tensor]:
         return [p.grad if p.grad is not None else torch.zeros_like(p) for p in flat]
 
-    def take(j: int) -> tuple[Tensor | None, list[Tensor]]:
+    def take(j: int, e: Groups | None) -> tuple[Tensor | None, list[Tensor]]:
         nonlocal calls
         if j == 0:
             grads = in_grad()
@@ -372,11 +564,11 @@ def closure_passes(
         calls += 1
         return None, in_grad()
 
-    plan.backup.save(flat)
+    backup.save(flat)
     out: Any = None
     try:
         with torch.no_grad():
-            shard = ascend(plan, take)
+            shard = ascend(plan, take, backup=backup)
         moved = shard.e is not None or shard.ascended or plan.rule.ascent_passes == 0
         if closure is not None and shard.declined is None and moved:
             _clear_grads(plan.all_flat)
@@ -384,7 +576,7 @@ def closure_passes(
                 out = closure()
             calls += 1
     except BaseException:
-        plan.backup.restore(flat)
+        rollback(plan, backup, None, grads=False)
         raise
     return shard, out, calls
 
@@ -392,20 +584,3 @@ def closure_passes(
 def _clear_grads(flat: list[Tensor]) -> None:
     for p in flat:
         p.grad = None
-
-
-def _sampled(pieces: list[tuple[Any, float]], shard: Any, plan: StepPlan) -> list[tuple[Any, float]]:
-    """The pieces the ascent gradient is taken on: all, or a random share of the shard."""
-    if plan.sample is None:
-        return pieces
-    n = batch_size(shard)
-    device = next(t for t in pytree.tree_leaves(shard) if isinstance(t, Tensor)).device
-    idx = plan.sample(n, device)
-    if idx is None:
-        return pieces
-    subset = pytree.tree_map(lambda t: t[idx] if isinstance(t, Tensor) else t, shard)
-    return micro_batches(subset, plan.micro_batch_size)
-
-
-# The executions a plan's passes can run on (plan.Execution chooses among them).
-ENGINES = {"loop": loop_passes, "vectorized": vectorized_passes}

@@ -13,8 +13,7 @@ Two objects, built at two moments:
   :mod:`~samkit.optim.vectorized`) and the update (:mod:`~samkit.optim.update`) read the plan; none
   of them asks the cadence again.
 
-The execution that runs the plan's passes is chosen here too (:class:`Execution`): ``"loop"``,
-``"vectorized"``, or ``"auto"``, which vectorizes several shards on CUDA and loops elsewhere.
+The execution that runs the plan's passes is chosen by :mod:`~samkit.optim.executions`.
 """
 
 from __future__ import annotations
@@ -25,18 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.utils import _pytree as pytree
+from torch import Tensor
 
-from samkit._batch import batch_size
 from samkit._checks import check_choice, check_number, check_positive_int
 from samkit.errors import SamkitError
 from samkit.optim.cadence import Always, Cadence, parse_cadence
-from samkit.optim.distributed import PerturbationGroups, full_value, is_distributed
+from samkit.optim.distributed import PerturbationGroups, full_value
 from samkit.optim.rules.base import Groups, Rule, RuleContext
 from samkit.optim.rules.sam import ASAM, SAM
 from samkit.optim.sharding import Sharding
-from samkit.optim.weights import WeightBackup
 
 log = logging.getLogger("samkit")
 
@@ -61,53 +57,38 @@ class StepPlan:
     sharding: Sharding
     micro_batch_size: int | None = None
     max_grad_norm: float | None = None
-    backup: WeightBackup = field(default_factory=WeightBackup)
     sync: PerturbationGroups = field(default_factory=lambda: PerturbationGroups(1))
     ascend: bool = True
     fixed: Groups | None = None
     sample: Callable[[int, torch.device], Tensor | None] | None = None
     decide: Callable[[Tensor], bool] | None = None
     keep_full: bool = False
-    # every parameter the descent and the base step see; the scoped ones (``flat``) plus the groups
-    # left out of the perturbation (``perturb=False``). Empty: the same as ``flat``.
+    ddp: Any = None  # the model's DistributedDataParallel wrapper (None: not one)
+    fsdp: bool = False  # the model is sharded with FSDP2 (fully_shard)
+    # every parameter the descent and the base step see: the scoped ones (``flat``) plus the groups
+    # left out of the perturbation (``perturb=False``).
     others: list[Tensor] = field(default_factory=list)
+    # Read on every pass, so computed once here (fields, not properties):
+    flat: list[Tensor] = field(init=False)  # the perturbed parameters (ascent, norm, moved weights)
+    all_flat: list[Tensor] = field(init=False)  # every parameter of the step (descent, check, clip, base)
+    ascent_passes: int = field(init=False)  # this step's: the rule's, or none when the cadence skips
+    plain: bool = field(init=False)  # a base-optimizer step: no ascent, nothing moved
+    points: bool = field(init=False)  # the rule takes its descent gradient at several points
+    vectorizable: bool = field(init=False)  # shards with an ascent decided before it, or points
+
+    def __post_init__(self) -> None:
+        self.flat = [p for group in self.rules.params for p in group]
+        self.all_flat = self.flat + self.others
+        self.ascent_passes = self.rule.ascent_passes if self.ascend else 0
+        # A plain step needs no weight backup, and its BatchNorm statistics are the step's as they come.
+        self.plain = self.ascent_passes == 0 and self.fixed is None and self.rule.ascent_passes > 0
+        self.points = self.rule.descent_passes > 1  # SAMPa, mixed RWP
+        # stacked passes: shards with an ascent decided before it, or a rule's descent points
+        self.vectorizable = (self.ascent_passes > 0 and self.decide is None) or self.points
 
     @property
     def params(self) -> Groups:
         return self.rules.params
-
-    @property
-    def flat(self) -> list[Tensor]:
-        """The perturbed parameters: the ascent's gradients, the norm, the moved weights."""
-        return [p for group in self.rules.params for p in group]
-
-    @property
-    def all_flat(self) -> list[Tensor]:
-        """Every parameter of the step (descent gradient, finite check, clipping, base step)."""
-        return self.flat + self.others
-
-    @property
-    def ascent_passes(self) -> int:
-        """Ascent passes this step: the rule's, or none when the cadence skips the ascent."""
-        return self.rule.ascent_passes if self.ascend else 0
-
-    @property
-    def plain(self) -> bool:
-        """A step of the base optimizer and nothing else: no ascent, no perturbation (a cadence that
-        skips this step's ascent without reusing anything). Its one pass needs no weight backup, and
-        its BatchNorm statistics are the step's as they come."""
-        return self.ascent_passes == 0 and self.fixed is None and self.rule.ascent_passes > 0
-
-    @property
-    def points(self) -> bool:
-        """Whether the rule takes its descent gradient at several points (SAMPa, mixed RWP)."""
-        return self.rule.descent_passes > 1
-
-    @property
-    def vectorizable(self) -> bool:
-        """Whether the passes can run stacked: shards with an ascent decided before it, or a rule's
-        descent points (one batched pass for the pair)."""
-        return (self.ascent_passes > 0 and self.decide is None) or self.points
 
     def perturbation(
         self, grads: Groups | None, stacked: bool = False, previous: Groups | None = None
@@ -121,18 +102,6 @@ class StepPlan:
         e, norm = self.rule.perturbation(grads, self.rules, stacked=stacked, previous=previous)
         return e, full_value(norm)
 
-    def rule_step(self, ascended: bool) -> bool:
-        """Whether the rule's descent and observe hooks apply: it made this step's perturbation."""
-        return ascended or self.rule.ascent_passes == 0
-
-    def transforms(self, ascended: bool) -> bool:
-        """Whether anything changes the descent gradient before the base step (rule, cadence, clip)."""
-        return (
-            (self.rule_step(ascended) and self.rule.transforms_descent)
-            or self.cadence.transforms_descent
-            or self.max_grad_norm is not None
-        )
-
 
 @dataclass
 class Knobs:
@@ -143,7 +112,7 @@ class Knobs:
     sharding: Sharding
     micro_batch_size: int | None
     max_grad_norm: float | None
-    execution: Execution
+    execution: str  # asked for: auto, loop or vectorized (samkit.optim.executions runs it)
     nonfinite: str
     sync: PerturbationGroups
 
@@ -203,7 +172,7 @@ class Knobs:
             sharding=sharding,
             micro_batch_size=micro_batch_size,
             max_grad_norm=max_grad_norm,
-            execution=Execution(execution),
+            execution=execution,
             nonfinite=nonfinite,
             sync=PerturbationGroups(sync_perturbation_group_size),
         )
@@ -246,8 +215,10 @@ class Knobs:
                 "groups: perturb every group, or choose another rule or cadence"
             )
 
-    def plan(self, step: int, ctx: RuleContext, backup: WeightBackup) -> StepPlan:
-        """The plan of step ``step`` (0-based, counting taken steps)."""
+    def plan(self, step: int, ctx: RuleContext, others: list[Tensor], ddp: Any = None,
+             fsdp: bool = False) -> StepPlan:
+        """The plan of step ``step`` (0-based, counting taken steps), whole: ``ctx`` holds the
+        perturbed groups, ``others`` the parameters of the groups left out of the perturbation."""
         rule, cadence = self.rule, self.cadence
         if rule.ascent_passes == 0:  # the rule perturbs without an ascent pass (Momentum-SAM)
             ascend, fixed = False, None
@@ -266,13 +237,15 @@ class Knobs:
             sharding=self.sharding,
             micro_batch_size=self.micro_batch_size,
             max_grad_norm=self.max_grad_norm,
-            backup=backup,
             sync=self.sync,
             ascend=ascend,
             fixed=fixed,
             sample=cadence.sample if cadence.ascent_fraction is not None else None,
             decide=decide,
             keep_full=ascend and (rule.needs_full_grad or cadence.needs_full_grad),
+            others=others,
+            ddp=ddp,
+            fsdp=fsdp,
         )
 
     def require_single_shard(self, what: str, multistep: bool = False) -> None:
@@ -297,14 +270,6 @@ class Knobs:
             )
 
 
-def _inputs_per_example(batch: Any, n: int) -> int:
-    """Values per example of the batch's first floating-point tensor (0 when there is none)."""
-    for t in pytree.tree_leaves(batch):
-        if isinstance(t, Tensor) and t.is_floating_point() and n:
-            return t.numel() // n
-    return 0
-
-
 def check_micro_batch_size(value: Any) -> None:
     """``micro_batch_size``: a positive count of examples, or None (the whole shard at once)."""
     check_positive_int("micro_batch_size", value, hint="examples", allow_none=True)
@@ -325,90 +290,3 @@ def check_knobs(batch_size: int | None = None, **knobs: Any) -> Knobs:
     if batch_size is not None:
         built.check_batch(batch_size)
     return built
-
-
-# execution="auto" on a CPU, from benchmarks/results/step_time_cpu.md (one thread, 2-core Intel
-# Xeon; 2-core AMD EPYC for cnn-small): the vectorized shards win when the shards are small and
-# the model is a small convolution network — mSAM-8 on cnn1d (MNIST-1D, 40 inputs per example)
-# 1.74x SAM vectorized against 2.68x looped, on cnn2d (digits, 64 inputs) 1.87x against 2.38x —
-# and lose with 2 shards (at 4 they tie with shards of 32 examples), on an MLP (its batched
-# matmuls cost more than the loop's), and on CIFAR-sized images (cnn-small: 1.22x against 1.10x).
-CPU_MAX_SHARD_EXAMPLES = 16
-CPU_MAX_INPUTS_PER_EXAMPLE = 1024
-
-
-def auto_vectorizes(device: torch.device, model: nn.Module | None = None, shard_examples: int = 0,
-                    inputs_per_example: int = 0, points: bool = False, shards: int = 0) -> tuple[bool, str]:
-    """What ``execution="auto"`` does with a step that could be vectorized, and why.
-
-    CUDA: vectorize (the loop's small passes starve the device). A CPU: the measured rule above —
-    vectorize 4 or more shards of at most :data:`CPU_MAX_SHARD_EXAMPLES` examples of a convolution
-    network
-    whose examples have at most :data:`CPU_MAX_INPUTS_PER_EXAMPLE` input values; a rule's descent
-    points (SAMPa, m-RWP) loop (their batched pair was 1.4-1.5x their loop on every CPU row).
-    """
-    if device.type == "cuda":
-        return True, "auto on CUDA: vectorized"
-    if points:
-        return False, "auto on a CPU: the descent points one after another (measured faster)"
-    conv = model is not None and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    small = (shards >= 4 and 0 < shard_examples <= CPU_MAX_SHARD_EXAMPLES
-             and 0 < inputs_per_example <= CPU_MAX_INPUTS_PER_EXAMPLE)
-    if conv and small:
-        return True, (f"auto on a CPU: vectorized (shards of {shard_examples} examples of "
-                      f"{inputs_per_example} inputs, a convolution network)")
-    why = "no convolution" if not conv else (f"{shards} shards of {shard_examples} examples of "
-                                             f"{inputs_per_example} inputs")
-    return False, f"auto on a CPU: the loop ({why})"
-
-
-class Execution:
-    """Which engine runs a step's passes: the one asked for, ``auto``'s choice, and what was used.
-
-    ``auto`` follows :func:`auto_vectorizes`; a vectorized step that fails (an operation without a
-    ``vmap`` rule) makes ``auto`` loop from then on and ``vectorized`` raise. :attr:`reason` says
-    why the last choice was made (the run record keeps it).
-    """
-
-    def __init__(self, asked: str) -> None:
-        self.asked = asked
-        self.used: str | None = None
-        self.reason: str | None = None
-        self.error: str | None = None  # why vectorizing failed once (auto then loops)
-
-    def choose(self, plan: StepPlan, model: nn.Module, batch: Any = None) -> str:
-        """``loop`` or ``vectorized`` for this step."""
-        if not plan.vectorizable or (plan.sharding.is_single and not plan.points):
-            choice, reason = "loop", "nothing to vectorize (one shard, or no ascent this step)"
-        elif self.asked == "loop":
-            choice, reason = "loop", "asked: loop"
-        elif self.error:
-            choice, reason = "loop", f"auto: vectorizing failed once ({self.error})"
-        elif is_distributed(model):  # under DDP/FSDP the loop runs one rank's shards
-            choice, reason = "loop", "distributed: each rank loops over its own shards"
-        elif self.asked == "vectorized":
-            choice, reason = "vectorized", "asked: vectorized"
-        else:
-            n = batch_size(batch) if batch is not None else 0
-            sizes = plan.sharding.sizes(n) if n else [0]
-            inputs = _inputs_per_example(batch, n)
-            vectorize, reason = auto_vectorizes(plan.flat[0].device, model, max(sizes), inputs,
-                                                plan.points, len(sizes))
-            choice = "vectorized" if vectorize else "loop"
-        if choice != self.used:
-            log.debug("%s execution for %s (asked: %s; %s)", choice, plan.sharding, self.asked, reason)
-        self.reason = reason
-        return choice
-
-    def failed(self, exc: Exception) -> None:
-        """A vectorized step failed: raise for ``vectorized``, loop from now on for ``auto``."""
-        if self.asked == "vectorized":
-            if isinstance(exc, SamkitError):
-                raise exc
-            raise SamkitError(
-                f"execution='vectorized' failed for this model ({type(exc).__name__}: "
-                f"{exc}); some operations have no torch.func (vmap) rule. Use "
-                "execution='loop', or 'auto', which falls back to the loop"
-            ) from exc
-        self.error = f"{type(exc).__name__}: {exc}"
-        log.warning("vectorized execution failed (%s); using the loop from now on", self.error)

@@ -36,9 +36,9 @@ from samkit.errors import SamkitError
 from samkit.optim import rules
 from samkit.optim.batchnorm import RunningStats, frozen_running_stats
 from samkit.optim.cadence import Cadence
-from samkit.optim.distributed import PerturbationGroups, is_distributed
-from samkit.optim.engine import Ascent, closure_passes, commit_stats, run_passes
-from samkit.optim.passes import PassResult
+from samkit.optim.distributed import PerturbationGroups, ddp_of, is_fsdp
+from samkit.optim.engine import Ascent, PassResult, WeightBackup, closure_passes
+from samkit.optim.executions import Execution, run_passes
 from samkit.optim.plan import Knobs, StepPlan, check_max_grad_norm, check_micro_batch_size
 from samkit.optim.rules.base import Rule, RuleContext
 from samkit.optim.rules.friendly import FriendlySAM as FriendlyRule
@@ -54,7 +54,6 @@ from samkit.optim.update import (
     check_finite,
     refuse_skipped,
 )
-from samkit.optim.weights import WeightBackup
 
 __all__ = ["SAM", "FriendlySAM", "NonFiniteError", "StepRecord", "active_scaler"]
 
@@ -68,6 +67,18 @@ class _Pending:
     plan: StepPlan
     ascent: Ascent
     passes: float
+
+
+class _Model:
+    """What a step needs to know of the model it trains, found once per model (kept by a weak
+    reference): its norm layers' running statistics (None: it has none), its DDP wrapper, FSDP2."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.ref = weakref.ref(model)
+        stats = RunningStats(model)
+        self.stats: RunningStats | None = stats if stats else None
+        self.ddp = ddp_of(model)
+        self.fsdp = is_fsdp(model)
 
 
 class SAM(Optimizer):
@@ -148,6 +159,7 @@ class SAM(Optimizer):
             sync_perturbation_group_size=sync_perturbation_group_size,
         )  # fmt: skip
         self.knobs = knobs
+        self._execution = Execution(knobs.execution)  # the choice, and what the last step used
         self.model = model
         defaults = {"rho": rho, **knobs.rule.hyperparameters()}
         if adaptive is not None:
@@ -168,8 +180,7 @@ class SAM(Optimizer):
         self.geometry = rules.perturbation  # compile_step swaps in a compiled version
         self._backup = WeightBackup()
         self._pending: _Pending | None = None
-        self._stats: tuple[weakref.ref[nn.Module], RunningStats] | None = None  # found once per model
-        self._checked: weakref.ref[nn.Module] | None = None  # the model train_step last checked
+        self._model: _Model | None = None  # the norm layers and the wrapper, found once per model
         knobs.cadence.bind()  # last: a construction that fails leaves the cadence free
 
     # ---- the settings and the counters, as attributes ------------------------------------------
@@ -216,17 +227,17 @@ class SAM(Optimizer):
     @property
     def execution(self) -> str:
         """The execution asked for: ``auto``, ``loop`` or ``vectorized``."""
-        return self.knobs.execution.asked
+        return self._execution.asked
 
     @property
     def execution_used(self) -> str | None:
         """The execution the last ``train_step`` ran (``auto`` resolved); None before one."""
-        return self.knobs.execution.used
+        return self._execution.used
 
     @property
     def execution_reason(self) -> str | None:
         """Why the last ``train_step`` ran :attr:`execution_used` (``auto``'s rule, or what was asked)."""
-        return self.knobs.execution.reason
+        return self._execution.reason
 
     @property
     def perturbation_groups(self) -> PerturbationGroups:
@@ -276,7 +287,7 @@ class SAM(Optimizer):
         self.knobs.check_scope(self.param_groups)
 
     # ---- the route every front end takes: plan, passes, update -----------------------------------
-    def _plan(self, with_grad: bool) -> StepPlan:
+    def _plan(self, with_grad: bool, model: _Model | None = None) -> StepPlan:
         """This step's plan over the parameters that take part (those with a gradient, for the
         front ends that find the gradient at ``w`` in ``.grad``); the rule sees the groups in the
         perturbation scope (``perturb`` not False), the descent every group."""
@@ -298,9 +309,9 @@ class SAM(Optimizer):
             base_state_of=self.base_optimizer.state.__getitem__,
             geometry=self.geometry,
         )
-        plan = self.knobs.plan(self.counts.steps, ctx, self._backup)
-        plan.others = others
-        return plan
+        if model is None:
+            return self.knobs.plan(self.counts.steps, ctx, others)
+        return self.knobs.plan(self.counts.steps, ctx, others, ddp=model.ddp, fsdp=model.fsdp)
 
     @Optimizer.profile_hook_step
     def _hooked(self, update: Callable[[], None]) -> None:
@@ -345,28 +356,30 @@ class SAM(Optimizer):
         """
         if self._pending is not None:
             raise SamkitError("train_step() called between first_step() and second_step()")
-        scaler = active_scaler(scaler)
-        plan = self._plan(with_grad=False)
+        scaler = active_scaler(scaler) if scaler is not None else None
+        known = self._model
+        if known is None or known.ref() is not model:
+            self._check_holds(model)
+            known = self._model = _Model(model)
+        plan = self._plan(with_grad=False, model=known)
         if not plan.all_flat:
             raise SamkitError("the optimizer holds no parameter that requires grad")
-        self._check_holds(model)
-        stats = self._running_stats(model, plan) if model.training else None
+        stats = self._running_stats(known, plan) if model.training else None
         self.zero_grad(set_to_none=True)
-        if stats:
+        if stats is not None:
             stats.save()
-        result = run_passes(plan, self.knobs.execution, model, loss_fn, batch, scaler, stats)
+        result = run_passes(plan, self._execution, model, loss_fn, batch, scaler, stats, self._backup)
         assert result.loss is not None
         finite = check_finite(self.nonfinite, result, plan.all_flat, scaler)
-        if stats:
-            commit_stats(stats, finite is not Finite.NO, model, batch)
+        if stats is not None:
+            distributed = known.ddp is not None or known.fsdp
+            stats.commit(finite is not Finite.NO, distributed, result.batch_examples)
         self._update(plan, result, finite, scaler)
         return result.loss
 
     def _check_holds(self, model: nn.Module) -> None:
         """Refuse a model none of whose parameters this optimizer holds: its step would change
-        nothing yet count (checked once per model)."""
-        if self._checked is not None and self._checked() is model:
-            return
+        nothing yet count (checked once per model, when train_step first sees it)."""
         held = {id(p) for g in self.param_groups for p in g["params"]}
         if not any(id(p) in held for p in model.parameters()):
             raise SamkitError(
@@ -374,20 +387,16 @@ class SAM(Optimizer):
                 "its step would change nothing; nothing was changed. Build the optimizer on the "
                 "parameters of the model you train: samkit.SAM(model.parameters(), ...)"
             )
-        self._checked = weakref.ref(model)
 
-    def _running_stats(self, model: nn.Module, plan: StepPlan) -> RunningStats | None:
+    def _running_stats(self, model: _Model, plan: StepPlan) -> RunningStats | None:
         """The model's running statistics for this step (the norm layers found once per model), or
         None when nothing needs them: a plain step, unchecked, on one process, updates them in its
         only pass and has nothing to undo or average."""
-        if plan.plain and self.nonfinite == "unchecked" and not is_distributed(model):
+        if model.stats is None or (plan.plain and self.nonfinite == "unchecked"
+                                   and model.ddp is None and not model.fsdp):
             return None
-        cached = self._stats
-        if cached is None or cached[0]() is not model:
-            cached = self._stats = (weakref.ref(model), RunningStats(model))
-        stats = cached[1]
-        stats.refresh()
-        return stats if stats else None
+        model.stats.refresh()
+        return model.stats
 
     # ---- familiar two-call surface (shards=1) ---------------------------------------------------
     def _frozen(self) -> AbstractContextManager[None]:
@@ -405,7 +414,7 @@ class SAM(Optimizer):
                 f"{what} found no gradients: compute the loss on the unperturbed weights and "
                 "call loss.backward() before first_step() (or use train_step)"
             )
-        ascent, out, calls = closure_passes(plan, closure, self._frozen)
+        ascent, out, calls = closure_passes(plan, closure, self._frozen, self._backup)
         return plan, ascent, out, calls
 
     @torch.no_grad()
@@ -435,10 +444,9 @@ class SAM(Optimizer):
         if zero_grad:
             self.zero_grad()
 
-    @staticmethod
-    def _restored(plan: StepPlan, ascent: Ascent, passes: float) -> PassResult:
+    def _restored(self, plan: StepPlan, ascent: Ascent, passes: float) -> PassResult:
         """Weights back at ``w``; what the caller's (or the closure's) passes gave, for the update."""
-        plan.backup.restore(plan.flat)
+        self._backup.restore()
         return PassResult(
             loss=None,
             perturbed_loss=None,
@@ -497,7 +505,7 @@ class SAM(Optimizer):
         leave a copy without its base optimizer, rule and cadence): ``copy.deepcopy`` and pickling
         give an optimizer that continues as the original."""
         state = dict(self.__dict__)
-        state["_stats"] = state["_checked"] = None  # weak references to the model: found again
+        state["_model"] = None  # a weak reference to the model: found again on the next step
         return state
 
     def state_dict(self) -> dict[str, Any]:

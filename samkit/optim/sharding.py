@@ -18,8 +18,7 @@ from torch.utils import _pytree as pytree
 from samkit._batch import batch_size
 from samkit.errors import SamkitError
 
-__all__ = ["Sharding", "batch_size", "micro_batches", "piece_sizes", "shard_batch", "split_batch",
-           "split_groups"]
+__all__ = ["Sharding", "batch_size", "micro_batches", "piece_sizes", "shard_batch", "split_batch"]
 
 
 @dataclass(frozen=True)
@@ -112,12 +111,3 @@ def micro_batches(batch: Any, micro_batch_size: int | None) -> list[tuple[Any, f
     if len(sizes) == 1:
         return [(batch, 1.0)]
     return list(zip(split_batch(batch, sizes), [s / n for s in sizes], strict=True))
-
-
-def split_groups(flat: list[Any], lengths: list[int]) -> list[list[Any]]:
-    """Cut a flat list back into consecutive groups of the given lengths (per parameter group)."""
-    out, i = [], 0
-    for k in lengths:
-        out.append(flat[i : i + k])
-        i += k
-    return out

@@ -103,14 +103,31 @@ def check_finite(
     if result.loss is not None:
         norm = norm + result.loss.float() * 0
     grads = [p.grad for p in flat if p.grad is not None]
-    total = norm + full_value(global_norm(grads)) if grads else norm
+    if grads:
+        grad_norm = global_norm(grads)
+        norm = norm + (grad_norm if type(grad_norm) is Tensor else full_value(grad_norm))
+    total = norm
     return Finite.YES if bool(torch.isfinite(total)) else Finite.NO
+
+
+def _rule_step(plan: StepPlan, ascended: bool) -> bool:
+    """Whether the rule's descent and observe hooks apply: it made this step's perturbation."""
+    return ascended or plan.rule.ascent_passes == 0
+
+
+def _transforms(plan: StepPlan, ascended: bool) -> bool:
+    """Whether anything changes the descent gradient before the base step (rule, cadence, clip)."""
+    return (
+        (_rule_step(plan, ascended) and plan.rule.transforms_descent)
+        or plan.cadence.transforms_descent
+        or plan.max_grad_norm is not None
+    )
 
 
 def _descent_side(plan: StepPlan, result: PassResult) -> None:
     """Rule and cadence descent transforms, then clipping, on unscaled gradients in ``.grad``."""
     rule, cadence, ctx = plan.rule, plan.cadence, plan.rules
-    rule_transforms = plan.rule_step(result.ascended) and rule.transforms_descent
+    rule_transforms = _rule_step(plan, result.ascended) and rule.transforms_descent
     if rule_transforms or cadence.transforms_descent:
         for group in ctx.params:
             for p in group:
@@ -135,7 +152,7 @@ def base_step(
     scaler: torch.amp.GradScaler | None,
 ) -> bool:
     """Transforms, clipping and the base optimizer's step (or its skip); whether it stepped."""
-    transforms = plan.transforms(result.ascended)
+    transforms = _transforms(plan, result.ascended)
     if scaler is None:
         if finite is Finite.NO:
             return False
@@ -186,7 +203,7 @@ def account(
         ctx.scratch.clear()
         return record
     if taken:
-        if plan.rule_step(result.ascended):
+        if _rule_step(plan, result.ascended):
             plan.rule.observe(result.full_grads, ctx)
         plan.cadence.observe(ctx, result.ascended, result.perturbation)
         counts.steps += 1

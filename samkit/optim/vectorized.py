@@ -37,10 +37,18 @@ from torch.utils import _pytree as pytree
 from samkit._batch import batch_size
 from samkit.errors import SamkitError
 from samkit.optim.batchnorm import RunningStats
-from samkit.optim.passes import PassResult, check_dense, combine_points, unscale_
+from samkit.optim.engine import (
+    PassResult,
+    Totals,
+    WeightBackup,
+    ascend,
+    check_dense,
+    combine_points,
+    unscale_,
+)
 from samkit.optim.plan import StepPlan
 from samkit.optim.rules.base import Groups
-from samkit.optim.sharding import micro_batches, piece_sizes, split_groups
+from samkit.optim.sharding import micro_batches, piece_sizes
 
 
 class _Bound(nn.Module):
@@ -95,14 +103,18 @@ def vectorized_passes(
     batch: Any,
     scaler: torch.amp.GradScaler | None,
     stats: RunningStats | None,
+    backup: WeightBackup,
 ) -> PassResult:
     """Ascent and descent passes for all shards; leaves ``sum_s w_s h_s`` in ``.grad``.
 
-    Writes the merged running statistics into ``stats``.
+    The ascent is the engine's :func:`~samkit.optim.engine.ascend` and the totals its
+    :class:`~samkit.optim.engine.Totals`; what is this execution's own is how shard ``j``'s gradient
+    is taken (``take``: every shard of a run at once, mapped) and the stacked descent. Writes the
+    merged running statistics into ``stats``.
     """
     if ctx.points:
-        return vectorized_points(ctx, model, loss_fn, batch, scaler, stats)
-    params, flat = ctx.params, ctx.flat
+        return vectorized_points(ctx, model, loss_fn, batch, scaler, stats, backup)
+    flat = ctx.flat
     others, every = ctx.others, ctx.all_flat
     sizes = ctx.sharding.sizes(batch_size(batch))
     if ctx.ascent_passes < 1 or ctx.decide is not None:
@@ -129,14 +141,8 @@ def vectorized_passes(
     def scaled(target: Tensor) -> Tensor:
         return scaler.scale(target) if scaler is not None else target
 
-    full = [[torch.zeros_like(p) for p in g] for g in params] if ctx.keep_full else None
+    totals = Totals(ctx, ctx.keep_full)
     merged: list[Tensor] | None = None
-    total: Tensor | None = None
-    perturbed_total: Tensor | None = None
-    norm_sum: Tensor | None = None
-    first_norms: Tensor | None = None
-    examples = 0
-    lengths = [len(g) for g in params]
     for first, count, size in equal_runs(sizes):
         w = size / n
         sub = pytree.tree_map(
@@ -149,9 +155,14 @@ def vectorized_passes(
         )
         pieces = _pieces(sub, size, ctx.micro_batch_size)
         ascent_pieces = _pieces(*_sampled(sub, count, size, ctx), ctx.micro_batch_size)
-        e: Groups | None = None
-        for j in range(ctx.ascent_passes):
+
+        def take(j: int, e: Groups | None, count: int = count, w: float = w,
+                 ascent_pieces: Any = ascent_pieces) -> tuple[Tensor | None, list[Tensor]]:
+            """Every shard's gradient of ascent pass ``j`` at once (stacked ``[count, ...]``), and
+            the shards' summed loss (its weight ``v_j`` per piece; the totals weigh it by ``w``)."""
+            nonlocal merged
             grads: list[Tensor] | None = None
+            loss: Tensor | None = None
             for piece, v in ascent_pieces:
                 if j == 0:
                     # Ascent at w for every shard: the stacked copies are expanded views (no memory).
@@ -172,13 +183,13 @@ def vectorized_passes(
                 else:
                     torch._foreach_add_(grads, piece_grads)
                 del stacked, piece_grads
-                examples += count * _size_of(piece)
+                totals.examples += count * _size_of(piece)
                 if j > 0:
                     continue
-                weight = w * v if v != 1.0 else w
-                part = losses.detach().sum() * weight
-                total = part if total is None else total + part
+                part = losses.detach().sum() * v if v != 1.0 else losses.detach().sum()
+                loss = part if loss is None else loss + part
                 if stats:
+                    weight = w * v if v != 1.0 else w
                     vals = [buffers[name] for name in stat_names]
                     n_float = len(stats.floats)
                     summed = [x.sum(0) * weight for x in vals[:n_float]]
@@ -187,30 +198,24 @@ def vectorized_passes(
                     else:
                         torch._foreach_add_(merged[:n_float], summed)
             assert grads is not None
-            by_group = split_groups(grads, lengths)
-            if j == 0 and full is not None:
-                for acc, g in zip(full, by_group, strict=True):
-                    torch._foreach_add_(acc, [x.sum(0) for x in g], alpha=w)
-            e, norms = ctx.perturbation(by_group, stacked=True, previous=e)
-            del grads, by_group
-            norm_sum = norms.sum() if norm_sum is None else norm_sum + norms.sum()
-            if j == 0:
-                part = norms.sum() * w
-                first_norms = part if first_norms is None else first_norms + part
+            return loss, grads
+
+        ascent = ascend(ctx, take, backup=None, stacked=True)
+        totals.ascent(ascent, w)
+        e = ascent.e
         # Descent at w + e_s for every shard; running statistics go to throw-away copies.
         for piece, v in pieces:
             perturbed = _perturbed(e, flat)
             losses = mapped(dict(zip(names, perturbed, strict=True)), stacked_stats(count), piece)
             weight = w * v if v != 1.0 else w
             target = losses.sum() * weight
-            part = losses.detach().sum() * weight
-            perturbed_total = part if perturbed_total is None else perturbed_total + part
+            totals.descent(losses.detach().sum() * weight)
             # The parameters outside the perturbation scope are the model's own (not mapped): their
             # gradient comes out summed over the shards already.
             descent = torch.autograd.grad(
                 scaled(target), [*perturbed, *others], allow_unused=True, materialize_grads=True
             )
-            examples += count * _size_of(piece)
+            totals.examples += count * _size_of(piece)
             del perturbed
             summed = [h.sum(0) for h in descent[: len(flat)]] + list(descent[len(flat):])
             current = [p.grad for p in every]
@@ -219,18 +224,10 @@ def vectorized_passes(
                     p.grad = h if p.grad is None else p.grad + h
             else:
                 torch._foreach_add_([g for g in current if g is not None], summed)
-        del e
+        del e, ascent
     if stats and merged is not None:
         stats.set_merged(merged)
-    assert total is not None and perturbed_total is not None and norm_sum is not None
-    return PassResult(
-        loss=total,
-        perturbed_loss=perturbed_total,
-        ascent_norm=norm_sum,
-        full_grads=full,
-        norm_mean=first_norms,
-        examples=examples,
-    )
+    return totals.result(ddp=False, shards=len(sizes))
 
 
 def vectorized_points(
@@ -240,6 +237,7 @@ def vectorized_points(
     batch: Any,
     scaler: torch.amp.GradScaler | None,
     stats: RunningStats | None,
+    backup: WeightBackup,
 ) -> PassResult:
     """A rule's descent points as one batched pass: every parameter stacked ``[k, ...]`` at
     ``w + o_i`` (the points' offsets; the parameters outside the scope at ``w``), the forward mapped

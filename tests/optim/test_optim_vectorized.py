@@ -134,7 +134,7 @@ class DataDependent(nn.Module):
 
 
 def test_auto_falls_back_to_the_loop_when_vectorizing_fails(monkeypatch, caplog):
-    import samkit.optim.plan as plan_module
+    import samkit.optim.executions as plan_module
 
     monkeypatch.setattr(plan_module, "auto_vectorizes", lambda *a, **k: (True, "as on CUDA"))
     torch.manual_seed(0)
@@ -233,7 +233,7 @@ def test_auto_follows_the_measured_rule_and_says_why():
     and a rule's descent points."""
     from torch import nn
 
-    from samkit.optim.plan import auto_vectorizes
+    from samkit.optim.executions import auto_vectorizes
 
     cpu, conv = torch.device("cpu"), nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(152, 3))
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(40, 3))

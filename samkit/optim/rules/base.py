@@ -42,6 +42,15 @@ Groups = list[list[Tensor]]  # one list of tensors per parameter group
 Point = tuple[Groups | None, float]  # an offset from w (None: w itself) and its weight
 
 
+def split_groups(flat: list[Any], lengths: list[int]) -> list[list[Any]]:
+    """Cut a flat list back into consecutive groups of the given lengths (per parameter group)."""
+    out, i = [], 0
+    for k in lengths:
+        out.append(flat[i : i + k])
+        i += k
+    return out
+
+
 def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     r""":math:`\lVert (t_1, \dots, t_n) \rVert_2` as a 0-d tensor, computed with one fused kernel.
 

@@ -1,0 +1,159 @@
+"""The executions a ``train_step``'s passes can run on, and the choice among them.
+
+``"loop"`` (:func:`samkit.optim.engine.loop_passes`, one shard after another) and ``"vectorized"``
+(:func:`samkit.optim.vectorized.vectorized_passes`, the shards stacked and the forward mapped with
+``torch.func``) run the same plan with the engine's one ascent routine and running totals; they
+differ only in how a shard's gradient is taken. ``"auto"`` vectorizes several shards on CUDA and
+follows a measured rule on a CPU (:func:`auto_vectorizes`). A new execution is one file and its line
+in :data:`ENGINES`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils import _pytree as pytree
+
+from samkit._batch import LossFn, batch_size
+from samkit.errors import SamkitError
+from samkit.optim.batchnorm import RunningStats
+from samkit.optim.distributed import is_distributed
+from samkit.optim.engine import PassResult, WeightBackup, loop_passes
+from samkit.optim.plan import StepPlan
+from samkit.optim.vectorized import vectorized_passes
+
+log = logging.getLogger("samkit")
+
+# The executions a plan's passes can run on (Execution chooses among them).
+ENGINES = {"loop": loop_passes, "vectorized": vectorized_passes}
+
+
+def run_passes(
+    plan: StepPlan,
+    execution: Execution,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Any,
+    scaler: torch.amp.GradScaler | None,
+    stats: RunningStats | None,
+    backup: WeightBackup,
+) -> PassResult:
+    """Every pass of a ``train_step`` with the execution chosen for it (vectorized falls back to the
+    loop under ``auto`` when the model cannot be mapped)."""
+    choice = execution.choose(plan, model, batch)
+    result = None
+    if choice != "loop":
+        try:
+            result = ENGINES[choice](plan, model, loss_fn, batch, scaler, stats, backup)
+        except Exception as exc:  # an op without a vmap rule, ...: the loop always works
+            for p in plan.all_flat:
+                p.grad = None
+            if execution.asked == choice and stats:
+                stats.clear()
+            execution.failed(exc)
+            choice = "loop"
+    if result is None:
+        result = loop_passes(plan, model, loss_fn, batch, scaler, stats, backup)
+    execution.used = choice
+    result.batch_examples = n = batch_size(batch)
+    result.passes = result.examples / n
+    return result
+
+
+def _inputs_per_example(batch: Any, n: int) -> int:
+    """Values per example of the batch's first floating-point tensor (0 when there is none)."""
+    for t in pytree.tree_leaves(batch):
+        if isinstance(t, Tensor) and t.is_floating_point() and n:
+            return t.numel() // n
+    return 0
+
+
+
+# execution="auto" on a CPU, from benchmarks/results/step_time_cpu.md (one thread, 2-core Intel
+# Xeon; 2-core AMD EPYC for cnn-small): the vectorized shards win when the shards are small and
+# the model is a small convolution network — mSAM-8 on cnn1d (MNIST-1D, 40 inputs per example)
+# 1.74x SAM vectorized against 2.68x looped, on cnn2d (digits, 64 inputs) 1.87x against 2.38x —
+# and lose with 2 shards (at 4 they tie with shards of 32 examples), on an MLP (its batched
+# matmuls cost more than the loop's), and on CIFAR-sized images (cnn-small: 1.22x against 1.10x).
+CPU_MAX_SHARD_EXAMPLES = 16
+CPU_MAX_INPUTS_PER_EXAMPLE = 1024
+
+
+def auto_vectorizes(device: torch.device, model: nn.Module | None = None, shard_examples: int = 0,
+                    inputs_per_example: int = 0, points: bool = False, shards: int = 0) -> tuple[bool, str]:
+    """What ``execution="auto"`` does with a step that could be vectorized, and why.
+
+    CUDA: vectorize (the loop's small passes starve the device). A CPU: the measured rule above —
+    vectorize 4 or more shards of at most :data:`CPU_MAX_SHARD_EXAMPLES` examples of a convolution
+    network
+    whose examples have at most :data:`CPU_MAX_INPUTS_PER_EXAMPLE` input values; a rule's descent
+    points (SAMPa, m-RWP) loop (their batched pair was 1.4-1.5x their loop on every CPU row).
+    """
+    if device.type == "cuda":
+        return True, "auto on CUDA: vectorized"
+    if points:
+        return False, "auto on a CPU: the descent points one after another (measured faster)"
+    conv = model is not None and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    small = (shards >= 4 and 0 < shard_examples <= CPU_MAX_SHARD_EXAMPLES
+             and 0 < inputs_per_example <= CPU_MAX_INPUTS_PER_EXAMPLE)
+    if conv and small:
+        return True, (f"auto on a CPU: vectorized (shards of {shard_examples} examples of "
+                      f"{inputs_per_example} inputs, a convolution network)")
+    why = "no convolution" if not conv else (f"{shards} shards of {shard_examples} examples of "
+                                             f"{inputs_per_example} inputs")
+    return False, f"auto on a CPU: the loop ({why})"
+
+
+class Execution:
+    """Which engine runs a step's passes: the one asked for, ``auto``'s choice, and what was used.
+
+    ``auto`` follows :func:`auto_vectorizes`; a vectorized step that fails (an operation without a
+    ``vmap`` rule) makes ``auto`` loop from then on and ``vectorized`` raise. :attr:`reason` says
+    why the last choice was made (the run record keeps it).
+    """
+
+    def __init__(self, asked: str) -> None:
+        self.asked = asked
+        self.used: str | None = None
+        self.reason: str | None = None
+        self.error: str | None = None  # why vectorizing failed once (auto then loops)
+
+    def choose(self, plan: StepPlan, model: nn.Module, batch: Any = None) -> str:
+        """``loop`` or ``vectorized`` for this step."""
+        if not plan.vectorizable or (plan.sharding.shards == 1 and not plan.points):
+            choice, reason = "loop", "nothing to vectorize (one shard, or no ascent this step)"
+        elif self.asked == "loop":
+            choice, reason = "loop", "asked: loop"
+        elif self.error:
+            choice, reason = "loop", f"auto: vectorizing failed once ({self.error})"
+        elif is_distributed(model):  # under DDP/FSDP the loop runs one rank's shards
+            choice, reason = "loop", "distributed: each rank loops over its own shards"
+        elif self.asked == "vectorized":
+            choice, reason = "vectorized", "asked: vectorized"
+        else:
+            n = batch_size(batch) if batch is not None else 0
+            sizes = plan.sharding.sizes(n) if n else [0]
+            inputs = _inputs_per_example(batch, n)
+            vectorize, reason = auto_vectorizes(plan.flat[0].device, model, max(sizes), inputs,
+                                                plan.points, len(sizes))
+            choice = "vectorized" if vectorize else "loop"
+        if choice != self.used:
+            log.debug("%s execution for %s (asked: %s; %s)", choice, plan.sharding, self.asked, reason)
+        self.reason = reason
+        return choice
+
+    def failed(self, exc: Exception) -> None:
+        """A vectorized step failed: raise for ``vectorized``, loop from now on for ``auto``."""
+        if self.asked == "vectorized":
+            if isinstance(exc, SamkitError):
+                raise exc
+            raise SamkitError(
+                f"execution='vectorized' failed for this model ({type(exc).__name__}: "
+                f"{exc}); some operations have no torch.func (vmap) rule. Use "
+                "execution='loop', or 'auto', which falls back to the loop"
+            ) from exc
+        self.error = f"{type(exc).__name__}: {exc}"
+        log.warning("vectorized execution failed (%s); using the loop from now on", self.error)
