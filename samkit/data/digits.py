@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,11 @@ def load_digits_dataset(
         raise SamkitError(f"digits shape must be 'image' or 'flat', got {shape!r}")
     if not 0.0 < test_fraction < 1.0:
         raise SamkitError(f"digits test_fraction must be in (0, 1), got {test_fraction}")
-    bunch = load_digits()
+    with warnings.catch_warnings():
+        # scikit-learn 1.2 reads its data files with an importlib.resources API that Python 3.11
+        # deprecates: its warning is not the user's to act on
+        warnings.simplefilter("ignore", DeprecationWarning)
+        bunch = load_digits()
     x = (bunch.data / 16.0).astype(np.float32)  # pixel values are integers 0..16
     y = bunch.target.astype(np.int64)
     # Stratified so every class has the same share in both splits, whatever the seed.

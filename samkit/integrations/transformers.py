@@ -102,7 +102,8 @@ class SAMTrainer(transformers.Trainer):
             # sam_kwargs are settings: a stateful one (a cadence) is copied for each optimizer.
             settings = copy.deepcopy(self.sam_kwargs)
             self.optimizer_cls_and_kwargs = (SAM, {**base_kwargs, **settings, "base_optimizer": base})
-        sam = super().create_optimizer(model) if _CREATE_TAKES_MODEL else super().create_optimizer()
+        create: Any = super().create_optimizer  # its signature is the installed major's
+        sam = create(model) if _CREATE_TAKES_MODEL else create()
         if not isinstance(sam, SAM):
             raise SamkitError(
                 f"SAMTrainer needs a samkit optimizer (samkit.SAM, samkit.create_optimizer), got "

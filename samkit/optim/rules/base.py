@@ -60,7 +60,12 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     if len(tensors) == 0:
         raise ValueError("global_norm of an empty list: no parameter has a gradient")
     dtype = _norm_dtype(tensors)
-    norms = list(torch._foreach_norm(list(tensors), 2, dtype=dtype))
+    tensors = list(tensors)
+    if all(t.dtype == dtype for t in tensors):
+        # without dtype: torch 2.14's DTensor (FSDP2) has no sharding rule for the dtype overload
+        norms = list(torch._foreach_norm(tensors, 2))
+    else:
+        norms = list(torch._foreach_norm(tensors, 2, dtype=dtype))
     if any(n.dtype != dtype or n.device != norms[0].device for n in norms):
         device = norms[0].device
         norms = [n.to(device=device, dtype=dtype) for n in norms]
