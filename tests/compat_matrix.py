@@ -183,6 +183,7 @@ def run(name: str, workers: str) -> bool:
     seconds = time.monotonic() - start
     have = versions(env)
     record = {
+        "commit": commit(),
         "row": name, "python": platform_python(env), "exit": code, "seconds": round(seconds, 1),
         "date": dt.date.today().isoformat(), "machine": machine(), "workers": workers,
         "packages": {k: have[k] for k in KEY_PACKAGES if k in have},
@@ -190,6 +191,16 @@ def run(name: str, workers: str) -> bool:
     }
     (OUT / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     return code == 0
+
+
+def commit() -> str:
+    """The commit the row ran, with ``+changes`` when files other than the matrix's own differed."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                             ":!docs/compatibility", ":!docs/compatibility.md"],
+                            cwd=ROOT, capture_output=True, text=True).stdout
+    return (head or "unknown") + ("+changes" if status.strip() else "")
 
 
 def platform_python(env: Path) -> str:
@@ -218,7 +229,7 @@ def report() -> str:
     rows, notes = [], []
     for name in ROWS:
         if not (OUT / f"{name}.json").is_file():
-            rows.append(f"| {name} | not run | | | | | | | | |")
+            rows.append(f"| {name} | not run | | | | | | | | | |")
             continue
         rec = json.loads((OUT / f"{name}.json").read_text())
         outcomes, reasons = counts(OUT / f"{name}.xml")
@@ -229,7 +240,7 @@ def report() -> str:
             f"| {name} | {rec['python']} | {pk.get('torch', '')} | {pk.get('numpy', '')} | "
             f"{pk.get('lightning', '–')} | {pk.get('transformers', '–')} | {verdict} | "
             f"{outcomes['passed']} / {bad} / {outcomes['skipped']} | "
-            f"{rec['seconds']:.0f} | {rec['date']} |")
+            f"{rec['seconds']:.0f} | {rec['date']} | {rec.get('commit', '')} |")
         lines = [f"- **{name}**" + (f": {rec['why']}." if rec["why"] else ".")]
         lines.append(f"  Versions: {', '.join(f'{k} {v}' for k, v in pk.items())}.")
         for reason, n in sorted(reasons.items()):
@@ -251,8 +262,8 @@ def report() -> str:
         "index's CUDA builds, run on the CPU. Seconds are the suite's wall time with 2 workers.",
         "",
         "| row | Python | torch | numpy | lightning | transformers | result "
-        "| passed / failed / skipped | seconds | date |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| passed / failed / skipped | seconds | date | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "## The rows, and every skipped test with its reason",
