@@ -27,6 +27,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -190,7 +191,30 @@ def run(name: str, workers: str) -> bool:
         "deselected": LOWEST_DESELECT if deselect else {}, "why": ROWS[name].get("why", ""),
     }
     (OUT / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    record_install(name)
     return code == 0
+
+
+def would_install(name: str) -> list[str]:
+    """What ``pip install .[extras]`` would install into the row's environment, unconstrained:
+    samkit alone where the bounds admit everything the row has (its torch above all)."""
+    env, row = ENVS / name, ROWS[name]
+    extras = ",".join(row["extras"])
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", "--dry-run",
+                        "--report", str(report), f".[{extras}]" if extras else "."],
+                       cwd=ROOT, check=True, capture_output=True)
+        planned = json.loads(report.read_text()).get("install", [])
+    return sorted(i["metadata"]["name"] for i in planned)
+
+
+def record_install(name: str) -> None:
+    """Add ``would_install`` to a row's committed record (the run keeps everything else)."""
+    path = OUT / f"{name}.json"
+    record = json.loads(path.read_text())
+    record["pip_would_install"] = would_install(name)
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def commit() -> str:
@@ -243,6 +267,10 @@ def report() -> str:
             f"{rec['seconds']:.0f} | {rec['date']} | {rec.get('commit', '')} |")
         lines = [f"- **{name}**" + (f": {rec['why']}." if rec["why"] else ".")]
         lines.append(f"  Versions: {', '.join(f'{k} {v}' for k, v in pk.items())}.")
+        if "pip_would_install" in rec:
+            adds = ", ".join(rec["pip_would_install"]) or "nothing"
+            lines.append(f"  `pip install .` (its extras, unconstrained) into this environment would "
+                         f"install: {adds}.")
         for reason, n in sorted(reasons.items()):
             lines.append(f"  Skipped ({n}): {reason}")
         for test, why in rec["deselected"].items():
@@ -281,11 +309,18 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("-n", "--workers", default="2", help="pytest-xdist workers per row")
     build_p = sub.add_parser("build", help="build (or update) rows' environments without testing")
     build_p.add_argument("rows", nargs="*", help="rows to build (default: all)")
+    pip_p = sub.add_parser("pipcheck", help="record what pip install . would add to rows already run")
+    pip_p.add_argument("rows", nargs="*", help="rows (default: all that have a record)")
     sub.add_parser("report", help="write docs/compatibility.md from docs/compatibility/")
     sub.add_parser("rows", help="list the rows")
     args = parser.parse_args(argv)
     if args.command == "rows":
         print("\n".join(ROWS))
+        return 0
+    if args.command == "pipcheck":
+        for name in args.rows or [n for n in ROWS if (OUT / f"{n}.json").is_file()]:
+            record_install(name)
+        REPORT.write_text(report())
         return 0
     if args.command in ("run", "build"):
         unknown = [r for r in args.rows if r not in ROWS]
