@@ -34,7 +34,9 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENVS = ROOT / ".venv-compat"
+# the environments may live outside the checkout (SAMKIT_COMPAT_ENVS), so that one set serves any
+# clone: each run first points the environment's editable samkit at the checkout it tests
+ENVS = Path(os.environ.get("SAMKIT_COMPAT_ENVS", ROOT / ".venv-compat"))
 OUT = ROOT / "docs" / "compatibility"
 REPORT = ROOT / "docs" / "compatibility.md"
 MIN_FREE_GB = 12
@@ -173,6 +175,8 @@ def machine() -> str:
 
 def run(name: str, workers: str) -> bool:
     env = build(name)
+    sh(str(env / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+       "-e", str(ROOT))  # this checkout, wherever the environment was built
     OUT.mkdir(parents=True, exist_ok=True)
     xml = OUT / f"{name}.xml"
     deselect = [a for t in LOWEST_DESELECT for a in ("--deselect", t)] if ROWS[name].get("lowest") else []
