@@ -1,5 +1,6 @@
-"""The one set of argument checks samkit uses for numbers, counts and choices (every layer may
-import it): a bad value raises :class:`SamkitError` naming the setting, the rule and the value."""
+"""The one set of argument checks samkit uses for numbers, counts, flags, seeds and choices (every
+layer may import it): a bad value raises :class:`SamkitError` naming the setting, the rule and the
+value."""
 
 from __future__ import annotations
 
@@ -44,6 +45,19 @@ def check_positive_int(
         if allow_none:
             what += " or None"
         raise SamkitError(f"{name} must be {what}, got {value!r}")
+
+
+def check_flag(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """``True`` or ``False`` (``None`` too with ``allow_none``): not a truthy string or number, which
+    ``bool()`` would read as ``True``."""
+    if not isinstance(value, bool) and not (allow_none and value is None):
+        raise SamkitError(f"{name} must be True or False{' or None' if allow_none else ''}, got {value!r}")
+
+
+def check_seed(name: str, value: Any) -> None:
+    """A random seed: an ``int`` in ``[0, 2**63)`` (what every generator samkit seeds accepts)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise SamkitError(f"{name} must be an integer in [0, 2**63), got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:

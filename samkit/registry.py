@@ -56,7 +56,7 @@ class Registry(Generic[F]):
 
     def get(self, name: str) -> F:
         """The entry registered as ``name`` (not a family); a clear error listing the names."""
-        if name in self._entries and name not in self._families:
+        if isinstance(name, str) and name in self._entries and name not in self._families:
             return self._entries[name]
         raise SamkitError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}")
 

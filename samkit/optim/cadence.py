@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from samkit._checks import check_positive_int, check_seed
 from samkit.errors import SamkitError
 from samkit.optim.rules.base import EPS, Groups, RuleContext, check_number, global_norm
 
@@ -117,8 +118,7 @@ class Cadence:
 
     def set_total_steps(self, total_steps: int) -> None:
         """How many steps training has (for cadences defined by fractions of training)."""
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise SamkitError(f"total_steps must be a positive integer, got {total_steps!r}")
+        check_positive_int("total_steps", total_steps)
         self.total_steps = total_steps
 
     def _total(self) -> int:
@@ -203,8 +203,7 @@ class Every(Cadence):
     def __init__(self, k: int, reuse: str | None = None, alpha: float = 0.7, *,
                  ascent_fraction: float | None = None) -> None:
         super().__init__(ascent_fraction=ascent_fraction)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise SamkitError(f"k must be a positive integer (ascend every k-th step), got {k!r}")
+        check_positive_int("k", k, hint="ascend every k-th step")
         if reuse not in REUSE:
             raise SamkitError(f"reuse must be one of {REUSE}, got {reuse!r}")
         check_number("alpha", alpha, low=0.0)
@@ -272,6 +271,7 @@ class RandomSwitch(Cadence):
     def __init__(self, p: float, seed: int = 0, *, ascent_fraction: float | None = None) -> None:
         super().__init__(ascent_fraction=ascent_fraction)
         check_number("p", p, low=0.0, high=1.0)
+        check_seed("seed", seed)
         self.p, self.seed = p, seed
         self._stream = random.Random(seed)
         self._sampler.manual_seed(seed)
@@ -382,8 +382,7 @@ class Drift(Every):
         if reuse == "perturbation":
             raise SamkitError("the drift cadence reuses LookSAM's component (reuse='looksam') or nothing")
         max_gap = 2 * k if max_gap is None else max_gap
-        if isinstance(max_gap, bool) or not isinstance(max_gap, int) or max_gap < 1:
-            raise SamkitError(f"max_gap must be a positive integer (steps), got {max_gap!r}")
+        check_positive_int("max_gap", max_gap, hint="steps")
         check_number("rate", rate, low=0.0, low_open=True)
         self.max_gap, self.rate = max_gap, rate
         self.needs_full_grad = self.transforms_descent = True  # g_a: each ascent step's plain gradient
@@ -533,5 +532,5 @@ def parse_cadence(spec: str) -> Cadence:
         )
     try:
         return cls(**options)
-    except TypeError as err:
+    except (TypeError, SamkitError) as err:  # say which cadence (the CLI's --cadence, a method's)
         raise SamkitError(f"cadence {spec!r}: {err}") from err

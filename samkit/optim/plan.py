@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from samkit._checks import check_choice, check_number, check_positive_int
+from samkit._checks import check_choice, check_flag, check_number, check_positive_int
 from samkit.errors import SamkitError
 from samkit.optim.cadence import Always, Cadence, parse_cadence
 from samkit.optim.distributed import PerturbationGroups, full_value
@@ -134,6 +134,7 @@ class Knobs:
         sync_perturbation_group_size: int = 1,
     ) -> Knobs:
         """Check every setting and their compatibility; a :class:`SamkitError` says what to change."""
+        check_flag("adaptive", adaptive, allow_none=True)
         if rule is None:
             rule = ASAM(eta=eta or 0.0) if adaptive else SAM()
         if not isinstance(rule, Rule):
@@ -193,8 +194,7 @@ class Knobs:
         decide from a gradient a scoped ascent does not take for every parameter."""
         flags = [g.get("perturb", True) for g in groups]
         for flag in flags:
-            if not isinstance(flag, bool):
-                raise SamkitError(f"a param group's perturb must be True or False, got {flag!r}")
+            check_flag("a param group's perturb", flag)
         if not any(flags):
             raise SamkitError(
                 "no param group is perturbed (every group has perturb=False): perturb at least one "

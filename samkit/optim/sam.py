@@ -160,10 +160,12 @@ class SAM(Optimizer):
         )  # fmt: skip
         self.knobs = knobs
         self._execution = Execution(knobs.execution)  # the choice, and what the last step used
+        if model is not None and not isinstance(model, nn.Module):
+            raise SamkitError(f"model must be the nn.Module the optimizer trains (or None), got {model!r}")
         self.model = model
         defaults = {"rho": rho, **knobs.rule.hyperparameters()}
         if adaptive is not None:
-            defaults["adaptive"] = bool(adaptive)
+            defaults["adaptive"] = adaptive
         if eta is not None:
             defaults["eta"] = eta
         self._rule_keys = tuple(defaults)

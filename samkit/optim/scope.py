@@ -52,6 +52,9 @@ def select(model: nn.Module, perturb: Callable[[str, nn.Parameter], bool], what:
            **options: Any) -> list[dict[str, Any]]:
     """Groups of ``model``'s trainable parameters: those ``perturb(name, p)`` chooses (with
     ``options``), then the rest with ``perturb=False`` (left out when empty)."""
+    _check_model(model)
+    if not callable(perturb):
+        raise SamkitError(f"perturb must be a function perturb(name, parameter) -> bool, got {perturb!r}")
     chosen: list[nn.Parameter] = []
     rest: list[nn.Parameter] = []
     for name, p in model.named_parameters():
@@ -68,8 +71,14 @@ def select(model: nn.Module, perturb: Callable[[str, nn.Parameter], bool], what:
     return groups
 
 
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise SamkitError(f"model must be an nn.Module (whose parameters are grouped), got {model!r}")
+
+
 def _owners(model: nn.Module, kinds: tuple[type[nn.Module], ...]) -> set[int]:
     """ids of the parameters that belong (directly) to modules of these kinds."""
+    _check_model(model)
     return {id(p) for m in model.modules() if isinstance(m, kinds) for p in m.parameters(recurse=False)}
 
 
@@ -83,6 +92,7 @@ def norm_layers(model: nn.Module, **options: Any) -> list[dict[str, Any]]:
 
 def last_layer(model: nn.Module, **options: Any) -> list[dict[str, Any]]:
     """Perturb only the last ``nn.Linear`` of the model (in registration order: the head)."""
+    _check_model(model)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise SamkitError("last_layer: the model has no nn.Linear layer; use samkit.scope.select")

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from samkit import _atomic
-from samkit._checks import check_choice, check_number, check_positive_int
+from samkit._checks import check_choice, check_number, check_positive_int, check_seed
 from samkit.errors import SamkitError
 from samkit.optim import registry
 from samkit.optim.plan import EXECUTIONS
@@ -243,8 +243,7 @@ class TrainConfig:
         for name in ("dataset_options", "model_options", "optimizer_options"):
             if not isinstance(getattr(self, name), dict):
                 raise SamkitError(f"{name} must be a mapping of option: value.")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
-            raise SamkitError(f"seed must be an integer in [0, 2**63), got {self.seed!r}.")
+        check_seed("seed", self.seed)
         if self.data_root is not None and (not isinstance(self.data_root, str) or not self.data_root):
             raise SamkitError(f"data_root must be a folder, got {self.data_root!r}.")
         for name in ("rho", "eta", "sigma"):  # set for every optimizer: checked for every one

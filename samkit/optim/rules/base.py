@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from samkit._checks import check_number
+from samkit._checks import check_flag, check_number
 
 EPS = 1e-12
 
@@ -236,9 +236,10 @@ class Rule:
     shardable = True
 
     def __init__(self, *, adaptive: bool = False, eta: float = 0.0) -> None:
-        self.adaptive = bool(adaptive)
-        self.eta = eta
+        check_flag("adaptive", adaptive)
         check_number("eta", eta, low=0.0)
+        self.adaptive = adaptive
+        self.eta = eta
 
     # ---- settings -------------------------------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
@@ -248,6 +249,7 @@ class Rule:
     def validate(self, group: dict[str, Any]) -> None:
         """Check one param group's settings; raise :class:`SamkitError` saying what to change."""
         check_number("rho", group["rho"], low=0.0)
+        check_flag("adaptive", group["adaptive"])
         check_number("eta", group["eta"], low=0.0)
 
     def check_base(self, base_optimizer: torch.optim.Optimizer) -> None:

@@ -62,7 +62,7 @@ class FriendlySAM(Rule):
                  eta: float = 0.0) -> None:
         super().__init__(adaptive=adaptive, eta=eta)
         self.sigma, self.lmbda = sigma, lmbda
-        self.validate({"rho": 0.0, "eta": eta, "sigma": sigma, "lmbda": lmbda})
+        self.validate({"rho": 0.0, **self.hyperparameters()})
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "sigma": self.sigma, "lmbda": self.lmbda}

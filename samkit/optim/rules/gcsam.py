@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import Tensor
 
+from samkit._checks import check_flag
 from samkit.optim.rules.base import Groups, Rule, RuleContext
 
 __all__ = ["GCSAM", "centralize"]
@@ -50,7 +51,8 @@ class GCSAM(Rule):
 
     def __init__(self, descent: bool = True, *, adaptive: bool = False, eta: float = 0.0) -> None:
         super().__init__(adaptive=adaptive, eta=eta)
-        self.centralize_descent = bool(descent)
+        check_flag("descent", descent)
+        self.centralize_descent = descent
         self.transforms_descent = self.centralize_descent
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -17,9 +17,12 @@ and :math:`\Pi_\rho` the projection onto the ball :math:`\sum_i \lVert T_i^{-1} 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from samkit._checks import check_number, check_positive_int
 from samkit.errors import SamkitError
 from samkit.optim.rules.base import Groups, Rule, RuleContext, metric, per_shard
 
@@ -39,16 +42,26 @@ class MultiStepSAM(Rule):
     def __init__(self, steps: int = 2, step_size: float = 1.0, *, adaptive: bool = False,
                  eta: float = 0.0) -> None:
         super().__init__(adaptive=adaptive, eta=eta)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise SamkitError(f"steps must be a positive integer (ascent passes per step), got {steps!r}")
-        if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not step_size > 0:
-            raise SamkitError(f"step_size must be a positive number (a multiple of rho), got {step_size!r}")
+        check_positive_int("steps", steps, hint="ascent passes per step")
+        check_number("step_size", step_size, low=0.0, low_open=True)  # a multiple of rho
         self.steps = steps
         self.step_size = float(step_size)
         self.ascent_passes = steps
 
-    def hyperparameters(self) -> dict:
+    def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "steps": self.steps, "step_size": self.step_size}
+
+    def validate(self, group: dict[str, Any]) -> None:
+        super().validate(group)
+        check_positive_int("steps", group["steps"], hint="ascent passes per step")
+        check_number("step_size", group["step_size"], low=0.0, low_open=True)
+        # the passes of a step are the rule's, not a group's: a group's own value would be ignored
+        if group["steps"] != self.steps or group["step_size"] != self.step_size:
+            raise SamkitError(
+                "steps and step_size are the same for every param group: set them in "
+                f"MultiStepSAM(steps=..., step_size=...), not in a group (got steps={group['steps']!r}, "
+                f"step_size={group['step_size']!r})"
+            )
 
     def perturbation(self, grads: Groups | None, ctx: RuleContext, *, stacked: bool = False,
                      previous: Groups | None = None) -> tuple[Groups | None, Tensor]:

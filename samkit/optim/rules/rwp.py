@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from samkit.errors import SamkitError
+from samkit._checks import check_seed
 from samkit.optim.rules.base import Point, Rule, RuleContext, check_number
 
 __all__ = ["RWP"]
@@ -61,15 +61,14 @@ class RWP(Rule):
         check_number("mix", mix, low=0.0, high=1.0)
         check_number("adapt", adapt, low=0.0)
         check_number("beta", beta, low=0.0, high=1.0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise SamkitError(f"seed must be an integer, got {seed!r}")
+        check_seed("seed", seed)
         self.descent_passes = 2 if mix < 1 else 1
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"adaptive": False, "eta": 0.0}  # (rho, adaptive and eta of the SAM ball play no part)
 
     def validate(self, group: dict[str, Any]) -> None:
-        check_number("rho", group["rho"], low=0.0)
+        super().validate(group)  # rho, and adaptive and eta: no part in RWP, but not nonsense
 
     def perturbation(self, grads: Any, ctx: RuleContext, *, stacked: bool = False,
                      previous: Any = None) -> tuple[Any, Tensor]:

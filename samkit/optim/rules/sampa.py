@@ -57,7 +57,7 @@ class SAMPa(Rule):
         super().__init__(adaptive=adaptive, eta=eta)
         self.mix = mix
         self._sgd_like = False
-        self.validate({"rho": 0.0, "eta": eta, "mix": mix})
+        self.validate({"rho": 0.0, **self.hyperparameters()})
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "mix": self.mix}

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from samkit._checks import check_flag
 from samkit.errors import SamkitError
 from samkit.optim.distributed import local_tensors
 from samkit.optim.rules.base import Groups, Rule, RuleContext, check_number
@@ -48,8 +49,9 @@ class WSAM(Rule):
     def __init__(self, gamma: float = 0.9, decouple: bool = True, *, adaptive: bool = False,
                  eta: float = 0.0) -> None:
         super().__init__(adaptive=adaptive, eta=eta)
-        self.gamma, self.decouple = gamma, bool(decouple)
-        self.validate({"rho": 0.0, "eta": eta, "gamma": gamma})
+        check_flag("decouple", decouple)
+        self.gamma, self.decouple = gamma, decouple
+        self.validate({"rho": 0.0, **self.hyperparameters()})
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "gamma": self.gamma}
