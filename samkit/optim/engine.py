@@ -67,11 +67,13 @@ class WeightBackup:
 
     def __init__(self) -> None:
         self._copy: list[Tensor] | None = None
-        self._local: list[Tensor] = []  # the weights saved (local shards under FSDP)
+        self._flat: list[Tensor] = []  # the weights saved
+        self._sharded = False  # DTensors (FSDP2): saved and put back shard by shard
 
     def save(self, flat: list[Tensor]) -> None:
-        sharded = any(type(p) is not Tensor and type(p) is not nn.Parameter for p in flat)
-        local = self._local = local_tensors(flat) if sharded else flat
+        sharded = self._sharded = any(type(p) is not Tensor and type(p) is not nn.Parameter for p in flat)
+        self._flat = flat
+        local = local_tensors(flat) if sharded else flat
         b = self._copy
         if b is None or len(b) != len(local) or any(
             x.shape != p.shape or x.dtype != p.dtype or x.device != p.device
@@ -84,8 +86,13 @@ class WeightBackup:
     def restore(self) -> None:
         """The saved weights back, bit-exactly."""
         assert self._copy is not None
+        # The local shards are taken again, not kept from save(): FSDP2 may replace a parameter's
+        # local tensor in between. Torch 2.8's first forward (lazy init) re-pads every unevenly
+        # sharded parameter into a new buffer, so a copy into the shard taken at save() reached
+        # nothing the model reads: those weights stayed at w + e (torch >= 2.11 keeps the buffer).
+        local = local_tensors(self._flat) if self._sharded else self._flat
         with torch.no_grad():
-            torch._foreach_copy_(self._local, self._copy)
+            torch._foreach_copy_(local, self._copy)
         torch.clear_autocast_cache()  # cheap when autocast is off: an empty cache
 
     def move(self, flat: list[Tensor], e: Groups | None, restore_first: bool = False) -> None:

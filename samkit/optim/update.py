@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from samkit._compat import clip_grad_norm_
 from samkit.errors import SamkitError
 from samkit.optim.distributed import full_value
 from samkit.optim.engine import PassResult
@@ -141,7 +142,7 @@ def _descent_side(plan: StepPlan, result: PassResult) -> None:
     if plan.max_grad_norm is not None:
         flat = [p for p in plan.all_flat if p.grad is not None]
         if flat:
-            torch.nn.utils.clip_grad_norm_(flat, plan.max_grad_norm, foreach=True)
+            clip_grad_norm_(flat, plan.max_grad_norm)  # torch's, right for FSDP2's DTensors
 
 
 def base_step(

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from samkit._checks import check_flag, check_number
+from samkit._compat import reduced
 
 EPS = 1e-12
 
@@ -69,7 +70,8 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     if any(n.dtype != dtype or n.device != norms[0].device for n in norms):
         device = norms[0].device
         norms = [n.to(device=device, dtype=dtype) for n in norms]
-    return torch.linalg.vector_norm(torch.stack(norms))
+    # DTensors (FSDP2): reduced over the ranks before any use (torch 2.8 would add eps per rank)
+    return reduced(torch.linalg.vector_norm(torch.stack(norms)))
 
 
 def shard_norms(tensors: Sequence[Tensor]) -> Tensor:

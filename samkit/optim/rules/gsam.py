@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from samkit._compat import reduced
 from samkit.optim.rules.base import EPS, Groups, Rule, RuleContext, check_number
 
 __all__ = ["GSAM"]
@@ -32,7 +33,9 @@ __all__ = ["GSAM"]
 def inner(a: list[Tensor], b: list[Tensor]) -> Tensor:
     """:math:`\\sum_i \\langle a_i, b_i \\rangle` as a 0-d tensor (at least float32), no host sync."""
     dtype = torch.promote_types(a[0].dtype, torch.float32) if a else torch.float32
-    return torch.stack([torch.sum(x.to(dtype) * y.to(dtype)) for x, y in zip(a, b, strict=True)]).sum()
+    # DTensors (FSDP2): completed over the ranks before any use (torch 2.8 would add EPS per rank)
+    terms = [torch.sum(x.to(dtype) * y.to(dtype)) for x, y in zip(a, b, strict=True)]
+    return reduced(torch.stack(terms).sum())
 
 
 class GSAM(Rule):
