@@ -334,8 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.rows or list(ROWS):
                 build(name)
             return 0
-        failed = [name for name in (args.rows or list(ROWS)) if not run(name, args.workers)]
-        REPORT.write_text(report())
+        failed = []
+        for name in args.rows or list(ROWS):
+            if not run(name, args.workers):
+                failed.append(name)
+            REPORT.write_text(report())  # after every row: the page is there while the rest run
         if failed:
             print(f"failed rows: {', '.join(failed)}", file=sys.stderr)
             return 1

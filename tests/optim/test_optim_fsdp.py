@@ -57,6 +57,9 @@ def _worker(rank: int, out: str) -> None:
             full = {k: v.full_tensor() for k, v in model.state_dict().items()}
             if rank == 0:
                 torch.save(full, f"{out}/{name}.pt")
+        # both ranks leave together: a rank that tore gloo down while the other was still saving
+        # aborted once ("terminate called without an active exception") on a loaded machine
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
