@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _helpers import missing_extras
 
 import samkit
 
@@ -100,7 +101,12 @@ def test_make_docs_is_the_strict_build_the_suite_runs():
 
 def test_the_reference_lists_every_public_name(site):
     missing = []
+    # an adapter whose extra is not installed cannot be imported to list its names (the matrix's
+    # torch 2.5 row); its page is checked wherever the extra is (the docstring test says which)
+    absent = {f"samkit.integrations.{n}" for n in missing_extras("lightning", "transformers")}
     for name, page in PAGES.items():
+        if name in absent:
+            continue
         ids = set(re.findall(r'id="([^"]+)"', (site / "api" / page).read_text()))
         for attr, obj in public(name):
             if inspect.ismodule(obj):
