@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from samkit.data import load_dataset
 from samkit.errors import SamkitError
@@ -54,6 +55,7 @@ def test_well_typed_options_pass_and_numbers_written_as_text_are_read():
     # YAML reads 1e-3 (no dot) as text: a float option accepts it as the number it spells
     model = build_model("vit_tiny", num_classes=2, input_shape=(1, 8, 8), dim=8, depth=1,
                         heads=2, mlp_ratio="2e0")
-    assert model is not None
+    hidden = {m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    assert 16 in hidden and 32 not in hidden  # dim 8 x mlp_ratio 2.0, not the default 4
     with pytest.raises(SamkitError, match=r"option mlp_ratio expects a number, got 'big'"):
         build_model("vit_tiny", num_classes=2, input_shape=(1, 8, 8), mlp_ratio="big")

@@ -48,7 +48,9 @@ def test_the_head_penalty_adds_lambda_w_to_the_head_gradient_and_nothing_else():
     for p, a, c in zip(model.parameters(), plain, pen):
         expected = a + 0.5 * p.detach() if p is head_w else a
         torch.testing.assert_close(c, expected, rtol=1e-12, atol=1e-15)
-    assert training_loss(TrainConfig()) is not None
+    # no penalty: the objective is plain cross-entropy, to the bit
+    x, y = b[0], b[1]
+    assert torch.equal(training_loss(TrainConfig())(model, b), torch.nn.functional.cross_entropy(model(x), y))
     with pytest.raises(SamkitError, match="need a model with an nn.Linear head"):
         training_loss(TrainConfig(head_penalty=0.1))(torch.nn.Conv1d(1, 1, 3).double(), (b[0], b[1]))
 
