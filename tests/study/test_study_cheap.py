@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from harness_fixtures import tiny_config
-from test_study_claims import _fake_compare
+from study_helpers import accs, fake_compare
 
 from samkit.errors import SamkitError
 from samkit.optim import cadence as cadence_mod
@@ -24,10 +24,6 @@ from samkit.train import load_config
 ROOT = Path(__file__).resolve().parents[2]
 CANDS = [["fam", "a", "sam:cadence=every:k=4"], ["fam", "b", "sam:cadence=every:k=2"],
          ["solo", "c", "sam:cadence=drift:k=4"]]  # fmt: skip
-
-
-def _accs(*values):
-    return [{"test_acc": v} for v in values]
 
 
 def _suite(tmp_path: Path, settings: list[dict]) -> dict:
@@ -44,15 +40,15 @@ def _setting(sid, held_out):
 
 def test_picks_take_the_best_worst_share_on_the_tuning_half(tmp_path):
     # SAM gains 0.10 on t1 and 0.20 on t2; t3: SAM gains nothing, so it counts for nothing
-    _fake_compare(tmp_path / "t1", {"sgd": _accs(0.6, 0.6), "sam": _accs(0.7, 0.7),
-                                    "a": _accs(0.69, 0.69), "b": _accs(0.65, 0.65),
-                                    "c": _accs(0.68, 0.68)}, seeds=(7, 8))  # fmt: skip
-    _fake_compare(tmp_path / "t2", {"sgd": _accs(0.5, 0.5), "sam": _accs(0.7, 0.7),
-                                    "a": _accs(0.60, 0.60), "b": _accs(0.69, 0.69),
-                                    "c": _accs(0.69, 0.69)}, seeds=(7, 8))  # fmt: skip
-    _fake_compare(tmp_path / "t3", {"sgd": _accs(0.9, 0.9), "sam": _accs(0.9, 0.9),
-                                    "a": _accs(0.1, 0.1), "b": _accs(0.1, 0.1),
-                                    "c": _accs(0.1, 0.1)}, seeds=(7, 8))  # fmt: skip
+    fake_compare(tmp_path / "t1", {"sgd": accs(0.6, 0.6), "sam": accs(0.7, 0.7),
+                                    "a": accs(0.69, 0.69), "b": accs(0.65, 0.65),
+                                    "c": accs(0.68, 0.68)}, seeds=(7, 8))  # fmt: skip
+    fake_compare(tmp_path / "t2", {"sgd": accs(0.5, 0.5), "sam": accs(0.7, 0.7),
+                                    "a": accs(0.60, 0.60), "b": accs(0.69, 0.69),
+                                    "c": accs(0.69, 0.69)}, seeds=(7, 8))  # fmt: skip
+    fake_compare(tmp_path / "t3", {"sgd": accs(0.9, 0.9), "sam": accs(0.9, 0.9),
+                                    "a": accs(0.1, 0.1), "b": accs(0.1, 0.1),
+                                    "c": accs(0.1, 0.1)}, seeds=(7, 8))  # fmt: skip
     record = _suite(tmp_path, [_setting("t1", False), _setting("t2", False), _setting("t3", False)])
     table = cheap_report.tuning_table(tmp_path, record)
     # by hand: a keeps 0.09/0.10 and 0.10/0.20; b 0.05/0.10 and 0.19/0.20; c 0.08/0.10, 0.19/0.20
@@ -67,15 +63,15 @@ def test_picks_take_the_best_worst_share_on_the_tuning_half(tmp_path):
 
 def test_held_out_verdicts_and_the_report(tmp_path):
     for sid in ("t1",):
-        _fake_compare(tmp_path / sid, {"sgd": _accs(0.6, 0.6), "sam": _accs(0.7, 0.7),
-                                       "a": _accs(0.7, 0.7), "b": _accs(0.6, 0.6),
-                                       "c": _accs(0.65, 0.65)}, seeds=(7, 8))  # fmt: skip
-    _fake_compare(tmp_path / "h1", {
-        "sgd": _accs(0.60, 0.62, 0.61), "sam": _accs(0.70, 0.72, 0.71),
-        "a": _accs(0.70, 0.725, 0.71),  # keeps all: gain - 0.9 gain_sam = +0.01, +0.015, +0.01
-        "c": _accs(0.61, 0.63, 0.60)}, seeds=(0, 1, 2))  # fmt: skip
-    _fake_compare(tmp_path / "h2", {"sgd": _accs(0.9, 0.9, 0.9), "sam": _accs(0.9, 0.9, 0.9),
-                                    "a": _accs(0.9, 0.9, 0.9), "c": _accs(0.9, 0.9, 0.9)},
+        fake_compare(tmp_path / sid, {"sgd": accs(0.6, 0.6), "sam": accs(0.7, 0.7),
+                                       "a": accs(0.7, 0.7), "b": accs(0.6, 0.6),
+                                       "c": accs(0.65, 0.65)}, seeds=(7, 8))  # fmt: skip
+    fake_compare(tmp_path / "h1", {
+        "sgd": accs(0.60, 0.62, 0.61), "sam": accs(0.70, 0.72, 0.71),
+        "a": accs(0.70, 0.725, 0.71),  # keeps all: gain - 0.9 gain_sam = +0.01, +0.015, +0.01
+        "c": accs(0.61, 0.63, 0.60)}, seeds=(0, 1, 2))  # fmt: skip
+    fake_compare(tmp_path / "h2", {"sgd": accs(0.9, 0.9, 0.9), "sam": accs(0.9, 0.9, 0.9),
+                                    "a": accs(0.9, 0.9, 0.9), "c": accs(0.9, 0.9, 0.9)},
                   seeds=(0, 1, 2))  # fmt: skip
     _suite(tmp_path, [_setting("t1", False), _setting("h1", True), _setting("h2", True)])
     table = cheap_report.write(tmp_path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from committed import assert_csv_agrees, assert_text_contains
 from harness_fixtures import tiny_config
+from study_helpers import accs, fake_compare
 
 from samkit.errors import SamkitError
 from samkit.study import claims as claims_mod
@@ -40,41 +41,15 @@ def test_verdict_from_the_interval_of_the_gap():
     assert verdict(summarize([]), +1) == INCONCLUSIVE
 
 
-def _fake_compare(folder: Path, values: dict[str, list[dict]], seeds=(0, 1, 2)) -> None:
-    """A compare study folder written as `samkit compare` would, without training anything."""
-    runs = []
-    for label, per_seed in values.items():
-        for seed, metrics in zip(seeds, per_seed):
-            name = f"{label}-seed{seed}"
-            opt = "sgd" if label == "sgd" else "sam"
-            cfg = tiny_config(optimizer=opt, seed=seed, label=label)
-            save_config(cfg, folder / name / "config.yaml")
-            summary = {"status": "complete", "label": label, "seed": seed, "test_acc": 0.5,
-                       "passes": 10, "train_time": 1.0, **metrics}  # fmt: skip
-            flat = {"lambda_max": metrics.pop("lambda_max")} if "lambda_max" in metrics else None
-            run_files.write_json(folder / name / "summary.json", summary)
-            if flat:
-                run_files.write_json(folder / name / "flatness.json", flat)
-            runs.append({"dir": name, "label": label, "seed": seed, "cell": {"optimizer": opt}})
-    study = {"kind": "compare", "base_config": tiny_config().to_dict(), "base_hash": "x",
-             "seeds": list(seeds), "flatness": None, "methods": list(values),
-             "labels": list(values), "runs": runs, "sessions": []}  # fmt: skip
-    run_files.write_json(folder / "study.json", study)
-
-
-def _accs(*values):
-    return [{"test_acc": v} for v in values]
-
-
 def test_suite_verdicts_from_fabricated_run_folders(tmp_path):
     suite = tmp_path / "suite"
-    _fake_compare(
+    fake_compare(
         suite / "s",
         {
-            "sgd": _accs(0.70, 0.72, 0.71),
-            "sam": _accs(0.75, 0.78, 0.75),  # +0.05, +0.06, +0.04: reproduced
-            "fsam": _accs(0.73, 0.75, 0.725),  # vs sam: -0.02, -0.03, -0.025: not reproduced
-            "msam": _accs(0.80, 0.74, 0.76),  # vs sam: +0.05, -0.04, +0.01: inconclusive
+            "sgd": accs(0.70, 0.72, 0.71),
+            "sam": accs(0.75, 0.78, 0.75),  # +0.05, +0.06, +0.04: reproduced
+            "fsam": accs(0.73, 0.75, 0.725),  # vs sam: -0.02, -0.03, -0.025: not reproduced
+            "msam": accs(0.80, 0.74, 0.76),  # vs sam: +0.05, -0.04, +0.01: inconclusive
         },
     )
     for label, lam in (("sam", (50.0, 60.0, 55.0)), ("msam", (40.0, 45.0, 41.0))):
@@ -320,9 +295,9 @@ def test_tuning_choice_ties_and_seed_sets(tmp_path):
         "msam:shards=4,rho=0.05,label=msam.rho=0.05", "msam:shards=4,rho=0.1,label=msam.rho=0.1"]
     with pytest.raises(SamkitError, match="not methods of the study"):
         tuning.candidates(("sgd",), {"sam": (0.1,)})
-    _fake_compare(tmp_path / "t", {  # 0.1 and 0.2 tie: the earlier candidate of the grid
-        "sam.rho=0.05": _accs(0.70, 0.72), "sam.rho=0.1": _accs(0.74, 0.76),
-        "sam.rho=0.2": _accs(0.76, 0.74)}, seeds=(5, 6))  # fmt: skip
+    fake_compare(tmp_path / "t", {  # 0.1 and 0.2 tie: the earlier candidate of the grid
+        "sam.rho=0.05": accs(0.70, 0.72), "sam.rho=0.1": accs(0.74, 0.76),
+        "sam.rho=0.2": accs(0.76, 0.74)}, seeds=(5, 6))  # fmt: skip
     chosen = tuning.choose(tmp_path / "t", {"sam": (0.05, 0.1, 0.2)})
     assert chosen["sam"]["rho"] == 0.1 and chosen["sam"]["seeds"] == [5, 6]
     assert chosen["sam"]["means"][0.05] == pytest.approx(0.71)
@@ -351,7 +326,7 @@ def test_a_claim_on_two_datasets_says_where_it_holds():
 def test_an_unfinished_tuning_study_is_said_not_to_have_finished(tmp_path):
     from samkit.study import tuning
 
-    _fake_compare(tmp_path / "s-tune", {"sam.rho=0.1": _accs(0.7, 0.7)}, seeds=(5, 6))
+    fake_compare(tmp_path / "s-tune", {"sam.rho=0.1": accs(0.7, 0.7)}, seeds=(5, 6))
     spec = {"id": "s", "kind": "compare", "methods": ["sgd", "sam", "msam"], "seeds": [0, 1],
             "tune": [["sam", [0.1]], ["msam", [0.1]]], "tune_seeds": [5, 6]}  # fmt: skip
     lines = tuning.tuning_markdown(tmp_path, {"studies": [spec]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from committed import line_agrees
-from test_study_claims import _fake_compare
+from study_helpers import fake_compare
 
 from samkit.study import write_report
 from samkit.train import files as run_files
@@ -13,7 +13,7 @@ from samkit.train import files as run_files
 def test_cost_benefit_table_and_figure(tmp_path):
     accs = {"sgd": [0.80, 0.82, 0.81], "sam": [0.88, 0.89, 0.90], "every-4": [0.87, 0.87, 0.89]}
     passes = {"sgd": 100, "sam": 200, "every-4": 125}
-    _fake_compare(tmp_path, {k: [{"test_acc": a, "passes": passes[k]} for a in v] for k, v in accs.items()})
+    fake_compare(tmp_path, {k: [{"test_acc": a, "passes": passes[k]} for a in v] for k, v in accs.items()})
     study = run_files.read_json(tmp_path / "study.json")
     run_files.write_json(tmp_path / "study.json", {**study, "baseline": "sgd", "reference": "sam"})
     write_report(tmp_path)
