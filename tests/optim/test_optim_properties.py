@@ -37,8 +37,10 @@ shapes = st.lists(st.lists(st.integers(1, 4), min_size=0, max_size=3), min_size=
 
 
 @settings(max_examples=40, deadline=None)
-@given(shapes=shapes, rho=st.floats(0.0, 2.0), adaptive=st.booleans(), split=st.integers(0, 5),
-       seed=st.integers(0, 2**16))
+# no subnormal rho: a torch 2.5 build flushes them (hypothesis refuses to draw them there), and a
+# radius of 1e-310 says nothing the radius 0 does not
+@given(shapes=shapes, rho=st.floats(0.0, 2.0, allow_subnormal=False), adaptive=st.booleans(),
+       split=st.integers(0, 5), seed=st.integers(0, 2**16))
 def test_perturbation_norm_is_rho_in_the_metric(shapes, rho, adaptive, split, seed):
     """||T^{-1} e|| = rho for every grouping of the parameters (one global norm)."""
     g = torch.Generator().manual_seed(seed)
