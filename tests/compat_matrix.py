@@ -19,6 +19,7 @@ with less than ``MIN_FREE_GB`` free on the disk.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
 import hashlib
 import json
@@ -246,7 +247,11 @@ def counts(xml: Path) -> tuple[Counter, Counter]:
             outcomes["passed"] += 1
         elif child.tag == "skipped":
             outcomes["skipped"] += 1
-            reasons[(child.get("message") or "").strip()] += 1
+            reason = (child.get("message") or "").strip()
+            if reason == "collection skipped" and child.text:  # a whole module: (path, line, reason)
+                path, _, why = ast.literal_eval(child.text)
+                reason = f"{Path(path).name}, the whole module: {why.removeprefix('Skipped: ')}"
+            reasons[reason] += 1
         else:
             outcomes["failed" if child.tag == "failure" else "errors"] += 1
     return outcomes, reasons
@@ -291,7 +296,8 @@ def report() -> str:
         "`pyproject.toml` are the lowest passing rows.",
         "",
         f"Machine: {', '.join(machines) or '–'}; torch builds other than 2.13.0 are the package",
-        "index's CUDA builds, run on the CPU. Seconds are the suite's wall time with 2 workers.",
+        "index's CUDA builds, run on the CPU. Seconds are the suite's wall time with 2 workers;",
+        "each row names the commit it ran (`git log` shows what changed between two rows' commits).",
         "",
         "| row | Python | torch | numpy | lightning | transformers | result "
         "| passed / failed / skipped | seconds | date | commit |",
