@@ -70,7 +70,6 @@ ROWS: dict[str, dict] = {
     "py3.12": dict(python="3.12", torch="2.13.0", extras=["lightning", "transformers"]),
     "py3.13": dict(python="3.13", torch="2.13.0", extras=["lightning", "transformers"]),
 }
-TEST_TOOLS = ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6"]
 # Deselected on the rows with the lowest pins, each with its reason (shown in the report).
 LOWEST_DESELECT = {
     "tests/study/test_study_claims.py::test_committed_verdict_tables_regenerate_from_their_run_files":
@@ -144,7 +143,7 @@ def build(name: str) -> Path:
     tools = [t for t in dev_tools() if not any(t.startswith(x) for x in row.get("no_tools", []))]
     # samkit with its dependencies resolved by pip, as a user installs it; the constraint file
     # holds torch to the row's release, and the check below shows pip never tried to move it
-    sh(*pip, "-c", str(constraints), "-e", target, *TEST_TOOLS, *tools, cwd=ROOT)
+    sh(*pip, "-c", str(constraints), "-e", target, *tools, cwd=ROOT)
     got = versions(env).get("torch", "")
     if got.split("+")[0] != row["torch"]:
         raise SystemExit(f"error: row {name}: installing samkit left torch {got}, not {row['torch']}")
