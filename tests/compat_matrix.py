@@ -128,8 +128,13 @@ def build(name: str) -> Path:
         if free < MIN_FREE_GB:
             raise SystemExit(f"error: {free:.0f} GB free; a row needs about {MIN_FREE_GB}. "
                              f"Remove rows you do not need from {ENVS}")
+        made = env / ".samkit-matrix"
+        if env.exists() and not made.is_file():  # never remove a folder this script did not make
+            raise SystemExit(f"error: {env} exists and is not a matrix environment; move it away "
+                             f"or set SAMKIT_COMPAT_ENVS to another folder")
         shutil.rmtree(env, ignore_errors=True)
         sh(python_for(row["python"]), "-m", "venv", str(env))
+        made.write_text("made by tests/compat_matrix.py; removed and rebuilt when its row changes\n")
         sh(*pip, "--upgrade", "pip")
         sh(*pip, f"torch=={row['torch']}")
         base.write_text(base_fingerprint(name))
