@@ -107,8 +107,7 @@ def check_finite(
     if grads:
         grad_norm = global_norm(grads)
         norm = norm + (grad_norm if type(grad_norm) is Tensor else full_value(grad_norm))
-    total = norm
-    return Finite.YES if bool(torch.isfinite(total)) else Finite.NO
+    return Finite.YES if bool(torch.isfinite(norm)) else Finite.NO
 
 
 def _rule_step(plan: StepPlan, ascended: bool) -> bool:
