@@ -113,7 +113,9 @@ class Registry(Generic[F]):
 
     def options(self, name: str) -> dict[str, Any]:
         """``{option: default}`` of a registered name (its target's keyword parameters; an option
-        without default has :data:`REQUIRED`)."""
+        without default has :data:`REQUIRED`; a preset has none of its own)."""
+        if name in self._presets:
+            return {}
         fn = self.target(name)
         if fn is None or not callable(fn):
             return {}

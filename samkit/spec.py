@@ -84,12 +84,13 @@ def unwrap(text: str) -> str:
 
 
 def key_value(item: str, what: str = "option") -> tuple[str, str]:
-    """``"alpha=0.1"`` -> ``("alpha", "0.1")`` (the key with ``-`` read as ``_``; value unwrapped)."""
+    """``"alpha=0.1"`` -> ``("alpha", "0.1")``, the key with ``-`` read as ``_`` (one option, as
+    ``--optimizer-option`` takes it: the value is all the rest, parentheses included)."""
     key, sep, value = item.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not key:
         raise SamkitError(f"{what} expects KEY=VALUE, got {item!r}.")
-    return key, unwrap(value)
+    return key, value.strip()
 
 
 def _legacy_items(item: str) -> list[str]:
@@ -106,8 +107,9 @@ def _legacy_items(item: str) -> list[str]:
 def parse(text: str, what: str = "spec") -> Spec:
     """``"every:k=5,reuse=looksam"`` -> ``Spec("every", {"k": "5", "reuse": "looksam"})``.
 
-    ``what`` names the spec in errors (``"cadence"``, ``"method"``). A key given twice, an option
-    without ``=`` and unbalanced parentheses are errors that show the spelling to use.
+    ``what`` names the spec in errors (``"cadence"``, ``"method"``). An option without ``=`` and
+    unbalanced parentheses are errors that show the spelling to use; of a key given twice the last
+    counts (as it did before: committed study files hold such specs).
     """
     text = str(text).strip()
     name, rest = split_name(text)
@@ -122,9 +124,7 @@ def parse(text: str, what: str = "spec") -> Spec:
             if not sep or not key.strip():
                 raise SamkitError(f"{what} {text!r}: {part!r} is not key=value (write {name}:key=value,...).")
             key, value = key_value(part, what)
-            if key in options:
-                raise SamkitError(f"{what} {text!r} gives {key} twice.")
-            options[key] = value
+            options[key] = unwrap(value)  # a key given twice: the last counts (committed specs do that)
     return Spec(name, options, text)
 
 
@@ -141,11 +141,24 @@ def scalar(text: str) -> Any:
     return value
 
 
+def _text(value: Any) -> str:
+    """How a value is written so that :func:`scalar` reads it back."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        mantissa, e, exponent = repr(value).partition("e")
+        if e and "." not in mantissa:  # YAML reads 1e-09 as text, 1.0e-09 as a number
+            return f"{mantissa}.0e{exponent}"
+    return str(value)
+
+
 def format_spec(name: str, options: dict[str, Any] | None = None) -> str:
     """The canonical spelling: ``format_spec("every", {"k": 5})`` -> ``"every:k=5"``; a value with a
     comma is wrapped in parentheses, so :func:`parse` reads back what was written."""
     items = []
     for key, value in (options or {}).items():
-        text = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        text = _text(value)
         items.append(f"{key}=({text})" if "," in text else f"{key}={text}")
     return f"{name}:{','.join(items)}" if items else name

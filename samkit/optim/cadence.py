@@ -492,8 +492,8 @@ CADENCES: dict[str, type[Cadence]] = {
 NAMES: Registry[type[Cadence]] = Registry("cadence", ordered=True)
 for _name, _cls in CADENCES.items():
     NAMES.add(_name, _cls)
-NAMES.add_preset("cheap", CHEAP, "the cheap-SAM protocol's pick among the cadences at <= 1.25x SGD's "
-                 f"passes: {CHEAP} (docs/report/cheap/cheap.md)")
+NAMES.add_preset("cheap", CHEAP, "the cheap-SAM protocol's pick among the cadences that cost at most "
+                 "1.25x SGD's passes")
 
 
 def parse_cadence(spec: str) -> Cadence:

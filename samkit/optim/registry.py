@@ -191,16 +191,15 @@ for _name, _cls in BASES.items():
     _BASES.add(_name, _cls, summary=f"torch.optim.{_cls.__name__}")
 
 _SCOPES: Registry[Callable[..., Any]] = Registry("scope", ordered=True, target=lambda f: None)
-_SCOPES.add("norm", scope.norm_layers,
-            summary="the normalisation layers' affine parameters only (SAM-ON, Mueller et al., 2023)")
-_SCOPES.add("last", scope.last_layer, summary="the last linear layer only (the classifier head)")
+_SCOPES.add("norm", scope.norm_layers, summary="the normalisation layers' affine parameters only, SAM-ON")
+_SCOPES.add("last", scope.last_layer, summary="the last linear layer only, the classifier head")
 _SCOPES.add("weights", scope.weights_only, summary="every parameter but biases and normalisation parameters")
 
 _EXECUTION_DOCS = {
-    "auto": "vectorized where it was measured to pay (several shards on CUDA; 4+ small shards of a "
-            "convolution network on a CPU), else the loop; the loop after a vectorized step fails",
-    "loop": "one shard after another (portable; always works)",
-    "vectorized": "the shards stacked and the forward mapped with torch.func (BatchNorm included)",
+    "auto": "vectorized where it was measured to pay, several shards on CUDA or 4+ small shards of a "
+            "convolution network on a CPU, else the loop; the loop from a failed vectorized step on",
+    "loop": "one shard after another; portable, always works",
+    "vectorized": "the shards stacked and the forward mapped with torch.func, BatchNorm included",
 }
 _EXECUTIONS: Registry[str] = Registry("execution", ordered=True, target=lambda e: None)
 for _name in EXECUTIONS:
