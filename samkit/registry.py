@@ -229,7 +229,7 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     while isinstance(fn, functools.partial):
         fn = fn.func
     if inspect.isclass(fn):  # a class's options are its __init__'s
-        fn = fn.__init__  # type: ignore[misc]
+        fn = fn.__init__
     try:
         return typing.get_type_hints(fn)
     except Exception:  # a hint that does not evaluate (e.g. a name under TYPE_CHECKING): no check
