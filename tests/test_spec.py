@@ -97,3 +97,18 @@ def test_every_committed_method_spec_still_gives_the_runs_it_recorded():
                 parse_cadence(overrides["cadence"])
             checked += 1
     assert checked > 100  # (the suites hold hundreds: the test reads them, not an empty list)
+
+
+def test_every_committed_run_config_still_loads_to_the_hash_its_study_recorded():
+    """The run config's names and rule options now come from the registry; a saved config.yaml
+    (old keys eta, sigma, lmbda and ';' cadences included) still loads to the same config hash."""
+    from samkit.train import config_hash, load_config
+
+    checked = 0
+    for path in _committed_studies():
+        for run in json.loads(path.read_text()).get("runs", []):
+            saved = path.parent / run["dir"] / "config.yaml"
+            if saved.is_file():
+                assert config_hash(load_config(saved)) == run["config_hash"], saved
+                checked += 1
+    assert checked > 500
