@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -41,10 +42,8 @@ def test_the_command_line_offers_every_name(kind, name):
     action = _train_flags()[kind.split()[0]]
     if action.choices is not None:
         assert name in action.choices, f"--{kind} choices miss {name!r}"
-    else:  # a spec (the cadence): the help names each
-        assert f"{name}" in action.help.split("|")[registry.kind(kind).names().index(name)]
-    if kind != "optimizer":  # (the optimizer's summaries are `samkit optimizers`' table)
-        assert name in action.help, f"--{kind} help misses {name!r}"
+    if kind != "optimizer":  # the help names each (the optimizers' summaries: `samkit optimizers`)
+        assert re.search(rf"\b{name}\b", action.help), f"--{kind} help misses {name!r}"
     assert registry.kind(kind).summary(name), f"{kind} {name!r} has no summary"
 
 
