@@ -1,9 +1,10 @@
 """samkit: sharpness-aware minimization for PyTorch.
 
-Optimizers: :class:`SAM` — any rule of :mod:`samkit.rules` (SAM, ASAM, Friendly-SAM, GSAM, WSAM,
-GCSAM, Momentum-SAM, unnormalized and multi-step SAM), m-sharpness via ``shards`` / ``shard_size``,
-micro-batches, clipping — and the shortcut :class:`FriendlySAM`; :func:`create_optimizer` builds one
-by name. Measurement: :mod:`samkit.measure`. Studies: the ``samkit`` command line.
+Optimizers: :class:`SAM` — any rule of :mod:`samkit.rules`, m-sharpness via ``shards`` /
+``shard_size``, micro-batches, clipping — and the shortcut :class:`FriendlySAM`;
+:func:`create_optimizer` builds one by name (the names, with their options: ``samkit optimizers``
+or the API index, both written from :mod:`samkit.optim.registry`). Measurement:
+:mod:`samkit.measure`. Studies: the ``samkit`` command line.
 """
 
 from samkit._version import __version__

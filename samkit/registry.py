@@ -1,9 +1,16 @@
-"""Name -> entry tables shared by datasets, models and optimizers (timm-style registries).
+"""Name -> entry tables: the one registry of every name samkit takes with options (timm-style).
+
+Datasets, models, optimizers, cadences, scopes, bases and executions are each a :class:`Registry`;
+specs are written in the one language of :mod:`samkit.spec` (``name:key=value,...``). An entry
+knows its options and their defaults (its constructor's signature: :meth:`Registry.options`) and
+its docs (:meth:`Registry.summary`, the first paragraph of its docstring unless given), so the
+command line's choices and help, the run config's checks and the API index are written from here.
 
 A name registered with ``prefix=True`` is a family that takes a sub-name after a colon:
 ``"timm:resnet18"`` calls the ``timm`` entry with ``name="resnet18"``, ``"glue:sst2"`` the ``glue``
-entry with ``task="sst2"``. Unknown names, unknown options and options of the wrong type (checked
-against the entry's type hints) fail with a :class:`SamkitError` that says what is accepted.
+entry with ``task="sst2"``. A preset is a name that stands for a spec (the cadence ``cheap`` for
+``drift:k=4``). Unknown names, unknown options and options of the wrong type (checked against the
+entry's type hints) fail with a :class:`SamkitError` that says what is accepted.
 """
 
 from __future__ import annotations
@@ -16,30 +23,57 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from samkit import spec as specs
 from samkit.errors import SamkitError
 
-F = TypeVar("F")  # what an entry is: a constructor (datasets, models) or a record (optimizers)
+F = TypeVar("F")  # what an entry is: a constructor (datasets, models, cadences) or a record (optimizers)
+
+REQUIRED = inspect.Parameter.empty  # the "default" of an option that has none (it must be given)
 
 
 class Registry(Generic[F]):
-    """Entries of one ``kind`` (``"model"``, ``"dataset"``, ``"optimizer"``); families pass their
-    sub-name as ``sub``. Names list sorted, or in registration order with ``ordered=True``."""
+    """Entries of one ``kind`` (``"model"``, ``"dataset"``, ``"optimizer"``, ``"cadence"``, ...);
+    families pass their sub-name as ``sub``. Names list sorted, or in registration order with
+    ``ordered=True``. ``target`` maps an entry to the callable whose signature lists its options
+    (default: the entry itself; None for an entry without options)."""
 
-    def __init__(self, kind: str, sub: str | None = None, *, ordered: bool = False) -> None:
+    def __init__(
+        self,
+        kind: str,
+        sub: str | None = None,
+        *,
+        ordered: bool = False,
+        target: Callable[[F], Callable[..., Any] | None] | None = None,
+    ) -> None:
         self.kind, self.sub, self.ordered = kind, sub, ordered
         self._entries: dict[str, F] = {}
         self._families: set[str] = set()
+        self._summaries: dict[str, str] = {}
+        self._presets: dict[str, str] = {}
+        self._target = target
 
-    def add(self, name: str, entry: F, *, prefix: bool = False) -> F:
-        """Register ``entry`` under ``name`` (a name is registered once)."""
-        if name in self._entries:
+    def add(self, name: str, entry: F, *, prefix: bool = False, summary: str | None = None) -> F:
+        """Register ``entry`` under ``name`` (a name is registered once); ``summary`` is its one-line
+        doc (default: the first paragraph of the entry's docstring)."""
+        if name in self._entries or name in self._presets:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         if prefix and self.sub is None:
             raise ValueError(f"the {self.kind} registry has no families")
         self._entries[name] = entry
         if prefix:
             self._families.add(name)
+        if summary is not None:
+            self._summaries[name] = summary
         return entry
+
+    def add_preset(self, name: str, spec: str, summary: str) -> None:
+        """Register ``name`` as a spelling of ``spec`` (a spec of a registered name)."""
+        if name in self._entries or name in self._presets:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        if specs.split_name(spec)[0] not in self._entries:
+            raise ValueError(f"preset {name!r}: {spec!r} is not a spec of a registered {self.kind}")
+        self._presets[name] = spec
+        self._summaries[name] = summary
 
     def register(self, name: str, *, prefix: bool = False) -> Callable[[F], F]:
         """Decorator form of :meth:`add` (for constructors)."""
@@ -50,9 +84,13 @@ class Registry(Generic[F]):
         return decorate
 
     def names(self) -> list[str]:
-        """Registered names; families shown as ``family:<sub>``."""
+        """Registered names (presets last); families shown as ``family:<sub>``."""
         shown = [f"{n}:<{self.sub}>" if n in self._families else n for n in self._entries]
-        return shown if self.ordered else sorted(shown)
+        return [*(shown if self.ordered else sorted(shown)), *self._presets]
+
+    def presets(self) -> dict[str, str]:
+        """``{preset name: the spec it stands for}``."""
+        return dict(self._presets)
 
     def get(self, name: str) -> F:
         """The entry registered as ``name`` (not a family); a clear error listing the names."""
@@ -62,11 +100,83 @@ class Registry(Generic[F]):
 
     def resolve(self, name: str) -> tuple[F, dict[str, Any]]:
         """The entry for ``name`` and the keyword a family receives (``{sub: "..."}``)."""
-        family, sep, rest = name.partition(":")
-        if sep and family in self._families and rest:
+        family, rest = specs.split_name(name)
+        if family in self._families and rest:
             assert self.sub is not None
             return self._entries[family], {self.sub: rest}
         return self.get(name), {}
+
+    def target(self, name: str) -> Callable[..., Any] | None:
+        """The callable a registered name builds with (whose signature lists its options)."""
+        entry = self.get(name)
+        return self._target(entry) if self._target is not None else entry  # type: ignore[return-value]
+
+    def options(self, name: str) -> dict[str, Any]:
+        """``{option: default}`` of a registered name (its target's keyword parameters; an option
+        without default has :data:`REQUIRED`; a preset has none of its own)."""
+        if name in self._presets:
+            return {}
+        fn = self.target(name)
+        if fn is None or not callable(fn):
+            return {}
+        params = inspect.signature(fn).parameters.values()
+        return {p.name: p.default for p in params
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}  # fmt: skip
+
+    def summary(self, name: str) -> str:
+        """One line on what ``name`` is: its registered summary or its docstring's first paragraph."""
+        if name in self._summaries:
+            return self._summaries[name]
+        doc = inspect.getdoc(self.target(name)) or ""
+        return " ".join(doc.split("\n\n", 1)[0].split())
+
+    def usage(self, name: str) -> str:
+        """How to write ``name`` in a spec: ``every:k=...,reuse=None,alpha=0.7`` (presets: the name)."""
+        if name in self._presets:
+            return name
+        shown = [k if v is REQUIRED else f"{k}={v}" for k, v in self.options(name).items()]
+        return f"{name}:{','.join(shown)}" if shown else name
+
+    def parse(self, text: str) -> tuple[str, dict[str, Any]]:
+        """A spec ``name:key=value,...`` of this registry -> ``(name, options)``: a preset replaced
+        by its spec, the name checked, each option checked against the target's signature and type
+        hints and read as a YAML scalar (``5`` an int, ``none`` None); a missing required option is
+        an error that shows how to give it."""
+        spec = specs.parse(text, self.kind)
+        if spec.name in self._presets:
+            preset = specs.parse(self._presets[spec.name], self.kind)
+            spec = specs.Spec(preset.name, {**preset.options, **spec.options}, spec.text)
+        self.get(spec.name)
+        accepted = self.options(spec.name)
+        options: dict[str, Any] = {}
+        for key, value in spec.options.items():
+            if key not in accepted:
+                raise SamkitError(
+                    f"{self.kind} {spec.text!r}: {key + '=' + value!r} is not one of its options "
+                    f"key=value ({', '.join(accepted) or 'it takes none'})"
+                )
+            options[key] = specs.scalar(value)
+        missing = [k for k, v in accepted.items() if v is REQUIRED and k not in options]
+        if missing:
+            raise SamkitError(
+                f"{self.kind} {spec.text!r} needs {', '.join(missing)} (e.g. {spec.name}:{missing[0]}=...; "
+                f"its options: {', '.join(accepted)})"
+            )
+        fn = self.target(spec.name)
+        if fn is not None:
+            self.check_options(spec.text, fn, options, ())
+        return spec.name, options
+
+    def build(self, text: str) -> Any:
+        """The object a spec stands for: ``NAMES.build("every:k=5")`` -> ``Every(k=5)``."""
+        name, options = self.parse(text)
+        fn = self.target(name)
+        if fn is None:
+            raise SamkitError(f"{self.kind} {name!r} is a name, not something to build")
+        try:
+            return fn(**options)
+        except (TypeError, SamkitError) as err:  # say which spec (the CLI's flag, a study method's)
+            raise SamkitError(f"{self.kind} {str(text).strip()!r}: {err}") from err
 
     def check_options(
         self, name: str, fn: Callable[..., Any], options: dict[str, Any], reserved: Iterable[str]
@@ -118,6 +228,8 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     # functools.partial (one loader registered twice) keeps the hints on the wrapped function.
     while isinstance(fn, functools.partial):
         fn = fn.func
+    if inspect.isclass(fn):  # a class's options are its __init__'s
+        fn = fn.__init__
     try:
         return typing.get_type_hints(fn)
     except Exception:  # a hint that does not evaluate (e.g. a name under TYPE_CHECKING): no check

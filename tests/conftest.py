@@ -1,8 +1,15 @@
-"""Shared test setup: deterministic, single-threaded torch so equivalence tests are exact."""
+"""Shared test setup: deterministic, single-threaded torch so equivalence tests are exact.
+
+Helpers that tests of several folders use live here, in tests/ (on sys.path through this conftest),
+not in one folder that the others reach into: ``_helpers`` (extras), ``harness_fixtures`` (tiny
+runs, the ``harness`` fixture, a training child process) and ``measure_helpers`` (models with known
+Hessians).
+"""
 
 import os
 
 import torch
+from harness_fixtures import harness  # noqa: F401  (the fixture, for every folder's tests)
 from hypothesis import settings
 
 torch.set_num_threads(1)

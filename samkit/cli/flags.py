@@ -2,7 +2,9 @@
 
 Every flag is also a key of a YAML ``--config`` (``--weight-decay`` is ``weight_decay``); flags
 given on the command line override the file, which overrides the defaults of
-:class:`samkit.train.TrainConfig`.
+:class:`samkit.train.TrainConfig`. The names a flag takes (``--optimizer``, ``--base``,
+``--cadence``, ``--scope``, ``--execution``), their help and the rule options with flags of their
+own (``--eta``, ...) are written from the registry (:data:`samkit.optim.registry.KINDS`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from samkit.errors import SamkitError
+from samkit import spec
+from samkit.optim import registry
 from samkit.train import config
+
+
+def _names_help(kind: str) -> str:
+    """``a: what a is | b: what b is``: a kind's names with their summaries."""
+    names = registry.kind(kind)
+    return " | ".join(f"{n}: {names.summary(n)}" for n in names.names())
+
+
+def _cadence_help() -> str:
+    names = registry.kind("cadence")
+    shared = "ascent_fraction"  # every cadence takes it
+    shown = []
+    for name in names.names():
+        if name in names.presets():
+            shown.append(f"{name} (= {names.presets()[name]})")
+            continue
+        options = [k for k in names.options(name) if k != shared]
+        shown.append(f"{name}:{','.join(options)}" if options else name)
+    return (
+        f"when the SAM family ascends, a spec name:key=value,...: {' | '.join(shown)}; every one also "
+        f"takes {shared}; e.g. every:k=5,reuse=looksam, in a study method "
+        "sam:cadence=(every:k=5,reuse=looksam); see docs/optimizers.md"
+    )
+
+
+def _rule_option_flags() -> list[tuple[str, str, Any, str]]:
+    """The rule options a run config holds as settings of their own: a flag each."""
+    return [(f"--{name}", name, float, text) for name, (_, text) in registry.RUN_SETTING_OPTIONS.items()]
+
 
 # (flag, config key, type, help). type None: a boolean switch. Defaults live in TrainConfig and
 # are shown in the help; argparse defaults stay None so we know which flags were given.
@@ -43,12 +73,12 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
         "optimizer name (`samkit optimizers` lists them with their options): a plain optimizer "
         "or a SAM-family rule on --base",
     ),
-    ("--base", "base", str, "base optimizer of the SAM family"),
+    ("--base", "base", str, f"base optimizer of the SAM family ({_names_help('base')})"),
     ("--rho", "rho", float, "SAM perturbation radius"),
-    ("--eta", "eta", float, "ASAM offset in T = |w| + eta"),
+    *_rule_option_flags(),
     ("--shards", "shards", int, "SAM shards per batch, each with its own perturbation (mSAM)"),
     ("--shard-size", "shard_size", int, "examples per shard instead of --shards (m-sharpness m)"),
-    ("--scope", "scope", str, "which parameters SAM perturbs: norm (SAM-ON) | last | weights (default: all)"),
+    ("--scope", "scope", str, f"which parameters SAM perturbs: {_names_help('scope')} (default: all)"),
     (
         "--micro-batch-size",
         "micro_batch_size",
@@ -56,26 +86,12 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
         "memory: run each shard's passes in pieces of at most this many examples and accumulate "
         "(one perturbation per shard all the same; BatchNorm normalises each piece)",
     ),
-    (
-        "--execution",
-        "execution",
-        str,
-        "how shards run: loop | vectorized (all at once, torch.func) | auto (vectorized on CUDA)",
-    ),
-    ("--sigma", "sigma", float, "Friendly-SAM: weight of the EMA subtracted from the gradient"),
-    ("--lmbda", "lmbda", float, "Friendly-SAM: EMA decay of the full gradient"),
+    ("--execution", "execution", str, f"how shards run: {_names_help('execution')}"),
     ("--lr", "lr", float, "peak learning rate"),
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--nesterov", "nesterov", None, "Nesterov momentum (SGD)"),
     ("--max-grad-norm", "max_grad_norm", float, "clip the (descent) gradient to this global norm"),
-    (
-        "--cadence",
-        "cadence",
-        str,
-        "when the SAM family ascends: always | every:k=5[,reuse=looksam|perturbation] | "
-        "random:p=0.3 | gradnorm | window:start=0.8 (any: ascent_fraction=0.5); "
-        "see docs/optimizers.md",
-    ),
+    ("--cadence", "cadence", str, _cadence_help()),
     (
         "--weight-decay",
         "weight_decay",
@@ -112,12 +128,10 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ),
 ]
 CHOICES = {
-    "optimizer": config.OPTIMIZERS,
-    "base": config.BASES,
+    **{kind: tuple(names.names()) for kind, names in registry.KINDS.items() if kind != "cadence"},
     "schedule": config.SCHEDULES,
     "schedule_unit": config.SCHEDULE_UNITS,
     "precision": config.PRECISIONS,
-    "execution": config.EXECUTIONS,
 }
 # the options given as repeatable KEY=VALUE flags: (config key, flag, help)
 _OPTION_FLAGS = (
@@ -181,13 +195,8 @@ def add_config_flags(p: argparse.ArgumentParser, start: dict[str, Any] | None = 
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SamkitError(f"{flag} expects KEY=VALUE, got {item!r}.")
-        out[key.strip()] = yaml.safe_load(value)  # "64" -> 64, "true" -> True, "a" -> "a"
-    return out
+    pairs = (spec.key_value(item, flag) for item in items or [])
+    return {key: spec.scalar(value) for key, value in pairs}  # "64" -> 64, "true" -> True
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from torch import Tensor
 from samkit._checks import check_positive_int, check_seed
 from samkit.errors import SamkitError
 from samkit.optim.rules.base import EPS, Groups, RuleContext, check_number, global_norm
+from samkit.registry import Registry
 
 __all__ = [
     "CADENCES",
@@ -486,51 +487,20 @@ CADENCES: dict[str, type[Cadence]] = {
     "drift": Drift,
 }
 
+# The cadence names with their options, docs and the cheap preset: the command line's --cadence help,
+# the run config's checks and the API index are written from it (samkit.registry).
+NAMES: Registry[type[Cadence]] = Registry("cadence", ordered=True)
+for _name, _cls in CADENCES.items():
+    NAMES.add(_name, _cls)
+NAMES.add_preset("cheap", CHEAP, "the cheap-SAM protocol's pick among the cadences that cost at most "
+                 "1.25x SGD's passes")
+
 
 def parse_cadence(spec: str) -> Cadence:
-    """``"every:k=5,reuse=looksam"`` -> ``Every(5, reuse="looksam")`` (options may also be
-    separated by ``;``, which fits inside a study method such as ``sam:cadence=every:k=5;reuse=looksam``).
+    """``"every:k=5,reuse=looksam"`` -> ``Every(5, reuse="looksam")``, in the spec language of
+    :mod:`samkit.spec` (a study method nests one: ``sam:cadence=(every:k=5,reuse=looksam)``).
 
-    Names: ``always``, ``every``, ``random``, ``gradnorm``, ``window``, ``drift``; values are read as YAML
-    scalars (``5`` an int, ``0.3`` a float, ``none`` None). ``cheap`` is the preset :data:`CHEAP`.
+    Names: :data:`CADENCES`, and ``cheap``, the preset :data:`CHEAP`; values are read as YAML
+    scalars (``5`` an int, ``0.3`` a float, ``none`` None).
     """
-    import inspect
-
-    import yaml
-
-    if str(spec).strip() == "cheap":
-        spec = CHEAP
-    name, _, rest = str(spec).partition(":")
-    name = name.strip()
-    if name not in CADENCES:
-        raise SamkitError(
-            f"unknown cadence {name!r} in {spec!r}; known cadences: {', '.join(CADENCES)}, cheap "
-            "(e.g. every:k=5,reuse=looksam or random:p=0.3)"
-        )
-    cls = CADENCES[name]
-    accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
-    options: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in rest.replace(";", ",").split(","))):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in accepted:
-            raise SamkitError(
-                f"cadence {spec!r}: {item!r} is not one of its options key=value "
-                f"({', '.join(accepted)})"
-            )
-        parsed = yaml.safe_load(value)
-        options[key] = None if isinstance(parsed, str) and parsed.lower() == "none" else parsed
-    required = [
-        p.name for p in inspect.signature(cls).parameters.values()
-        if p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
-    ]
-    missing = [k for k in required if k not in options]
-    if missing:
-        raise SamkitError(
-            f"cadence {spec!r} needs {', '.join(missing)} (e.g. {name}:{missing[0]}=...; its options: "
-            f"{', '.join(accepted)})"
-        )
-    try:
-        return cls(**options)
-    except (TypeError, SamkitError) as err:  # say which cadence (the CLI's --cadence, a method's)
-        raise SamkitError(f"cadence {spec!r}: {err}") from err
+    return NAMES.build(spec)

@@ -1,10 +1,16 @@
-"""Optimizer names: one table from a name to its construction and defaults (timm-style).
+"""The optimizer layer's names, in one place: optimizers (each SAM-family name is a rule),
+cadences, scopes, bases and executions, with their options, defaults and docs (timm-style).
 
-Shared by :func:`create_optimizer`, the run config (``TrainConfig.optimizer``), the CLI's
-``--optimizer`` choices and the study methods (``--methods gsam:alpha=0.1``). A name is a plain
-base optimizer (one forward-backward pass per step) or a SAM-family rule on a base optimizer; its
-options are the rule's constructor arguments. Adding a rule: its file in ``samkit/optim/rules/``
-and one :func:`register` line below.
+Each kind is a :class:`samkit.registry.Registry` (:data:`KINDS`); names with options are written
+in the spec language of :mod:`samkit.spec` (``gsam:alpha=0.1``, ``every:k=5,reuse=looksam``).
+Everything that lists or checks these names is written from here: :func:`create_optimizer`, the
+run config (``TrainConfig``: its choices, and the rule options it holds as settings of their own,
+:data:`RUN_SETTING_OPTIONS`), the command line's choices and help (``samkit/cli/flags.py``,
+``samkit optimizers``), the study methods (``--methods gsam:alpha=0.1``) and the API index
+(``tools/docs/hooks.py``); ``tests/test_registry_generated.py`` fails when a name is missing from
+any of them. A name is a plain base optimizer (one forward-backward pass per step) or a SAM-family
+rule on a base optimizer; its options are the rule's constructor arguments. Adding a rule: its file
+in ``samkit/optim/rules/`` and one :func:`register` line below.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import torch
 from torch.optim import Optimizer
 
 from samkit.errors import SamkitError
-from samkit.optim.plan import check_knobs
+from samkit.optim import scope
+from samkit.optim.cadence import NAMES as CADENCES
+from samkit.optim.plan import EXECUTIONS, check_knobs
 from samkit.optim.rules.base import Rule
 from samkit.optim.rules.friendly import FriendlySAM as FriendlySAMRule
 from samkit.optim.rules.gcsam import GCSAM
@@ -71,12 +79,12 @@ class OptimizerEntry:
         return rule.ascent_passes + rule.descent_passes
 
 
-_OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", ordered=True)
+_OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", ordered=True, target=lambda e: e.rule)
 
 
 def register(name: str, rule: Callable[..., Rule] | None, summary: str, **defaults: Any) -> None:
     """Add ``name`` to the table (a name is registered once)."""
-    _OPTIMIZERS.add(name, OptimizerEntry(name, summary, rule, defaults))
+    _OPTIMIZERS.add(name, OptimizerEntry(name, summary, rule, defaults), summary=summary)
 
 
 def names() -> tuple[str, ...]:
@@ -95,17 +103,6 @@ _SAM_KNOBS = tuple(
     for p in inspect.signature(SAM.__init__).parameters.values()
     if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "rule"
 )
-
-
-def base_factory(base: str | type[Optimizer] | Callable[..., Optimizer]) -> Callable[..., Optimizer]:
-    """A base optimizer by name (``"sgd"``, ``"adamw"``, ``"adam"``), or the class/callable itself."""
-    if isinstance(base, str):
-        if base not in BASES:
-            raise SamkitError(f"unknown base optimizer {base!r}; known: {', '.join(BASES)}")
-        return BASES[base]
-    if not callable(base):
-        raise SamkitError(f"base must be a name ({', '.join(BASES)}), an optimizer class or a callable")
-    return base
 
 
 def _split(name: str, kwargs: dict[str, Any]) -> tuple[Rule | None, dict[str, Any], dict[str, Any]]:
@@ -188,7 +185,68 @@ register("rwp", RWP, "random weight perturbation (Li et al., TMLR 2024): noise s
 register("multistep_sam", MultiStepSAM, "SAM with k projected ascent steps (Andriushchenko & "
          "Flammarion, ICML 2022): k + 1 passes")
 
+
+_BASES: Registry[type[Optimizer]] = Registry("base optimizer", ordered=True, target=lambda c: None)
+for _name, _cls in BASES.items():
+    _BASES.add(_name, _cls, summary=f"torch.optim.{_cls.__name__}")
+
+_SCOPES: Registry[Callable[..., Any]] = Registry("scope", ordered=True, target=lambda f: None)
+_SCOPES.add("norm", scope.norm_layers, summary="the normalisation layers' affine parameters only, SAM-ON")
+_SCOPES.add("last", scope.last_layer, summary="the last linear layer only, the classifier head")
+_SCOPES.add("weights", scope.weights_only, summary="every parameter but biases and normalisation parameters")
+
+_EXECUTION_DOCS = {
+    "auto": "vectorized where it was measured to pay, several shards on CUDA or 4+ small shards of a "
+            "convolution network on a CPU, else the loop; the loop from a failed vectorized step on",
+    "loop": "one shard after another; portable, always works",
+    "vectorized": "the shards stacked and the forward mapped with torch.func, BatchNorm included",
+}
+_EXECUTIONS: Registry[str] = Registry("execution", ordered=True, target=lambda e: None)
+for _name in EXECUTIONS:
+    _EXECUTIONS.add(_name, _name, summary=_EXECUTION_DOCS[_name])
+
+# Every kind of name, by the run config's key that takes it (a cadence is a spec with options; the
+# others are plain names).
+KINDS: dict[str, Registry[Any]] = {
+    "optimizer": _OPTIMIZERS,
+    "base": _BASES,
+    "cadence": CADENCES,
+    "scope": _SCOPES,
+    "execution": _EXECUTIONS,
+}
+
+# Rule options a run config holds as settings of their own (YAML keys and flags --eta, --sigma,
+# --lmbda since the first saved runs; their config hash depends on it): the option, the name whose
+# rule defines it (and its default) and what it does. Every other rule option is an
+# ``optimizer_options`` entry (--optimizer-option alpha=0.1).
+RUN_SETTING_OPTIONS: dict[str, tuple[str, str]] = {
+    "eta": ("asam", "ASAM: offset in the metric T = |w| + eta"),
+    "sigma": ("fsam", "Friendly-SAM: weight of the EMA subtracted from the gradient"),
+    "lmbda": ("fsam", "Friendly-SAM: EMA decay of the full gradient"),
+}
+
+
+def kind(name: str) -> Registry[Any]:
+    """The registry of one kind of name (a key of :data:`KINDS`)."""
+    return KINDS[name]
+
+
+def run_setting_default(option: str) -> Any:
+    """The default of a rule option held as a run setting (its rule's own default)."""
+    owner, _ = RUN_SETTING_OPTIONS[option]
+    return entry(owner).options[option]
+
+
+def base_factory(base: str | type[Optimizer] | Callable[..., Optimizer]) -> Callable[..., Optimizer]:
+    """A base optimizer by name (``"sgd"``, ``"adamw"``, ``"adam"``), or the class/callable itself."""
+    if isinstance(base, str):
+        return _BASES.get(base)
+    if not callable(base):
+        raise SamkitError(f"base must be a name ({', '.join(BASES)}), an optimizer class or a callable")
+    return base
+
+
 __all__ = [
-    "BASES", "OptimizerEntry", "base_factory", "check_settings", "create_optimizer", "entry", "names",
-    "register",
+    "BASES", "KINDS", "RUN_SETTING_OPTIONS", "OptimizerEntry", "base_factory", "check_settings",
+    "create_optimizer", "entry", "kind", "names", "register", "run_setting_default",
 ]

@@ -11,8 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from samkit.errors import SamkitError
 from samkit.study.folder import base_record, default_folder
 from samkit.study.launch import resolve
@@ -28,18 +26,21 @@ DEFAULT_SEEDS = (0, 1, 2)
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
     """``"msam:shards=8,rho=0.1"`` -> ``("msam", {"optimizer": "msam", "shards": 8, "rho": 0.1})``.
 
-    The label is the name before the colon unless ``label=...`` is given. Values are read as YAML
-    scalars (``8`` is an int, ``0.1`` a float, ``true`` a bool). A key is a run setting
-    (``rho``, ``shards``, ``lr``, ...) or an option of the optimizer's rule (``gsam:alpha=0.2``),
-    which goes to ``optimizer_options``.
+    A method is a spec of :mod:`samkit.spec`: the optimizer's name, then ``key=value`` options. The
+    label is the name unless ``label=...`` is given. Values are read as YAML scalars (``8`` an int,
+    ``0.1`` a float, ``true`` a bool). A key is a run setting (``rho``, ``shards``, ``lr``, ...) or
+    an option of the optimizer's rule (``gsam:alpha=0.2``), which goes to ``optimizer_options``. A
+    nested spec with several options is written in parentheses:
+    ``sam:cadence=(every:k=5,reuse=looksam),label=look``.
     """
     from dataclasses import fields
 
+    from samkit import spec as specs
     from samkit.optim import registry
     from samkit.train.config import OPTIMIZERS
 
-    name, _, rest = spec.partition(":")
-    name = name.strip()
+    parsed = specs.parse(spec, "method")
+    name = parsed.name
     if name not in OPTIMIZERS:
         raise SamkitError(
             f"method {spec!r}: {name!r} is not an optimizer; use one of {', '.join(OPTIMIZERS)} "
@@ -50,17 +51,13 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
     overrides: dict[str, Any] = {"optimizer": name}
     rule_options: dict[str, Any] = {}
     label = name
-    for item in filter(None, (s.strip() for s in rest.split(","))):
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise SamkitError(f"method {spec!r}: {item!r} is not key=value.")
+    for key, value in parsed.options.items():
         if key == "label":
-            label = value.strip()
+            label = value
         elif key in settings:
-            overrides[key] = yaml.safe_load(value)
+            overrides[key] = specs.scalar(value)
         elif key in options:
-            rule_options[key] = yaml.safe_load(value)
+            rule_options[key] = specs.scalar(value)
         else:
             raise SamkitError(
                 f"method {spec!r}: {key!r} is neither a run setting nor an option of {name!r} "

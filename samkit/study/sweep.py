@@ -10,8 +10,6 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from samkit.errors import SamkitError
 from samkit.study.folder import base_record, default_folder
 from samkit.study.launch import resolve
@@ -24,8 +22,12 @@ DEFAULT_GRID = ("rho=0.02,0.05,0.1,0.2", "shards=1,2,4,8")
 
 
 def parse_grid(specs: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
-    """``["rho=0.01,0.1", "shards=1,4"]`` -> ``{"rho": [0.01, 0.1], "shards": [1, 4]}``."""
+    """``["rho=0.01,0.1", "shards=1,4"]`` -> ``{"rho": [0.01, 0.1], "shards": [1, 4]}``; values are
+    read as in :mod:`samkit.spec` (one with commas in parentheses:
+    ``cadence=(every:k=2,reuse=looksam),always``)."""
     from dataclasses import fields
+
+    from samkit.spec import scalar, split, unwrap
 
     known = {f.name for f in fields(TrainConfig)}
     grid: dict[str, list[Any]] = {}
@@ -40,7 +42,7 @@ def parse_grid(specs: list[str] | tuple[str, ...]) -> dict[str, list[Any]]:
             )
         if key in grid or key == "seed":
             raise SamkitError(f"--grid {key} is given twice (seeds go in --seeds).")
-        parsed = [yaml.safe_load(v.strip()) for v in values.split(",")]
+        parsed = [scalar(unwrap(v)) for v in split(values, "--grid")]
         if len(set(map(str, parsed))) != len(parsed):
             raise SamkitError(f"--grid {key} repeats a value: {values}.")
         grid[key] = parsed

@@ -21,14 +21,15 @@ from samkit import _atomic
 from samkit._checks import check_choice, check_number, check_positive_int, check_seed
 from samkit.errors import SamkitError
 from samkit.optim import registry
-from samkit.optim.plan import EXECUTIONS
 
-OPTIMIZERS = registry.names()
-BASES = tuple(registry.BASES)
+# The names a run config takes come from the registry (samkit.optim.registry.KINDS).
+OPTIMIZERS = tuple(registry.kind("optimizer").names())
+BASES = tuple(registry.kind("base").names())
+EXECUTIONS = tuple(registry.kind("execution").names())
+SCOPES = tuple(registry.kind("scope").names())
 SCHEDULES = ("cosine", "step", "constant")
 SCHEDULE_UNITS = ("step", "epoch")
 PRECISIONS = ("fp32", "bf16")
-SCOPES = ("norm", "last", "weights")  # samkit.scope.norm_layers, last_layer, weights_only
 
 # Fields that say where or how a run is executed, not what is computed: left out of the hash so a
 # run moved to another data folder (or labelled differently in a study) is still the same run.
@@ -53,20 +54,21 @@ _HASHED_WHEN_SET: dict[str, Any] = {
     "feature_penalty": 0.0,
 }
 # Rule options that are run settings of their own (flags --eta, --sigma, --lmbda), not optimizer_options.
-_FLAT_OPTIONS = ("eta", "sigma", "lmbda")
+_FLAT_OPTIONS = tuple(registry.RUN_SETTING_OPTIONS)
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines one training run (``samkit train`` flags and YAML keys).
 
-    Optimizer names come from :mod:`samkit.optim.registry`: ``sgd`` / ``adamw`` are the plain base
-    optimizers (one forward-backward pass per step); the others are SAM-family rules on the
-    ``base`` optimizer — ``sam``, ``asam``, ``msam`` (SAM with m-sharpness shards: ``shards``
-    defaults to 4 when neither ``shards`` nor ``shard_size`` is set; ``sam`` with ``shards > 1`` is
-    the same), ``fsam``, ``gsam``, ``wsam``, ``gcsam``, ``momentum_sam``, ``usam``,
-    ``multistep_sam``. A rule's options are ``optimizer_options`` (``{"alpha": 0.1}`` for GSAM),
-    except ``eta``, ``sigma`` and ``lmbda``, which are settings of their own.
+    The names ``optimizer``, ``base``, ``cadence``, ``scope`` and ``execution`` take are those of
+    :mod:`samkit.optim.registry` (``samkit optimizers`` lists them, the API index too): ``sgd`` /
+    ``adamw`` are plain base optimizers (one forward-backward pass per step); the others are
+    SAM-family rules on the ``base`` optimizer (``msam``: ``shards`` defaults to 4 when neither
+    ``shards`` nor ``shard_size`` is set). A rule's options are ``optimizer_options``
+    (``{"alpha": 0.1}`` for GSAM), except those of
+    :data:`~samkit.optim.registry.RUN_SETTING_OPTIONS` (``eta``, ``sigma``, ``lmbda``), which are
+    settings of their own, with their rule's defaults.
 
     Example:
         >>> cfg = TrainConfig(optimizer="sam", rho=0.05, epochs=2).validated()
@@ -91,13 +93,13 @@ class TrainConfig:
     optimizer: str = "sgd"
     base: str = "sgd"
     rho: float = 0.05
-    eta: float = 0.0
+    eta: float = registry.run_setting_default("eta")
     shards: int | None = None
     shard_size: int | None = None
     micro_batch_size: int | None = None  # memory: split each shard's passes (BatchNorm: per piece)
     execution: str = "auto"
-    sigma: float = 1.0
-    lmbda: float = 0.9
+    sigma: float = registry.run_setting_default("sigma")
+    lmbda: float = registry.run_setting_default("lmbda")
     optimizer_options: dict[str, Any] = field(default_factory=dict)  # the rule's other options
     cadence: str | None = None  # when to ascend, e.g. "every:k=5,reuse=looksam" (None: always)
     scope: str | None = None  # which parameters SAM perturbs: norm | last | weights (None: all)
@@ -246,11 +248,10 @@ class TrainConfig:
         check_seed("seed", self.seed)
         if self.data_root is not None and (not isinstance(self.data_root, str) or not self.data_root):
             raise SamkitError(f"data_root must be a folder, got {self.data_root!r}.")
-        for name in ("rho", "eta", "sigma"):  # set for every optimizer: checked for every one
-            check_number(name, getattr(self, name), low=0.0)
-        check_number("lmbda", self.lmbda)
-        if not 0 <= self.lmbda < 1:
-            raise SamkitError(f"lmbda must be in [0, 1), got {self.lmbda!r}.")
+        check_number("rho", self.rho, low=0.0)
+        for name, (owner, _) in registry.RUN_SETTING_OPTIONS.items():
+            # set for every optimizer, so checked for every one: by the rule that defines it
+            registry.check_settings(owner, **{name: getattr(self, name)})
         from samkit.data._registry import check_dataset
         from samkit.models._registry import check_model
 

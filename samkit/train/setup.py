@@ -116,12 +116,10 @@ def build_optimizer(
     params: Any = [p for p in model.parameters() if p.requires_grad]
     if not cfg.is_sam:
         return create_optimizer(cfg.optimizer, params, **settings)
-    if cfg.scope is not None:
-        from samkit.optim import scope
+    if cfg.scope is not None:  # a name of the registry's scopes: its samkit.scope helper
+        from samkit.optim import registry
 
-        params = {"norm": scope.norm_layers, "last": scope.last_layer, "weights": scope.weights_only}[
-            cfg.scope](model)
-    # "auto" runs the shards in a loop on CPU and vectorized on CUDA.
+        params = registry.kind("scope").get(cfg.scope)(model)
     opt = create_optimizer(cfg.optimizer, params, base=cfg.base, **cfg.optimizer_settings(), **settings)
     cadence = getattr(opt, "cadence", None)
     if cadence is not None and cadence.needs_total_steps() and cadence.total_steps is None:

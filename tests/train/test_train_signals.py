@@ -142,4 +142,8 @@ def test_sigterm_to_a_study_with_jobs_stops_its_workers_too(harness, tmp_path):
     assert status == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and f"--out {study}" in err
     for run in ("sgd-seed0", "sam-seed0"):  # each worker stopped its run with a checkpoint
-        assert load_checkpoint(study / run / "checkpoint.pt")["step_in_epoch"] >= 0
+        # of the step it stopped at: a run checks for a signal after each step, so its stop
+        # checkpoint is mid-epoch (step >= 1); the checkpoint of an epoch's end has step 0
+        state = load_checkpoint(study / run / "checkpoint.pt")
+        assert state["step_in_epoch"] >= 1, f"{run}: the last checkpoint is an epoch's end, not the stop's"
+        assert not (study / run / "summary.json").exists()

@@ -92,23 +92,31 @@ def rules_pages() -> str:
     return "\n".join(blocks)
 
 
-def cadences_list() -> str:
-    from samkit.optim.cadence import CADENCES
+def _kind(name: str) -> Any:
+    from samkit.optim import registry
 
-    return ", ".join(_ref(c) for c in CADENCES.values())
+    return registry.kind(name)
+
+
+def cadences_list() -> str:
+    names = _kind("cadence")
+    return ", ".join(_ref(names.target(n)) for n in names.names() if n not in names.presets())
 
 
 def cadences_table() -> str:
-    from samkit.optim.cadence import CADENCES, CHEAP
-
+    names = _kind("cadence")
     rows = [
         "| name (`cadence=`) | class | options | what it does |",
         "|---|---|---|---|",
     ]
-    for name, cls in CADENCES.items():
-        rows.append(f"| `{name}` | {_ref(cls)} | {_options(cls)} | {_summary(cls)} |")
     guide = "[what it keeps](../optimizers.md#which-cheap-sam-to-use-the-protocol)"
-    rows.append(f"| `cheap` | `{CHEAP}` | — | the preset: the cheap-SAM protocol's pick ({guide}) |")
+    for name in names.names():
+        if name in names.presets():
+            summary = names.summary(name).replace("|", "\\|")
+            rows.append(f"| `{name}` | `{names.presets()[name]}` | — | the preset: {summary} ({guide}) |")
+        else:
+            cls = names.target(name)
+            rows.append(f"| `{name}` | {_ref(cls)} | {_options(cls)} | {_summary(cls)} |")
     return "\n".join(rows)
 
 
@@ -129,9 +137,8 @@ def optimizers_table() -> str:
 
 
 def bases_list() -> str:
-    from samkit.optim.registry import BASES
-
-    return ", ".join(f"`{n}` (`{_public_path(c)}`)" for n, c in BASES.items())
+    names = _kind("base")
+    return ", ".join(f"`{n}` (`{_public_path(names.get(n))}`)" for n in names.names())
 
 
 def _public_path(obj: Any) -> str:
@@ -147,16 +154,20 @@ def _public_path(obj: Any) -> str:
 
 
 def scopes_list() -> str:
+    """The scope helpers: those with a name (``scope: norm`` in a run config) first, each after its
+    name, then the rest."""
     import samkit
 
-    names = [n for n in samkit.scope.__all__ if callable(getattr(samkit.scope, n))]
-    return ", ".join(f"[`{n}`][samkit.optim.scope.{n}]" for n in names)
+    names = _kind("scope")
+    named = {names.get(n).__name__: n for n in names.names()}
+    helpers = [n for n in samkit.scope.__all__ if callable(getattr(samkit.scope, n))]
+    shown = [f"`{named[h]}` ([`{h}`][samkit.optim.scope.{h}])" for h in named]
+    return ", ".join(shown + [f"[`{h}`][samkit.optim.scope.{h}]" for h in helpers if h not in named])
 
 
 def executions_list() -> str:
-    from samkit.optim.plan import EXECUTIONS
-
-    return ", ".join(f"`{e}`" for e in EXECUTIONS)
+    names = _kind("execution")
+    return "; ".join(f"`{n}` ({names.summary(n)})" for n in names.names())
 
 
 SECTIONS: dict[str, Callable[[], str]] = {

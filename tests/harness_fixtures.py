@@ -1,4 +1,4 @@
-"""Fixtures shared by the harness tests (train, study, cli).
+"""Fixtures shared by the harness tests (train, study, cli); the root conftest registers ``harness``.
 
 Runs use the real registries (MNIST-1D, a small MLP) on a few hundred examples and a handful of
 steps.

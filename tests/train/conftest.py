@@ -1,1 +1,0 @@
-from harness_fixtures import harness  # noqa: F401  (fixture)
