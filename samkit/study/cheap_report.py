@@ -20,7 +20,7 @@ from samkit.study import tuning
 from samkit.study.folder import STUDY, SUITE
 from samkit.study.results import SHARE_TARGET, groups_of, load_caveat, load_study, per_seed
 from samkit.study.stats import Summary, gap_bounds, paired_gap, share_recovered, summarize
-from samkit.train import files as run_files
+from samkit.train import run_files
 
 # A setting where SAM's mean gain over SGD is below this has no gain to keep: a share of it is
 # noise over noise, so it neither picks a candidate nor counts for a method's worst case.

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.train import TrainConfig, config_hash, run_folder
-from samkit.train import files as run_files
+from samkit.train import TrainConfig, config_hash, run_files, run_folder
 
 STUDY = "study.json"
 SUITE = "suite.json"

@@ -35,7 +35,7 @@ from samkit.study.results import (
 )
 from samkit.study.stats import BOUNDS, Summary, fmt, gap_bounds, paired_gap, summarize
 from samkit.study.tuning import SUFFIX as TUNE_SUFFIX
-from samkit.train import files as run_files
+from samkit.train import run_files
 
 # Settings a method or cell may change; the "Shared setup" line shows only those all runs share.
 SETUP_KEYS = (

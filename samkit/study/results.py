@@ -14,7 +14,7 @@ from typing import Any
 from samkit.errors import SamkitError
 from samkit.study.folder import FLATNESS, STUDY
 from samkit.study.stats import gap_bounds, paired_gap, share_recovered, summarize
-from samkit.train import files as run_files
+from samkit.train import run_files
 
 # The columns of results.csv; a row holds these keys of a run's summary and flatness.
 CSV_FIELDS = [

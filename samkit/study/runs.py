@@ -22,8 +22,7 @@ from typing import Any, Protocol
 
 from samkit.errors import SamkitError
 from samkit.study.folder import FLATNESS, close_session, open_study
-from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, run_folder, train
-from samkit.train import files as run_files
+from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, run_files, run_folder, train
 
 
 @dataclass

@@ -13,8 +13,7 @@ from typing import Any
 
 from samkit.errors import SamkitError
 from samkit.study.folder import FLATNESS, STUDY
-from samkit.train import files as run_files
-from samkit.train import run_folder
+from samkit.train import run_files, run_folder
 
 STATES = ("finished", "running", "interrupted", "waiting")
 

@@ -20,7 +20,7 @@ from samkit.study.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, evalua
 from samkit.study.folder import STUDY, SUITE
 from samkit.study.results import load_caveat, load_study
 from samkit.study.stats import Summary
-from samkit.train import files as run_files
+from samkit.train import run_files
 
 
 def write_verdicts(folder: str | Path) -> str:

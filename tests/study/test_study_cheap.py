@@ -18,8 +18,7 @@ from samkit.errors import SamkitError
 from samkit.optim import cadence as cadence_mod
 from samkit.study import cheap, cheap_report
 from samkit.study import write_report as write_any_report
-from samkit.train import files as run_files
-from samkit.train import load_config
+from samkit.train import load_config, run_files
 
 ROOT = Path(__file__).resolve().parents[2]
 CANDS = [["fam", "a", "sam:cadence=every:k=4"], ["fam", "b", "sam:cadence=every:k=2"],

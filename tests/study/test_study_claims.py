@@ -21,8 +21,7 @@ from samkit.study import write_report
 from samkit.study.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, verdict
 from samkit.study.stats import summarize
 from samkit.study.suite import CLAIMS, Claim, StudySpec, select_claims, studies
-from samkit.train import files as run_files
-from samkit.train import save_config
+from samkit.train import run_files, save_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from committed import line_agrees
 from study_helpers import fake_compare
 
 from samkit.study import write_report
-from samkit.train import files as run_files
+from samkit.train import run_files
 
 
 def test_cost_benefit_table_and_figure(tmp_path):
