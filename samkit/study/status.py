@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.study.folder import FLATNESS, STUDY
+from samkit.study.flatness import FLATNESS
+from samkit.study.records import STUDY
 from samkit.train import run_files, run_folder
 
 STATES = ("finished", "running", "interrupted", "waiting")

@@ -53,8 +53,8 @@ def test_committed_cheap_sam_studies_regenerate_from_their_run_files(tmp_path, n
 
 
 def test_a_time_ratio_above_the_pass_ratio_is_explained_from_the_runs():
-    from samkit.study.report import time_notes
     from samkit.study.stats import summarize
+    from samkit.study.study_report import time_notes
 
     def group(time, passes, **row):
         return [{"train_time": time, "passes": passes, "_config": row.pop("config", {}), **row}]

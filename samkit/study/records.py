@@ -24,7 +24,6 @@ from samkit.train import TrainConfig, config_hash, run_files, run_folder
 
 STUDY = "study.json"
 SUITE = "suite.json"
-FLATNESS = "flatness.json"  # in a run folder: the flatness of its final model (study.runs)
 
 
 def default_folder(kind: str, cfg: TrainConfig) -> Path:
