@@ -92,7 +92,7 @@ def _open_record(
         check(old)
         for key, ident in merge.items():
             known = {item[ident] for item in record[key]}
-            record[key] = [item for item in old[key] if item[ident] not in known] + record[key]
+            record[key] = [item for item in old.get(key, []) if item[ident] not in known] + record[key]
         record["sessions"] = old.get("sessions", [])
     elif folder.exists() and any(not _left_by_a_crash(p, name) for p in folder.iterdir()):
         raise SamkitError(

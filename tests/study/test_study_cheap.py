@@ -222,3 +222,18 @@ def test_the_cheap_suite_is_named_in_one_place():
              for p in sorted((ROOT / d).rglob("*.py"))
              for i, line in enumerate(p.read_text().splitlines(), 1) if '"cheap"' in line]  # fmt: skip
     assert len(named) == 1 and named[0].startswith("samkit/study/suites.py:"), named
+
+
+def test_a_suite_record_from_before_picks_is_continued(tmp_path):
+    from samkit.study.records import SUITE, open_record
+
+    old = {"kind": "reproduce", "suite": "cheap", "claims": [], "studies": [], "settings": [],
+           "sessions": [{"elapsed": 1.0}]}  # fmt: skip
+    run_files.write_json(tmp_path / SUITE, old)
+    s = cheap.suite()
+    new = suites.record_of("cheap", list(s.claims), list(s.studies), list(s.picks))
+    record = open_record(tmp_path, SUITE, new, merge={"claims": "id", "studies": "id",
+                         "picks": "id"}, check=lambda old: None, what="suite")  # fmt: skip
+    assert [p["id"] for p in record["picks"]] == [cheap.PICK]  # the old record had no picks
+    assert record["sessions"] == old["sessions"] and "settings" not in record
+    assert run_files.read_json(tmp_path / SUITE) == json.loads(json.dumps(record))  # migrated
