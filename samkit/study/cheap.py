@@ -135,5 +135,5 @@ def from_record(record: dict[str, Any]) -> Suite:
     ``settings``, ``candidates``, ``tune_seeds`` and ``verdict_seeds`` and no studies)."""
     settings = tuple(Setting(s["id"], s["setup"], s["why"], tuple(s["rhos"]), s["held_out"])
                      for s in record["settings"])  # fmt: skip
-    return suite(settings, tuple(tuple(c) for c in record["candidates"]),  # type: ignore[misc]
-                 tuple(record["tune_seeds"]), tuple(record["verdict_seeds"]))  # fmt: skip
+    candidates = tuple((family, label, spec) for family, label, spec in record["candidates"])
+    return suite(settings, candidates, tuple(record["tune_seeds"]), tuple(record["verdict_seeds"]))

@@ -102,6 +102,19 @@ class Suite:
     picks: tuple[Pick, ...] = ()
     title: str = "Verdicts"  # of its report; "{suite}" becomes the suite's name
 
+    def __post_init__(self) -> None:
+        studies = {s.id: s for s in self.studies}
+        picks = {p.id for p in self.picks}
+        for c in self.claims:
+            if c.study not in studies:
+                raise SamkitError(f"claim {c.id}: no study {c.study!r} in the suite.")
+            if not studies[c.study].judged:
+                raise SamkitError(f"claim {c.id}: study {c.study} only chooses (judged=False); "
+                                  "its seeds must not judge a claim.")  # fmt: skip
+        for s in self.studies:
+            if s.pick is not None and s.pick not in picks:
+                raise SamkitError(f"study {s.id}: no pick {s.pick!r} in the suite.")
+
 
 @dataclass(frozen=True)
 class Claim:

@@ -10,7 +10,7 @@ import json
 import math
 import re
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from samkit.study import cheap, suites, tuning
 from samkit.study import write_report as write_any_report
 from samkit.study.claims import NO_GAIN, NOT_REPRODUCED, REPRODUCED, keeps_verdict
 from samkit.study.claims import verdict as gap_verdict
-from samkit.study.spec import KEEPS, Claim, Pick
+from samkit.study.spec import KEEPS, Claim, Pick, Suite
 from samkit.study.stats import summarize
 from samkit.train import load_config, run_files
 
@@ -72,6 +72,12 @@ def test_keeps_verdict_is_the_gap_verdicts_interval_test():
     assert keeps_verdict(summarize([0.01, 0.02]), summarize([]), 0.005) == NO_GAIN  # NaN gain
     with pytest.raises(SamkitError, match="names a reference"):
         Claim("x", "t", "s", "h", "test_acc", {"label": "a"}, {"label": "sgd"}, +1, kind=KEEPS)
+    settings = (cheap.Setting("t", {}, "t", (0.1,), False), cheap.Setting("h", {}, "h", (0.1,), True))
+    s = cheap.suite(settings, CANDS, (7,), (0,))
+    with pytest.raises(SamkitError, match="only chooses"):  # a pick's seeds judge no claim
+        Suite(s.claims + (replace(s.claims[0], id="x", study="t"),), s.studies, s.picks)
+    with pytest.raises(SamkitError, match="no pick 'p'"):
+        Suite((), tuple(replace(x, pick="p") for x in s.studies))
 
 
 def _suite_folder(tmp_path: Path) -> None:
