@@ -128,7 +128,7 @@ def _gap_text(gap: Summary, metric: str) -> str:
 
 
 def _keeps_tables(outcomes: list[dict[str, Any]], picks: dict[str, dict[str, Any]]) -> list[str]:
-    """Per (reference, baseline, share): a matrix of method x study — the share of the
+    """Per (reference, baseline): a matrix of method x study — the share of the
     reference's gain each method keeps, its verdict and the interval of gain − share x reference
     gain — with the reference's own gain first and each method's worst study and cost."""
     best = {p["best"]: p["best_name"] for p in picks.values() if p["best"] and p["best_name"]}
