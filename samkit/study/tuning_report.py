@@ -34,7 +34,7 @@ def tuning_markdown(suite: Path, record: dict[str, Any]) -> list[str]:
         labels = {method_label(m) for m in spec.get("methods", ())}
         chosen = {label: c for label, c in chosen.items() if label in labels}  # this study's
         seeds = ", ".join(str(s) for s in spec.get("seeds", ()))
-        seeds = f"verdict seeds {seeds}" if spec.get("judged", True) else f"seeds {seeds}, a pick's"
+        seeds = f"verdict seeds {seeds}" if spec.get("judged", True) else f"seeds {seeds}, which only choose"
         if source == spec["id"]:
             tune_seeds = ", ".join(str(s) for s in spec.get("tune_seeds", ()))
             where = (f"tuned in [`{source}{SUFFIX}`]({source}{SUFFIX}/report.md) on seeds "

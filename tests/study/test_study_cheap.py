@@ -113,7 +113,7 @@ def test_keeps_verdicts_and_the_report(tmp_path):
     line_a = next(ln for ln in table.splitlines() if ln.startswith("| `a`"))
     assert NO_GAIN in line_a and f"{(0.305 / 0.3):.0%} (`h1`)" in line_a  # worst: h1 only
     text = (tmp_path / "verdicts.md").read_text()
-    assert table in text and "**`t1`** (seeds 7, 8, a pick's)" in text
+    assert table in text and "**`t1`** (seeds 7, 8, which only choose)" in text
     assert re.search(r"\*\*`a`\*\* \(`sam:cadence=every:k=4`\) \| fam \| 100%", text)
     assert "1 reproduced, 1 not reproduced, 0 inconclusive, 2 with no reference gain, of 4" in text
     assert write_any_report(tmp_path) == table  # samkit report remakes the same table
