@@ -77,7 +77,6 @@ def plural(n: Any, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-
 # Load above the cores by more than this (in cores) means other work competed with the runs; below
 # it, the excess is the study's own bookkeeping (its parent process, report writing).
 LOAD_TOLERANCE = 0.5

@@ -54,9 +54,7 @@ def write_verdicts(folder: str | Path) -> str:
     tables = ([_verdict_table(gaps)] if gaps else []) + _keeps_tables(kept, picks)
     table = "\n\n".join(tables)
     _write_verdicts_csv(folder / TABLE, outcomes)
-    _atomic.write_text(
-        folder / REPORT, _verdicts_markdown(folder, record, gaps, kept, picks, table, rows)
-    )
+    _atomic.write_text(folder / REPORT, _verdicts_markdown(folder, record, gaps, kept, picks, table, rows))
     return table
 
 

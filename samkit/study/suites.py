@@ -57,9 +57,7 @@ def plan(name: str, claim_ids: list[str] | None) -> tuple[list[Claim], list[Stud
     return claims, studies, [p for p in picks.values() if p.id in used]
 
 
-def record_of(
-    name: str, claims: list[Claim], specs: list[StudySpec], picks: list[Pick]
-) -> dict[str, Any]:
+def record_of(name: str, claims: list[Claim], specs: list[StudySpec], picks: list[Pick]) -> dict[str, Any]:
     """What ``suite.json`` stores of a plan (sessions are added as they run)."""
     return {
         "kind": "reproduce",

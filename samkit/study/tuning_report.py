@@ -41,8 +41,11 @@ def tuning_markdown(suite: Path, record: dict[str, Any]) -> list[str]:
                      f"{tune_seeds}")  # fmt: skip
         else:
             where = f"rho as chosen for [`{source}`]({source}/report.md)"
-        lines += [f"- **`{spec['id']}`** ({seeds}): {where}. "
-                  + "; ".join(_choice_text(label, c) for label, c in chosen.items()) + "."]
+        lines += [
+            f"- **`{spec['id']}`** ({seeds}): {where}. "
+            + "; ".join(_choice_text(label, c) for label, c in chosen.items())
+            + "."
+        ]
     if not lines:
         return []
     return [
@@ -82,8 +85,7 @@ def picks_markdown(record: dict[str, Any], outcomes: dict[str, dict[str, Any]]) 
         ids = list(pick["studies"])
         ref, base = pick["reference"], pick["baseline"]
         lines += [
-            f"### `{pick['id']}`: one method per family, chosen on "
-            + ", ".join(f"`{i}`" for i in ids),
+            f"### `{pick['id']}`: one method per family, chosen on " + ", ".join(f"`{i}`" for i in ids),
             "",
             f"Share of `{ref}`'s gain = mean(method − `{base}`) / mean(`{ref}` − `{base}`) in test "
             f"accuracy, paired by seed, on those studies' seeds (which judge nothing). A study "

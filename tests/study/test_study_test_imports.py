@@ -30,7 +30,6 @@ def imports_of_tests(folder: Path) -> dict[str, list[str]]:
     return found
 
 
-
 def test_no_study_test_imports_another_test_module():
     assert imports_of_tests(HERE) == {}
 
