@@ -131,7 +131,7 @@ def test_make_demo_is_a_valid_reproduce_command_that_readme_describes():
     import shlex
 
     from samkit import cli
-    from samkit.study.reproduce import plan
+    from samkit.study.suites import plan
 
     makefile = (ROOT / "Makefile").read_text().splitlines()
     target = next(i for i, line in enumerate(makefile) if line.startswith("demo:"))
@@ -141,7 +141,7 @@ def test_make_demo_is_a_valid_reproduce_command_that_readme_describes():
     assert command[0] == "reproduce" and command[-2:] == ["--out", "runs/demo"]
     assert f"`samkit {' '.join(command[:-2])}`" in readme and "`runs/demo/`" in readme
     args = cli.build_parser().parse_args(command)
-    claims, studies = plan("quick" if args.quick else "full", args.claims)
+    claims, studies, _ = plan("quick" if args.quick else "full", args.claims)
     # the demo tests label noise, fine-tuning and the diagonal network, and nothing slow
     assert {s.id for s in studies} == {"noise-20", "noise-40", "finetune-noisy", "dln"}
     assert {c.id for c in claims} >= {"noise40-sam", "finetune-noisy", "dln-nsam-better"}

@@ -223,10 +223,10 @@ def test_no_library_module_imports_the_command_line():
 
 def test_the_graph_sees_known_edges_of_samkit():
     # an import at the top, one inside a function, a re-export followed to its source module
-    assert "samkit.study.stats" in GRAPH["samkit.study.report"]
-    assert "samkit.measure.hessian" in GRAPH["samkit.study.runs"]  # imported in a function only
-    assert "samkit.train.config" in GRAPH["samkit.study.folder"]  # `from samkit.train import TrainConfig`
-    assert "samkit.train" not in GRAPH["samkit.study.folder"]
+    assert "samkit.study.stats" in GRAPH["samkit.study.study_report"]
+    assert "samkit.measure.hessian" in GRAPH["samkit.study.flatness"]  # imported in a function only
+    assert "samkit.train.config" in GRAPH["samkit.study.records"]  # `from samkit.train import TrainConfig`
+    assert "samkit.train" not in GRAPH["samkit.study.records"]
     assert GRAPH["samkit.__main__"] == {"samkit.cli.app"} and is_cli("samkit.__main__")  # via re-export
     assert {"samkit.optim.rules.gsam", "samkit.optim.rules.base"} <= GRAPH["samkit.optim.rules"]
 

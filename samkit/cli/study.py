@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from samkit.cli.flags import add_config_flags, config_from_args, positive_int, s
 from samkit.errors import SamkitError
 from samkit.study.compare import DEFAULT_METHODS
 from samkit.study.presets import MAIN_JOB
+from samkit.study.suites import SUITES
 
 SWEEP_START: dict[str, Any] = {**MAIN_JOB, "optimizer": "sam"}  # a sweep starts from the main job with SAM
 
@@ -90,9 +90,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--quick", action="store_true", help="the quick suite (3 seeds, small grid)")
     p.add_argument(
         "--suite",
-        choices=("quick", "full", "cheap"),
-        help="quick | full (the claims; default full, --quick = --suite quick) | cheap (which SAM "
-        "at <= 1.25x SGD's passes keeps SAM's gain on held-out settings: docs/report/cheap/)",
+        choices=tuple(SUITES),
+        help="quick | full: the papers' claims (default full; --quick = --suite quick); cheap: "
+        "which SAM at <= 1.25x SGD's passes keeps SAM's gain on held-out settings "
+        "(docs/report/cheap/)",
     )
     p.add_argument(
         "--claims",
@@ -190,18 +191,21 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from samkit.study.reproduce import plan, reproduce
+    from samkit.study.reproduce import reproduce
+    from samkit.study.suite_report import REPORT
+    from samkit.study.suites import plan
 
     if args.quick and args.suite not in (None, "quick"):
         raise SamkitError(f"--quick and --suite {args.suite} ask for two suites; give one.")
     suite = args.suite or ("quick" if args.quick else "full")
-    if suite == "cheap":
-        return _cheap(args)
     if args.list:
-        claims, specs = plan(suite, args.claims)
+        claims, specs, picks = plan(suite, args.claims)
         for c in claims:
             print(f"{c.id:18s} [{c.study}; tags: {', '.join(c.tags) or '-'}] {c.text}")
         print("\nstudies: " + ", ".join(f"{s.id} ({s.kind}, seeds {list(s.seeds)})" for s in specs))
+        for pick in picks:
+            print(f"\npick {pick.id} on {', '.join(pick.studies)}: "
+                  + ", ".join(f"{label} ({spec})" for _, label, spec in pick.candidates))  # fmt: skip
         return 0
     out = args.out or Path("runs") / time.strftime(f"reproduce-{suite}-%Y%m%d-%H%M%S")
     table = reproduce(
@@ -214,37 +218,14 @@ def _reproduce(args: argparse.Namespace) -> int:
         launcher=launcher_from_args(args),
     )
     print(table)
-    print(f"\nverdicts: {Path(out) / 'verdicts.md'}")
-    return 0
-
-
-def _cheap(args: argparse.Namespace) -> int:
-    from samkit.study import cheap
-
-    if args.claims:
-        raise SamkitError("--claims selects claims of the quick and full suites; the cheap suite "
-                          "has none (leave --claims out).")  # fmt: skip
-    if args.list:
-        for s in cheap.SETTINGS:
-            print(f"{s.id:11s} [{'held out' if s.held_out else 'tuning'}] {s.why}; SAM rho {s.rhos}")
-        print("\ncandidates: " + ", ".join(f"{label} ({spec})" for _, label, spec in cheap.CANDIDATES))
-        return 0
-    out = args.out or Path("runs") / time.strftime("reproduce-cheap-%Y%m%d-%H%M%S")
-    table = cheap.run(out, jobs=args.jobs, threads=args.threads, quiet=args.quiet,
-                      launcher=launcher_from_args(args))  # fmt: skip
-    print(table)
-    print(f"\nreport: {Path(out) / 'cheap.md'}")
+    print(f"\nverdicts: {Path(out) / REPORT}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from samkit.study.report import write_report
+    from samkit.study.report import report_name, write_report
 
     table = write_report(args.folder)
     print(table)
-    suite = Path(args.folder) / "suite.json"
-    name = "report.md"
-    if suite.is_file():  # a suite's report is its verdict table, or the cheap protocol's cheap.md
-        name = "cheap.md" if json.loads(suite.read_text()).get("suite") == "cheap" else "verdicts.md"
-    print(f"\nreport: {Path(args.folder) / name}")
+    print(f"\nreport: {Path(args.folder) / report_name(args.folder)}")
     return 0

@@ -226,9 +226,9 @@ def _gain_vs_cost(folder: Path, study: dict[str, Any], groups: dict[str, list[di
     off_scale = []
     n_families = len(families)
     for i, (family, members) in enumerate(sorted(families.items())):
-        members = sorted(members, key=lambda p: p["cost"])
+        members = sorted(members, key=lambda p: p["passes"])
         dodge = 0.006 * (i - (n_families - 1) / 2)  # keep error bars at equal cost apart
-        xs = [p["cost"] + dodge for p in members]
+        xs = [p["passes"] + dodge for p in members]
         ys = [100 * p["gain"].mean for p in members]
         lo = [100 * (p["gain"].mean - p["gain"].ci_low) for p in members]
         hi = [100 * (p["gain"].ci_high - p["gain"].mean) for p in members]
@@ -242,9 +242,9 @@ def _gain_vs_cost(folder: Path, study: dict[str, Any], groups: dict[str, list[di
         ax.errorbar(xs, ys, yerr=[lo, hi], marker=markers[i % len(markers)], capsize=3,
                     linestyle="-" if len(xs) > 1 else "none", label=family)
     for j, (p, y) in enumerate(off_scale):
-        ax.annotate(f"{p['label']}: {y:+.1f} (off scale)", xy=(p["cost"], floor),
+        ax.annotate(f"{p['label']}: {y:+.1f} (off scale)", xy=(p["passes"], floor),
                     xytext=(6, 6 + 12 * j), textcoords="offset points", fontsize=8, color="tab:red")
-        ax.plot([p["cost"]], [floor], marker="v", color="tab:red")
+        ax.plot([p["passes"]], [floor], marker="v", color="tab:red")
     ax.axhline(0, color="0.5", linewidth=0.8)
     ax.axhline(SHARE_TARGET * ref_gain, color="tab:red", linestyle="--", linewidth=0.9,
                label=f"{SHARE_TARGET:.0%} of {ref}'s gain")

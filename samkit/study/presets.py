@@ -1,6 +1,6 @@
 """The named setups studies start from: the main job, the noisy-label preset and digits.
 
-``compare`` with no arguments runs :data:`MAIN_JOB`; the claims suite (:mod:`samkit.study.suite`)
+``compare`` with no arguments runs :data:`MAIN_JOB`; the claims suite (:mod:`samkit.study.papers`)
 builds its studies from both; the command line shows them as the defaults of compare and sweep.
 """
 

@@ -1,10 +1,11 @@
-"""``samkit reproduce``: run the studies the claims need, then write the verdicts.
+"""``samkit reproduce``: run the studies a suite's claims need, then write the verdicts.
 
-A suite folder holds ``suite.json`` (the claims and studies as data, and each session's time and
-command), one study folder per study (``compare``/``sweep`` folders as those commands write them;
-``dln/results.json`` for the theory study), ``verdicts.md`` and ``verdicts.csv``. Everything in
-the verdict table is computed from the files, so ``samkit report DIR`` remakes it (and every
-study's report) exactly.
+A suite folder holds ``suite.json`` (the claims, studies and picks as data, and each session's
+time and command), one study folder per study (``compare``/``sweep`` folders as those commands
+write them, with a ``-tune`` folder beside a tuned one; ``dln/results.json`` for the theory
+study), ``verdicts.md`` and ``verdicts.csv``. Everything in the verdict tables is computed from
+the files, so ``samkit report DIR`` remakes them (and every study's report) exactly. The suites
+themselves are data (:mod:`samkit.study.suites`).
 """
 
 from __future__ import annotations
@@ -17,30 +18,14 @@ from typing import Any
 from samkit.errors import SamkitError
 from samkit.study import dln, tuning
 from samkit.study.compare import compare
-from samkit.study.folder import SUITE, close_session, open_record
 from samkit.study.launch import waiting
-from samkit.study.runs import Launcher
-from samkit.study.suite import Claim, StudySpec, select_claims, studies
+from samkit.study.records import SUITE, close_session, open_record
+from samkit.study.spec import Claim, Pick, StudySpec
+from samkit.study.suite_report import write_verdicts
+from samkit.study.suites import plan, record_of
 from samkit.study.sweep import sweep
-from samkit.study.verdicts import write_verdicts
+from samkit.study.train_runs import Launcher
 from samkit.train import RunInterrupted, TrainConfig
-
-
-def plan(suite: str, claim_ids: list[str] | None) -> tuple[list[Claim], list[StudySpec]]:
-    """The selected claims and the studies they need (sources first), in the suite's order."""
-    claims = select_claims(claim_ids)
-    specs = {s.id: s for s in studies(suite)}
-    needed: set[str] = set()
-
-    def need(sid: str) -> None:
-        if sid not in needed:
-            needed.add(sid)
-            for dep in specs[sid].needs():
-                need(dep)
-
-    for claim in claims:
-        need(claim.study)
-    return claims, [s for s in specs.values() if s.id in needed]
 
 
 def reproduce(
@@ -59,15 +44,16 @@ def reproduce(
     study runs here. A later study starts from an earlier one's results, so the launcher waits."""
     out = Path(out)
     launcher_ = waiting(launcher, jobs)
-    claims, specs = plan(suite, claim_ids)
-    record = _open_suite(out, suite, claims, specs)
+    claims, specs, picks = plan(suite, claim_ids)
+    record = _open_suite(out, suite, claims, specs, picks)
     started = time.time()
     try:
         for spec in specs:
             if not quiet:
                 print(f"== study {spec.id}: {spec.why}", flush=True)
             try:
-                _run_study(out, spec, specs, launcher=launcher_, threads=threads, quiet=quiet)
+                _run_study(out, spec, specs, picks, launcher=launcher_, threads=threads,
+                           quiet=quiet)  # fmt: skip
             except RunInterrupted:
                 raise RunInterrupted(
                     f"interrupted in study {spec.id}; finished runs are kept. To finish the suite, "
@@ -79,14 +65,9 @@ def reproduce(
 
 
 def _open_suite(
-    out: Path, suite: str, claims: list[Claim], specs: list[StudySpec]
+    out: Path, suite: str, claims: list[Claim], specs: list[StudySpec], picks: list[Pick]
 ) -> dict[str, Any]:
-    record = {
-        "kind": "reproduce",
-        "suite": suite,
-        "claims": [asdict(c) for c in claims],
-        "studies": [asdict(s) for s in specs],
-    }
+    record = record_of(suite, claims, specs, picks)
 
     def same_suite(old: dict[str, Any]) -> None:
         if old.get("suite") != suite:
@@ -95,7 +76,7 @@ def _open_suite(
                 "Use another --out."
             )
 
-    return open_record(out, SUITE, record, merge={"claims": "id", "studies": "id"},
+    return open_record(out, SUITE, record, merge={"claims": "id", "studies": "id", "picks": "id"},
                        check=same_suite, what="claims-suite")  # fmt: skip
 
 
@@ -103,6 +84,7 @@ def _run_study(
     out: Path,
     spec: StudySpec,
     specs: list[StudySpec],
+    picks: list[Pick],
     *,
     launcher: Launcher,
     threads: int | None,
@@ -123,7 +105,7 @@ def _run_study(
     if spec.kind == "sweep":
         sweep(base, grid=list(spec.grid), flatness=spec.flatness, seeds=list(spec.seeds), **common)
         return
-    methods = list(spec.methods)
+    methods = list(spec.methods) + _picked_methods(out, spec, picks, quiet)
     tune = dict(spec.tune)
     if tune:  # rho chosen on the tuning seeds, in a folder of its own, before the verdict runs
         if not quiet:
@@ -136,8 +118,21 @@ def _run_study(
         source = spec.tune_from or spec.id
         source_tune = dict(next(s for s in specs if s.id == source).tune)
         chosen = tuning.choose(out / f"{source}{tuning.SUFFIX}", source_tune)
-        methods = tuning.tuned_methods(spec.methods, chosen)
+        methods = tuning.tuned_methods(methods, chosen, dict(spec.rho_from))
         if not quiet:
             print(f"== {spec.id}: rho chosen on the tuning seeds: {' '.join(methods)}", flush=True)
-    compare(base, methods=methods, flatness=spec.flatness, seeds=list(spec.seeds), **common)
+    compare(base, methods=methods, flatness=spec.flatness, seeds=list(spec.seeds),
+            reference=spec.reference, **common)  # fmt: skip
 
+
+def _picked_methods(out: Path, spec: StudySpec, picks: list[Pick], quiet: bool) -> list[str]:
+    """The method specs a study takes from its pick (chosen now, from the pick's studies)."""
+    if spec.pick is None:
+        return []
+    pick = next(p for p in picks if p.id == spec.pick)
+    chosen = tuning.choose_picks(asdict(pick), tuning.pick_shares(out, asdict(pick)))
+    if not quiet:
+        print(f"== {spec.id}: picked on {', '.join(pick.studies)}: {', '.join(chosen.values())}",
+              flush=True)  # fmt: skip
+    return [f"{spec_},label={label}" for _, label, spec_ in pick.candidates
+            if label in chosen.values()]  # fmt: skip

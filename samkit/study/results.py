@@ -2,19 +2,22 @@
 
 Reads ``study.json`` and each run's ``config.yaml``, ``summary.json``, ``metrics.jsonl``,
 ``flatness.json`` and ``env.json``. Everything a report, a figure or a verdict says is computed
-from what these functions return; nothing here writes a file. Runs without a ``summary.json`` are
+from what these functions return (the gain a method keeps of a reference's included:
+:func:`keeps`); nothing here writes a file or a sentence. Runs without a ``summary.json`` are
 ``incomplete`` and left out of every per-seed value.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.study.folder import FLATNESS, STUDY
+from samkit.study.flatness import FLATNESS
+from samkit.study.records import STUDY
 from samkit.study.stats import gap_bounds, paired_gap, share_recovered, summarize
-from samkit.train import files as run_files
+from samkit.train import run_files
 
 # The columns of results.csv; a row holds these keys of a run's summary and flatness.
 CSV_FIELDS = [
@@ -128,62 +131,47 @@ def baseline_of(study: dict[str, Any], groups: dict[str, list[dict[str, Any]]]) 
     return cost_reference(groups) if study["kind"] == "compare" else None
 
 
-# What a cheaper method must keep of the reference's gain (issue "Cheap SAM": 90% at <= 1.25x passes).
+# What a cheaper method must keep of the reference's gain (a compare's cost-and-benefit table).
 SHARE_TARGET = 0.9
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float:
+    return summarize(seed_values(rows, key)).mean
+
+
+def keeps(
+    groups: dict[str, list[dict[str, Any]]],
+    label: str,
+    reference: str,
+    baseline: str,
+    share: float = SHARE_TARGET,
+) -> dict[str, Any]:
+    """What method ``label`` keeps of ``reference``'s test-accuracy gain over ``baseline``.
+
+    ``gain`` and ``reference_gain``: paired gaps to the baseline; ``share``: mean gain over mean
+    reference gain (on the seeds all three have); ``keeps``: the paired interval of ``gain -
+    share * reference gain`` (above 0: it keeps at least ``share``); ``passes`` and ``time``: its
+    mean passes and train time over the baseline's.
+    """
+    acc, ref, base = (per_seed(groups.get(x, []), "test_acc") for x in (label, reference, baseline))
+    ratio, kept = share_recovered(acc, ref, base, share)
+    cost = {}
+    for key in ("passes", "train_time"):
+        mine, theirs = (_mean_of(groups.get(x, []), key) for x in (label, baseline))
+        cost[key] = mine / theirs if theirs else math.nan
+    bounds = gap_bounds("test_acc")
+    return {"label": label, "share": ratio, "keeps": kept,
+            "gain": paired_gap(acc, base, bounds=bounds),
+            "reference_gain": paired_gap(ref, base, bounds=bounds),
+            "passes": cost["passes"], "time": cost["train_time"]}  # fmt: skip
 
 
 def cost_benefit(
     study: dict[str, Any], groups: dict[str, list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
-    """Per method: passes / baseline, the test-accuracy gain over the baseline (paired interval),
-    the share of the reference method's gain it keeps, and the paired interval of
-    ``gain - 0.9 * reference gain`` (positive: it keeps at least 90%)."""
+    """Per method but the baseline, :func:`keeps` of the study's reference (its cost-and-benefit
+    table); empty when the study names no reference."""
     base, ref = baseline_of(study, groups), study.get("reference")
     if base is None or ref is None or ref not in groups:
         return []
-    base_acc = per_seed(groups[base], "test_acc")
-    ref_acc = per_seed(groups[ref], "test_acc")
-    base_passes = summarize(seed_values(groups[base], "passes")).mean
-    out = []
-    for label, rows in groups.items():
-        if label == base:
-            continue
-        acc = per_seed(rows, "test_acc")
-        share, keeps = share_recovered(acc, ref_acc, base_acc, SHARE_TARGET)
-        out.append({
-            "label": label,
-            "cost": summarize(seed_values(rows, "passes")).mean / base_passes,
-            "gain": paired_gap(acc, base_acc, bounds=gap_bounds("test_acc")),
-            "share": share,
-            "keeps": keeps,
-        })  # fmt: skip
-    return out
-
-
-# Load above the cores by more than this (in cores) means other work competed with the runs; below
-# it, the excess is the study's own bookkeeping (its parent process, report writing).
-LOAD_TOLERANCE = 0.5
-
-
-def load_caveat(rows: list[dict[str, Any]]) -> str | None:
-    """A warning when the machine was busier than its cores while runs trained (times unreliable).
-
-    Every run records the 1-minute load average (runnable processes of all users) after each
-    epoch; a run whose load exceeded the logical cores by more than :data:`LOAD_TOLERANCE` was
-    timed while other work competed for the cores.
-    """
-    loaded = []
-    for r in rows:
-        cores = r.get("_env", {}).get("cpu_count")
-        if r.get("load_max") is not None and cores and r["load_max"] > cores + LOAD_TOLERANCE:
-            loaded.append((r["load_max"], cores))
-    if not loaded:
-        return None
-    worst, cores = max(loaded)
-    return (
-        f"**Caveat — times are unreliable**: the machine was loaded while {len(loaded)} of "
-        f"{len(rows)} runs trained (1-minute load average up to {worst:.1f} on {cores} logical "
-        "cores: other work competed for the cores). Train times and time ratios are only "
-        "indicative; `passes` and `passes / SGD` count the work itself and do not depend on the "
-        "machine."
-    )
+    return [keeps(groups, label, ref, base) for label in groups if label != base]

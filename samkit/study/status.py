@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.study.folder import FLATNESS, STUDY
-from samkit.train import files as run_files
-from samkit.train import run_folder
+from samkit.study.flatness import FLATNESS
+from samkit.study.records import STUDY
+from samkit.train import run_files, run_folder
 
 STATES = ("finished", "running", "interrupted", "waiting")
 

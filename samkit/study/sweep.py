@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.study.folder import base_record, default_folder
+from samkit.study.flatness import flatness_settings
 from samkit.study.launch import resolve
-from samkit.study.report import write_study_report
-from samkit.study.runs import Launcher, StudyResult, flatness_settings, plan_config, run_study
+from samkit.study.records import base_record, default_folder
 from samkit.study.status import pending_table
+from samkit.study.study_report import write_study_report
+from samkit.study.train_runs import Launcher, StudyResult, plan_config, run_study
 from samkit.train import TrainConfig, config_hash
 
 DEFAULT_GRID = ("rho=0.02,0.05,0.1,0.2", "shards=1,2,4,8")

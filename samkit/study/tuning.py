@@ -13,7 +13,12 @@ The choice (:func:`choose`) is the candidate with the highest mean test accuracy
 seeds (ties: the earlier candidate of the grid); it is read from the tuning folder's run files
 each time, so a report states it from data and ``samkit report`` remakes it. A study may instead
 take the rho chosen in another study (``tune_from``: SAM fine-tuning uses the rho tuned for SAM
-on the run it starts from).
+on the run it starts from), and a method may run at the rho chosen for another (``rho_from``).
+
+A suite's :class:`~samkit.study.spec.Pick` is tuning one level up: it chooses a method per family
+on whole studies (:func:`choose_picks`: the candidate whose worst share of the reference's gain
+over those studies is highest), and later studies run only the picks. It too is read from the
+run files each time.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.study.folder import STUDY
-from samkit.study.results import groups_of, load_study, per_seed
+from samkit.study.records import STUDY
+from samkit.study.results import groups_of, keeps, load_study, per_seed
 
 SUFFIX = "-tune"
 
@@ -83,12 +88,21 @@ def choose(tune_folder: Path, tune: dict[str, tuple[float, ...]]) -> dict[str, d
     return chosen
 
 
-def tuned_methods(methods: tuple[str, ...], chosen: dict[str, dict[str, Any]]) -> list[str]:
-    """The verdict study's method specs: each tuned method at its chosen rho, labels unchanged."""
-    return [
-        _with(m, f"rho={chosen[method_label(m)]['rho']:g}") if method_label(m) in chosen else m
-        for m in methods
-    ]
+def tuned_methods(
+    methods: list[str] | tuple[str, ...],
+    chosen: dict[str, dict[str, Any]],
+    rho_from: dict[str, str] | None = None,
+) -> list[str]:
+    """The verdict study's method specs: each tuned method at its chosen rho, and each method of
+    ``rho_from`` (``{label: tuned label}``) at the rho chosen for that other method; labels
+    unchanged."""
+    rho_from = rho_from or {}
+    out = []
+    for m in methods:
+        label = method_label(m)
+        source = label if label in chosen else rho_from.get(label)
+        out.append(_with(m, f"rho={chosen[source]['rho']:g}") if source in chosen else m)
+    return out
 
 
 def spec_tune(spec: dict[str, Any]) -> dict[str, tuple[float, ...]]:
@@ -109,52 +123,76 @@ def study_choice(suite: Path, spec: dict[str, Any], specs: dict[str, dict[str, A
     return choose(folder, tune), source
 
 
-def tuning_markdown(suite: Path, record: dict[str, Any]) -> list[str]:
-    """The verdict report's section "How rho was chosen": per tuned study, the seed sets, each
-    candidate's mean test accuracy on the tuning seeds, and the chosen value."""
-    specs = {s["id"]: s for s in record["studies"]}
-    lines: list[str] = []
-    for spec in record["studies"]:
+# ---- picks: a method per family, chosen on whole studies ----------------------------------------
+def pick_shares(suite: Path, pick: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``{candidate label: {study: share of the reference's gain}}`` over the pick's studies that
+    have run; NaN where the reference gained less than the pick's ``min_gain`` (nothing to keep)."""
+    table: dict[str, dict[str, float]] = {label: {} for _, label, _ in pick["candidates"]}
+    for sid in pick["studies"]:
+        if not (suite / sid / STUDY).is_file():
+            continue
+        groups = groups_of(*load_study(suite / sid))
+        for _, label, _ in pick["candidates"]:
+            o = keeps(groups, label, pick["reference"], pick["baseline"])
+            gained = o["reference_gain"].mean >= pick["min_gain"]
+            table[label][sid] = o["share"] if gained else math.nan
+    return table
+
+
+def worst(shares: dict[str, float]) -> tuple[str | None, float]:
+    """``(study, share)`` of the lowest share that counts (``(None, nan)`` when none does)."""
+    counted = {k: v for k, v in shares.items() if not math.isnan(v)}
+    if not counted:
+        return None, math.nan
+    where = min(counted, key=lambda k: counted[k])
+    return where, counted[where]
+
+
+def _best(labels: list[str], table: dict[str, dict[str, float]]) -> str | None:
+    """Of ``labels``, the one whose worst share is highest; shares equal to rounding are a tie,
+    which the earlier label wins. None when no label has a share."""
+    scored = [(label, worst(table[label])[1]) for label in labels]
+    scored = [(label, w) for label, w in scored if not math.isnan(w)]
+    if not scored:
+        return None
+    return max(scored, key=lambda lw: (round(lw[1], 9), -labels.index(lw[0])))[0]
+
+
+def choose_picks(pick: dict[str, Any], table: dict[str, dict[str, float]]) -> dict[str, str]:
+    """``{family: label}``: per family, the candidate whose worst share in ``table``
+    (:func:`pick_shares`) is highest (ties: the earlier candidate). A family none of whose
+    candidates has a share is an error."""
+    chosen: dict[str, str] = {}
+    for family in dict.fromkeys(c[0] for c in pick["candidates"]):
+        best = _best([c[1] for c in pick["candidates"] if c[0] == family], table)
+        if best is None:
+            raise SamkitError(
+                f"pick {pick['id']}: no study of {', '.join(pick['studies'])} gives a share for "
+                f"{family!r} (did {pick['reference']} gain anything there?)."
+            )
+        chosen[family] = best
+    return chosen
+
+
+def best_pick(pick: dict[str, Any], table: dict[str, dict[str, float]],
+              chosen: dict[str, str]) -> str | None:  # fmt: skip
+    """Of the picks of the pick's ``best_of`` families, the one with the highest worst share."""
+    return _best([label for family, label in chosen.items() if family in pick["best_of"]], table)
+
+
+def pick_outcomes(suite: Path, picks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per pick of a suite folder, from its run files: ``shares`` (:func:`pick_shares`),
+    ``chosen`` (:func:`choose_picks`; None while its studies cannot choose yet), ``best``
+    (:func:`best_pick`) and ``best_name``, what the pick calls it."""
+    out = {}
+    for pick in picks:
+        shares = pick_shares(suite, pick)
         try:
-            got = study_choice(suite, spec, specs)
-        except SamkitError:  # an interrupted suite: the tuning runs of a method are not all done
-            lines.append(f"- **`{spec['id']}`**: its tuning has not finished (run the suite again).")
+            chosen = choose_picks(pick, shares)
+        except SamkitError:  # an interrupted suite: the pick's studies have not all run
+            out[pick["id"]] = {"shares": shares, "chosen": None, "best": None, "best_name": ""}
             continue
-        if got is None:
-            continue
-        chosen, source = got
-        labels = {method_label(m) for m in spec.get("methods", ())}
-        chosen = {label: c for label, c in chosen.items() if label in labels}  # this study's
-        verdict_seeds = ", ".join(str(s) for s in spec.get("seeds", ()))
-        if source == spec["id"]:
-            tune_seeds = ", ".join(str(s) for s in spec.get("tune_seeds", ()))
-            where = (f"tuned in [`{source}{SUFFIX}`]({source}{SUFFIX}/report.md) on seeds "
-                     f"{tune_seeds}")  # fmt: skip
-        else:
-            where = f"rho as chosen for [`{source}`]({source}/report.md)"
-        lines += [f"- **`{spec['id']}`** (verdict seeds {verdict_seeds}): {where}. "
-                  + "; ".join(_choice_text(label, c) for label, c in chosen.items()) + "."]
-    if not lines:
-        return []
-    return [
-        "## How rho was chosen",
-        "",
-        "Each tuned method's rho is the candidate with the highest mean test accuracy on the "
-        "tuning seeds; the verdicts use only the verdict seeds, which are disjoint from them "
-        "(mean test accuracy on the tuning seeds per rho; the chosen one in bold).",
-        "",
-        *lines,
-        "",
-    ]
-
-
-def _choice_text(label: str, choice: dict[str, Any]) -> str:
-    cells = []
-    for rho, mean in choice["means"].items():
-        text = f"{rho:g}: {mean:.4f}" if not math.isnan(mean) else f"{rho:g}: –"
-        cells.append(f"**{text}**" if rho == choice["rho"] else text)
-    edge = ""
-    rhos = list(choice["means"])
-    if len(rhos) > 1 and choice["rho"] in (min(rhos), max(rhos)):
-        edge = " (at the edge of its grid)"
-    return f"{label} rho {choice['rho']:g}{edge} [{', '.join(cells)}]"
+        out[pick["id"]] = {"shares": shares, "chosen": chosen,
+                           "best": best_pick(pick, shares, chosen),
+                           "best_name": pick.get("best_name", "")}  # fmt: skip
+    return out

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from samkit.errors import SamkitError
-from samkit.train import files, run_folder
+from samkit.train import run_files, run_folder
 from samkit.train.config import TrainConfig, load_config
 
 # Fields that fix the architecture; a source trained with other values cannot be loaded.
@@ -29,20 +29,20 @@ def source_paths(source: str | Path) -> tuple[Path, Path | None]:
     """``(checkpoint.pt, config.yaml or None)`` of a run folder or of a checkpoint file."""
     path = Path(source)
     if path.is_dir():
-        if not (path / files.CHECKPOINT).is_file():
+        if not (path / run_files.CHECKPOINT).is_file():
             raise SamkitError(
-                f"--init-from {path}: the folder has no {files.CHECKPOINT} (is it a run folder "
+                f"--init-from {path}: the folder has no {run_files.CHECKPOINT} (is it a run folder "
                 "written by `samkit train`?)."
             )
-        if not (path / files.SUMMARY).is_file():
+        if not (path / run_files.SUMMARY).is_file():
             raise SamkitError(
-                f"--init-from {path}: that run is not complete (no {files.SUMMARY}); finish it "
-                f"with `samkit train --resume {path}`, or pass {path / files.CHECKPOINT} to start "
+                f"--init-from {path}: that run is not complete (no {run_files.SUMMARY}); finish it "
+                f"with `samkit train --resume {path}`, or pass {path / run_files.CHECKPOINT} to start "
                 "from its last saved epoch on purpose."
             )
-        return path / files.CHECKPOINT, path / files.CONFIG
+        return path / run_files.CHECKPOINT, path / run_files.CONFIG
     if path.is_file():
-        sibling = path.parent / files.CONFIG
+        sibling = path.parent / run_files.CONFIG
         return path, sibling if sibling.is_file() else None
     raise SamkitError(
         f"--init-from {path}: no such run folder or checkpoint file (give a run folder written "
@@ -64,7 +64,7 @@ def _read(source: str | Path) -> tuple[dict[str, Any], TrainConfig | None, str]:
     """The source's checkpoint, its config (if known) and its identity ``<config hash>:<digest>``."""
     ckpt_path, cfg_path = source_paths(source)
     with run_folder.reading(ckpt_path.parent, "start a run from it (--init-from)"):
-        state = files.load_checkpoint(ckpt_path, remedy=(
+        state = run_files.load_checkpoint(ckpt_path, remedy=(
             f"It is the source of --init-from {ckpt_path}: nothing was trained. Restore the file, "
             "or train the source run again, then start this run."))  # fmt: skip
     if "model" not in state:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from samkit.errors import SamkitError
-from samkit.train import files, run_folder
+from samkit.train import run_files, run_folder
 from samkit.train.config import TrainConfig, load_config
 from samkit.train.setup import Batch, batches_of, build_model, error_fn, load_data, make_loss_fn
 
@@ -85,28 +85,28 @@ def load_run(
 
 
 def _load_run(run_dir: Path, device: str | torch.device, allow_incomplete: bool) -> LoadedRun:
-    if not (run_dir / files.CONFIG).is_file():
-        raise SamkitError(f"{run_dir} is not a run folder: it has no {files.CONFIG}.")
-    if not (run_dir / files.CHECKPOINT).is_file():
+    if not (run_dir / run_files.CONFIG).is_file():
+        raise SamkitError(f"{run_dir} is not a run folder: it has no {run_files.CONFIG}.")
+    if not (run_dir / run_files.CHECKPOINT).is_file():
         raise SamkitError(
-            f"{run_dir} has no {files.CHECKPOINT} yet (the run has not finished an epoch)."
+            f"{run_dir} has no {run_files.CHECKPOINT} yet (the run has not finished an epoch)."
         )
-    cfg = load_config(run_dir / files.CONFIG).replace(device=str(device))
+    cfg = load_config(run_dir / run_files.CONFIG).replace(device=str(device))
     device = torch.device(device)
-    state = files.load_checkpoint(run_dir / files.CHECKPOINT, device)
+    state = run_files.load_checkpoint(run_dir / run_files.CHECKPOINT, device)
     summary = _summary_if_complete(run_dir)
     epoch, step = int(state.get("epoch", 0)), int(state.get("step_in_epoch", 0))
     if summary is None and not allow_incomplete:
         raise SamkitError(
             f"{run_dir} is an incomplete run: its last checkpoint is from the "
             f"{_position(epoch, step, cfg.epochs)} (no "
-            f"{files.SUMMARY}). Finish it with: samkit train --resume {run_dir}, or pass "
+            f"{run_files.SUMMARY}). Finish it with: samkit train --resume {run_dir}, or pass "
             "allow_incomplete=True (--allow-incomplete on the command line) to use those weights."
         )
     if summary is not None and (epoch, step) != (summary.get("epochs"), 0):
         raise SamkitError(
-            f"{run_dir}: {files.SUMMARY} says {summary.get('epochs')} epochs but "
-            f"{files.CHECKPOINT} is from epoch {epoch}; the folder mixes two runs. Train it again "
+            f"{run_dir}: {run_files.SUMMARY} says {summary.get('epochs')} epochs but "
+            f"{run_files.CHECKPOINT} is from epoch {epoch}; the folder mixes two runs. Train it again "
             "in a new --out folder."
         )
     ds = load_data(cfg, device)
@@ -138,8 +138,8 @@ def _position(epoch: int, step_in_epoch: int, epochs: int) -> str:
 
 
 def _summary_if_complete(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / files.SUMMARY
+    path = run_dir / run_files.SUMMARY
     if not path.is_file():
         return None
-    summary = files.read_json(path)
+    summary = run_files.read_json(path)
     return summary if summary.get("status") == "complete" else None

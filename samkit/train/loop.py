@@ -25,9 +25,11 @@ import torch
 
 from samkit.errors import SamkitError, SamkitWarning
 from samkit.optim import NonFiniteError
-from samkit.train import files, run_folder
+from samkit.train import run_files as files
+from samkit.train import run_folder
 from samkit.train.config import TrainConfig, config_hash, load_config
 from samkit.train.distributed import Ranks, from_environment, unwrap, wrap
+from samkit.train.environment import environment
 from samkit.train.init_from import load_init_weights, resolve_init
 from samkit.train.progress import (
     TensorBoard,
@@ -198,7 +200,7 @@ class _Run:
         self.saved: tuple[int, int] | None = None  # (epoch, step) of the last checkpoint written
         if ckpt.is_file():
             self._restore(files.load_checkpoint(ckpt, self.device))
-        env = files.environment(self.device, command)
+        env = environment(self.device, command)
         env["world_size"] = self.ranks.world_size
         if self.ranks.is_main:
             run_folder.record_environment(out, cfg, env)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitWarning
-from samkit.train import files
+from samkit.train import run_files
 from samkit.train.config import TrainConfig
 
 
@@ -83,7 +83,7 @@ def log_step(path: Path, writer: Any, step: int, loss: float, lr: float, record:
         value = getattr(record, key, None)
         row[key] = None if value is None else float(value)
     row["ascended"] = getattr(record, "ascended", None)
-    files.append_row(path, row)
+    run_files.append_row(path, row)
     if writer is not None:
         for key, value in row.items():
             if key != "step" and value is not None:

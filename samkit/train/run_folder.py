@@ -19,8 +19,8 @@ saved config and applies the overrides a resume may change (:data:`RESUMABLE_OVE
 **The record and the checkpoint.** :func:`record_environment` writes ``config.yaml`` and
 ``env.json`` (a resume appends its session to ``resumes``); :func:`after_restore` makes
 ``metrics.jsonl`` and ``steps.jsonl`` agree with the checkpoint, which is the truth a resume
-starts from. Every write goes through :mod:`samkit.train.files` (atomic); a refused write raises
-:class:`~samkit.train.files.WriteError` naming the file and the remedy.
+starts from. Every write goes through :mod:`samkit.train.run_files` (atomic); a refused write raises
+:class:`~samkit.train.run_files.WriteError` naming the file and the remedy.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.train import files
+from samkit.train import run_files
 from samkit.train.config import TrainConfig, config_hash, load_config, save_config
 
 try:
@@ -210,7 +210,7 @@ def hold(
             folder.mkdir(parents=True, exist_ok=True)
             fd = _acquire(folder, wait, on_wait, purpose)
         except OSError as err:
-            raise SamkitError(files.WriteError(folder / LOCK, err).message(
+            raise SamkitError(run_files.WriteError(folder / LOCK, err).message(
                 "nothing was trained")) from err
         with _held_guard:
             _held[key] = [fd, 1]
@@ -260,7 +260,8 @@ def reading(folder: str | Path, purpose: str = "read it") -> Iterator[None]:
 # ---- new, resume, overwrite -------------------------------------------------------------------
 # The files only a training run writes (so only the lock's holder): a temporary of one of them
 # found when the lock is taken was left by a process killed while writing it.
-RUN_FILES = (files.CONFIG, files.ENV, files.METRICS, files.SUMMARY, files.STEPS, files.CHECKPOINT)
+RUN_FILES = (run_files.CONFIG, run_files.ENV, run_files.METRICS, run_files.SUMMARY,
+             run_files.STEPS, run_files.CHECKPOINT)  # fmt: skip
 _TEMPORARY = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.tmp$")  # samkit._atomic's temporary names
 
 
@@ -322,7 +323,7 @@ def prepare_new(out: Path, overwrite: bool) -> None:
             else:
                 path.unlink()
         except OSError as err:
-            raise SamkitError(files.WriteError(path, err).message(
+            raise SamkitError(run_files.WriteError(path, err).message(
                 "nothing was trained; the folder is partly emptied")) from err
     out.mkdir(parents=True, exist_ok=True)
 
@@ -354,9 +355,9 @@ def check_resumable(out: Path) -> None:
         raise SamkitError(
             f"cannot resume {out}: no such folder. Give the run folder of `samkit train --out`."
         )
-    if not (out / files.CONFIG).is_file():
+    if not (out / run_files.CONFIG).is_file():
         raise SamkitError(
-            f"cannot resume {out}: no {files.CONFIG} there (is it a run folder written by "
+            f"cannot resume {out}: no {run_files.CONFIG} there (is it a run folder written by "
             "`samkit train`?)."
         )
 
@@ -366,7 +367,7 @@ def resume_config(
 ) -> TrainConfig:
     """The saved config of ``out``, with the allowed ``overrides`` applied (and saved)."""
     check_resumable(out)
-    saved = load_config(out / files.CONFIG)
+    saved = load_config(out / run_files.CONFIG)
     _check_checkpoint_present(out)
     if cfg is not None and config_hash(cfg.validated()) != config_hash(saved):
         raise SamkitError(
@@ -381,7 +382,7 @@ def resume_config(
         )
     if overrides:
         saved = saved.replace(**overrides)
-        if (out / files.SUMMARY).is_file() and "epochs" in overrides:
+        if (out / run_files.SUMMARY).is_file() and "epochs" in overrides:
             raise SamkitError(
                 f"{out} is already complete; start a new run to train for other epochs."
             )
@@ -392,23 +393,23 @@ def resume_config(
 
 def _check_checkpoint_present(out: Path) -> None:
     """Refuse to restart from scratch a run whose recorded epochs have lost their checkpoint."""
-    if (out / files.CHECKPOINT).is_file() or (out / files.SUMMARY).is_file():
+    if (out / run_files.CHECKPOINT).is_file() or (out / run_files.SUMMARY).is_file():
         return
-    epochs = len(files.read_metrics(out / files.METRICS))
+    epochs = len(run_files.read_metrics(out / run_files.METRICS))
     if epochs:
         raise SamkitError(
-            f"cannot resume {out}: its {files.METRICS} records {epochs} finished epoch(s) but "
-            f"there is no {files.CHECKPOINT} to continue from (deleted or lost?); nothing was "
-            f"changed. Restore {files.CHECKPOINT}, or train again from the beginning with "
+            f"cannot resume {out}: its {run_files.METRICS} records {epochs} finished epoch(s) but "
+            f"there is no {run_files.CHECKPOINT} to continue from (deleted or lost?); nothing was "
+            f"changed. Restore {run_files.CHECKPOINT}, or train again from the beginning with "
             "--overwrite (or another --out)."
         )
 
 
 def complete_summary(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     """``summary.json`` of ``out`` when it records this very run as complete, else ``None``."""
-    if not (out / files.SUMMARY).is_file():
+    if not (out / run_files.SUMMARY).is_file():
         return None
-    summary = files.read_json(out / files.SUMMARY)
+    summary = run_files.read_json(out / run_files.SUMMARY)
     if summary.get("config_hash") == config_hash(cfg) and summary.get("status") == "complete":
         return summary
     return None
@@ -416,27 +417,27 @@ def complete_summary(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
 
 # ---- the record ---------------------------------------------------------------------------------
 def _save_config(cfg: TrainConfig, out: Path, consequence: str) -> None:
-    path = out / files.CONFIG
+    path = out / run_files.CONFIG
     try:
         save_config(cfg, path)
     except OSError as err:
-        raise SamkitError(files.WriteError(path, err).message(consequence)) from err
+        raise SamkitError(run_files.WriteError(path, err).message(consequence)) from err
 
 
 def record_environment(out: Path, cfg: TrainConfig, env: dict[str, Any]) -> None:
     """Write ``config.yaml`` and ``env.json``; a resumed run appends its session to ``resumes``."""
-    env_path = out / files.ENV
+    env_path = out / run_files.ENV
     if env_path.is_file():  # a resumed run: keep the first session, append this one
         try:
-            first = files.read_json(env_path)
+            first = run_files.read_json(env_path)
         except SamkitError:
             first = {"unreadable": True}  # a damaged record must not block the run it describes
         first.setdefault("resumes", []).append(env)
         env = first
     _save_config(cfg, out, "nothing was trained")
     try:
-        files.write_json(env_path, env)
-    except files.WriteError as err:
+        run_files.write_json(env_path, env)
+    except run_files.WriteError as err:
         raise SamkitError(err.message("nothing was trained")) from err
 
 
@@ -447,8 +448,8 @@ def after_restore(out: Path, history: list[dict[str, Any]], steps: int) -> None:
     come in that order) and ``steps.jsonl`` may hold rows past it, or half a row; the
     checkpoint's history is the truth.
     """
-    files.write_metrics(out / files.METRICS, history)
-    files.keep_rows_until(out / files.STEPS, steps)
+    run_files.write_metrics(out / run_files.METRICS, history)
+    run_files.keep_rows_until(out / run_files.STEPS, steps)
 
 
 __all__ = [

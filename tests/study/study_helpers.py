@@ -6,8 +6,7 @@ from pathlib import Path
 
 from harness_fixtures import tiny_config
 
-from samkit.train import files as run_files
-from samkit.train import save_config
+from samkit.train import run_files, save_config
 
 
 def fake_compare(folder: Path, values: dict[str, list[dict]], seeds=(0, 1, 2)) -> None:

@@ -17,12 +17,12 @@ from study_helpers import accs, fake_compare
 from samkit.errors import SamkitError
 from samkit.study import claims as claims_mod
 from samkit.study import reproduce as reproduce_mod
-from samkit.study import write_report
+from samkit.study import suites, write_report
 from samkit.study.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, verdict
+from samkit.study.papers import CLAIMS, studies
+from samkit.study.spec import Claim, StudySpec, Suite, select_claims
 from samkit.study.stats import summarize
-from samkit.study.suite import CLAIMS, Claim, StudySpec, select_claims, studies
-from samkit.train import files as run_files
-from samkit.train import save_config
+from samkit.train import run_files, save_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,18 +124,18 @@ def test_sweep_arm_takes_the_best_rho_of_its_group_and_dln_arms(tmp_path):
 
 
 def test_claims_are_data_with_known_studies_and_selection_by_tag():
-    for suite in ("quick", "full"):
-        ids = {s.id for s in studies(suite)}
+    for quick in (True, False):
+        ids = {s.id for s in studies(quick=quick)}
         assert all(c.study in ids for c in CLAIMS)
-        for spec in studies(suite):  # every source runs before the study that starts from it
-            order = [s.id for s in studies(suite)]
+        for spec in studies(quick=quick):  # every source runs before the study that starts from it
+            order = [s.id for s in studies(quick=quick)]
             assert all(order.index(dep) < order.index(spec.id) for dep in spec.needs())
-    demo = select_claims(["demo"])
+    demo = select_claims(["demo"], CLAIMS)
     assert {c.study for c in demo} == {"noise-20", "noise-40", "finetune-noisy", "dln"}
-    assert [c.id for c in select_claims(["fsam-acc"])] == ["fsam-acc"]
+    assert [c.id for c in select_claims(["fsam-acc"], CLAIMS)] == ["fsam-acc"]
     with pytest.raises(SamkitError, match="unknown claim.*choose claim ids or tags"):
-        select_claims(["nope"])
-    _, specs = reproduce_mod.plan("quick", ["finetune-noisy"])
+        select_claims(["nope"], CLAIMS)
+    _, specs, _ = suites.plan("quick", ["finetune-noisy"])
     assert [s.id for s in specs] == ["noise-40", "finetune-noisy"]  # the source comes along
 
 
@@ -156,8 +156,7 @@ def test_reproduce_runs_sources_first_and_reuses_finished_runs(harness, tmp_path
         Claim("d", "1-SAM sparser", "A&F", "dln", "l1", {"method": "1sam", "rho": 0.1},
               {"method": "gd"}, -1),
     )  # fmt: skip
-    monkeypatch.setattr(reproduce_mod, "studies", lambda suite: fake_studies)
-    monkeypatch.setattr(reproduce_mod, "select_claims", lambda ids: select_claims(ids, fake_claims))
+    monkeypatch.setitem(suites.SUITES, "quick", lambda: Suite(fake_claims, tuple(fake_studies)))
     out = tmp_path / "suite"
     table = reproduce_mod.reproduce(out, claim_ids=["demo"], quiet=True)
     assert "| `ft` | MNIST-1D | **" in table and not (out / "dln").exists()  # only what it needs
@@ -221,8 +220,7 @@ def test_ctrl_c_in_a_suite_says_how_to_finish_the_suite(harness, tmp_path, monke
     tiny = {k: v for k, v in tiny_config().to_dict().items() if v is not None}
     spec = StudySpec("s", "compare", {**tiny, "epochs": 1}, "tiny", methods=("sgd",), seeds=(0,))
     claim = Claim("c", "x", "y", "s", "test_acc", {"label": "sgd"}, {"label": "sgd"}, +1)
-    monkeypatch.setattr(reproduce_mod, "studies", lambda suite: [spec])
-    monkeypatch.setattr(reproduce_mod, "select_claims", lambda ids: [claim])
+    monkeypatch.setitem(suites.SUITES, "quick", lambda: Suite((claim,), (spec,)))
     monkeypatch.setattr(loop, "train_step", step)
     out = tmp_path / "suite"
     with pytest.raises(RunInterrupted, match=f"study s.*samkit reproduce command again with --out {out}"):
@@ -254,10 +252,9 @@ def test_a_tuned_study_chooses_rho_on_its_tuning_seeds_and_judges_on_the_others(
         Claim("f", "SAM fine-tuning helps", "A", "ft", "test_acc", {"label": "sam"},
               {"label": "sgd"}, +1),
     )  # fmt: skip
-    monkeypatch.setattr(reproduce_mod, "studies", lambda suite: fake_studies)
-    monkeypatch.setattr(reproduce_mod, "select_claims", lambda ids: select_claims(ids, fake_claims))
+    monkeypatch.setitem(suites.SUITES, "quick", lambda: Suite(fake_claims, tuple(fake_studies)))
     out = tmp_path / "suite"
-    _, specs = reproduce_mod.plan("quick", ["f"])
+    _, specs, _ = suites.plan("quick", ["f"])
     assert [s.id for s in specs] == ["src", "ft"]  # the study whose rho it takes runs first
     reproduce_mod.reproduce(out, quiet=True)
     tune = run_files.read_json(out / "src-tune" / "study.json")
@@ -306,7 +303,7 @@ def test_tuning_choice_ties_and_seed_sets(tmp_path):
 
 def test_a_claim_on_two_datasets_says_where_it_holds():
     from samkit.study.stats import summarize as s
-    from samkit.study.verdicts import across_datasets
+    from samkit.study.suite_report import across_datasets
 
     def outcome(cid, family, dataset, v):
         return {"claim": {"id": cid, "family": family, "metric": "test_acc"}, "dataset": dataset,
@@ -324,13 +321,13 @@ def test_a_claim_on_two_datasets_says_where_it_holds():
 
 
 def test_an_unfinished_tuning_study_is_said_not_to_have_finished(tmp_path):
-    from samkit.study import tuning
+    from samkit.study.tuning_report import tuning_markdown
 
     fake_compare(tmp_path / "s-tune", {"sam.rho=0.1": accs(0.7, 0.7)}, seeds=(5, 6))
     spec = {"id": "s", "kind": "compare", "methods": ["sgd", "sam", "msam"], "seeds": [0, 1],
             "tune": [["sam", [0.1]], ["msam", [0.1]]], "tune_seeds": [5, 6]}  # fmt: skip
-    lines = tuning.tuning_markdown(tmp_path, {"studies": [spec]})
+    lines = tuning_markdown(tmp_path, {"studies": [spec]})
     assert any("`s`**: its tuning has not finished" in ln for ln in lines)  # msam never ran
     spec["tune"] = [["sam", [0.1]]]
-    assert any("sam rho 0.1 [**0.1: 0.7000**]" in ln for ln in tuning.tuning_markdown(
+    assert any("sam rho 0.1 [**0.1: 0.7000**]" in ln for ln in tuning_markdown(
         tmp_path, {"studies": [spec]}))  # fmt: skip

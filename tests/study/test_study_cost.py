@@ -7,7 +7,7 @@ from committed import line_agrees
 from study_helpers import fake_compare
 
 from samkit.study import write_report
-from samkit.train import files as run_files
+from samkit.train import run_files
 
 
 def test_cost_benefit_table_and_figure(tmp_path):
@@ -53,8 +53,8 @@ def test_committed_cheap_sam_studies_regenerate_from_their_run_files(tmp_path, n
 
 
 def test_a_time_ratio_above_the_pass_ratio_is_explained_from_the_runs():
-    from samkit.study.report import time_notes
     from samkit.study.stats import summarize
+    from samkit.study.study_report import time_notes
 
     def group(time, passes, **row):
         return [{"train_time": time, "passes": passes, "_config": row.pop("config", {}), **row}]

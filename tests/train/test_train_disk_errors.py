@@ -15,7 +15,7 @@ import torch
 from harness_fixtures import TINY_FLAGS
 
 from samkit import _atomic, cli
-from samkit.train.files import load_checkpoint
+from samkit.train.run_files import load_checkpoint
 
 TIMES = ("train_time", "wall_time", "load", "load_max")
 FLAGS = [*TINY_FLAGS, "--epochs", "3", "--optimizer", "sam"]

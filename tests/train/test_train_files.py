@@ -32,7 +32,7 @@ def test_run_files_and_data_cache_follow_the_umask(tmp_path, monkeypatch, umask)
 def test_a_half_written_last_row_of_steps_jsonl_is_dropped_on_resume(tmp_path):
     """A process killed while appending leaves half a line; the resume must not choke on it."""
     from samkit.errors import SamkitError
-    from samkit.train.files import keep_rows_until, read_metrics
+    from samkit.train.run_files import keep_rows_until, read_metrics
 
     path = tmp_path / "steps.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')

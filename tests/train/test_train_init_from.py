@@ -14,9 +14,9 @@ from harness_fixtures import tiny_config
 from samkit.errors import SamkitError
 from samkit.train import SmallShardWarning, config_hash, load_config, load_run, train
 from samkit.train.distributed import from_environment, unwrap
-from samkit.train.files import load_checkpoint
 from samkit.train.init_from import resolve_init, weights_digest
 from samkit.train.loop import _Run
+from samkit.train.run_files import load_checkpoint
 
 
 def _start_state(cfg, out):

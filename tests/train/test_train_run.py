@@ -19,7 +19,7 @@ from samkit.train import (
     save_config,
     train,
 )
-from samkit.train.files import load_checkpoint
+from samkit.train.run_files import load_checkpoint
 
 METRIC_KEYS = {
     "epoch",

@@ -13,7 +13,7 @@ import torch
 from harness_fixtures import TINY_FLAGS, TrainingProcess
 
 from samkit import cli
-from samkit.train.files import load_checkpoint
+from samkit.train.run_files import load_checkpoint
 
 TIMES = ("train_time", "wall_time", "load", "load_max")  # the machine's, not the run's
 FLAGS = [*TINY_FLAGS, "--epochs", "2", "--max-steps-per-epoch", "3", "--optimizer", "fsam"]

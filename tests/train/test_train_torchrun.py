@@ -106,7 +106,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     import signal
     import time
 
-    from samkit.train.files import load_checkpoint
+    from samkit.train.run_files import load_checkpoint
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SAMKIT_CACHE": str(tmp_path / "cache")}
     run = tmp_path / "r"

@@ -4,7 +4,7 @@ A study is a plan of runs; a launcher runs them. :class:`~samkit.study.launch.lo
 runs them on this machine (``--jobs N`` processes); :class:`~samkit.study.launch.slurm.SlurmLauncher`
 submits each run as a job (an array of jobs) of a SLURM cluster through submitit
 (``pip install 'samkit[cluster]'``; submitit is imported by that module only, when it runs).
-Each run is :func:`samkit.study.runs.run_one` whichever launcher runs it, so the study folder,
+Each run is :func:`samkit.study.train_runs.run_one` whichever launcher runs it, so the study folder,
 the run folders with their one-writer locks, and the reports made from them are the same.
 """
 
@@ -14,7 +14,7 @@ from samkit.errors import SamkitError
 from samkit.study.launch.local import LocalLauncher
 from samkit.study.launch.slurm import SlurmLauncher
 from samkit.study.launch.slurm_options import SlurmOptions
-from samkit.study.runs import Launcher
+from samkit.study.train_runs import Launcher
 
 LAUNCHERS = ("local", "slurm")
 

@@ -2,7 +2,7 @@
 says time is up.
 
 submitit starts the job, unpickles :class:`RunJob` and calls it. The run is
-:func:`samkit.study.runs.run_one`, exactly as a local study runs it (the run folder's lock held
+:func:`samkit.study.train_runs.run_one`, exactly as a local study runs it (the run folder's lock held
 throughout; a finished run reused, an interrupted one resumed from its checkpoint).
 
 Signals. submitit asks SLURM for its preemption signal (``SIGUSR2`` unless
@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from samkit.study.runs import FlatnessSettings, run_one
+from samkit.study.flatness import FlatnessSettings
+from samkit.study.train_runs import run_one
 from samkit.train import RunInterrupted, TrainConfig, signals
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from samkit.errors import SamkitError
-from samkit.study.runs import FlatnessSettings, Launched, run_one
+from samkit.study.flatness import FlatnessSettings
+from samkit.study.train_runs import Launched, run_one
 from samkit.train import RunInterrupted, TrainConfig, signals
 
 

@@ -2,7 +2,7 @@
 submitted through submitit; the study waits for them with a progress bar of finished runs, or
 returns at once.
 
-The jobs run :class:`samkit.study.launch.job.RunJob`, i.e. :func:`samkit.study.runs.run_one`: the
+The jobs run :class:`samkit.study.launch.job.RunJob`, i.e. :func:`samkit.study.train_runs.run_one`: the
 same run folders, locks and files as a local study. Runs already finished (trained, flatness
 measured when asked) are not submitted again; unfinished ones are, and resume from their
 checkpoints. Two submissions that race on one study both submit a run that neither has
@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
+from samkit.study.flatness import FlatnessSettings
 from samkit.study.launch.job import RunJob
 from samkit.study.launch.slurm_options import SlurmOptions
-from samkit.study.runs import FlatnessSettings, Launched, finished
+from samkit.study.train_runs import Launched, finished
 from samkit.train import RunInterrupted, TrainConfig, signals
 
 SUBMITIT_FOLDER = ".submitit"  # in the study folder unless --slurm-folder says otherwise

@@ -1,6 +1,6 @@
 """The papers' claims as data, and the studies that test them (``samkit reproduce``).
 
-A :class:`Claim` is a sentence from a paper, its source, the study that tests it, and the
+A :class:`~samkit.study.spec.Claim` is a sentence from a paper, its source, the study that tests it, and the
 statistic: the paired gap (by seed) of one ``metric`` between an ``arm`` and a ``baseline`` of
 that study, with the direction the claim predicts. :func:`samkit.study.claims.verdict` turns the
 95% interval of that gap into reproduced / not reproduced / inconclusive.
@@ -13,13 +13,11 @@ claim's numbers can be traced to the exact runs (docs/report/README.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from samkit.errors import SamkitError
 from samkit.study.presets import DIGITS_JOB, MAIN_JOB, NOISY_JOB
+from samkit.study.spec import Claim, StudySpec, Suite
 
-SUITES = ("quick", "full")
 FINE_TUNE = {"epochs": 10, "lr": 0.05}  # a short second run from the source's weights
 # m-sharpness needs a model whose normalisation is per example (BatchNorm over a shard of 8 is
 # not BatchNorm over a batch); shards run vectorized: 2.6x (m=8) to 4x (m=4) faster than the loop
@@ -31,79 +29,6 @@ MSHARP_JOB = {
     "execution": "vectorized",
 }
 DLN_RHOS = (0.03, 0.1, 0.178, 0.316, 0.562, 1.0)  # samkit's rho (1-SAM: 2x the notebook's)
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """A study of the suite: ``kind`` compare | sweep | dln, its setup, methods or grid, seeds.
-
-    ``setup`` is a TrainConfig mapping (compare/sweep) or :func:`samkit.theory.dln` settings
-    (dln). An ``init_from`` of ``{suite}/<study>/<run>-seed{seed}`` starts each seed from the run
-    of the same seed in another study of the suite (which then runs first).
-
-    ``tune`` — ``((label, rhos), ...)`` — chooses those methods' rho on ``tune_seeds`` (disjoint
-    from ``seeds``) in a folder of its own before the verdict runs (:mod:`samkit.study.tuning`);
-    ``tune_from`` names a study whose choice this one takes for the same labels.
-    """
-
-    id: str
-    kind: str
-    setup: dict[str, Any]
-    why: str
-    methods: tuple[str, ...] = ()
-    grid: tuple[str, ...] = ()
-    seeds: tuple[int, ...] = (0, 1, 2)
-    flatness: bool = False
-    baseline: str | None = None
-    tune: tuple[tuple[str, tuple[float, ...]], ...] = ()
-    tune_seeds: tuple[int, ...] = ()
-    tune_from: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.tune and not self.tune_seeds:
-            raise SamkitError(f"study {self.id}: a tuned study needs tune_seeds.")
-        if set(self.tune_seeds) & set(self.seeds):
-            raise SamkitError(
-                f"study {self.id}: tuning seeds {sorted(set(self.tune_seeds) & set(self.seeds))} "
-                "are also verdict seeds; the seeds that choose rho must not judge the claim."
-            )
-
-    def needs(self) -> list[str]:
-        """The studies whose runs (or chosen rho) this one starts from."""
-        source = str(self.setup.get("init_from", ""))
-        deps = [source.split("/")[1]] if source.startswith("{suite}/") else []
-        if self.tune_from and self.tune_from not in deps:
-            deps.append(self.tune_from)
-        return deps
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One claim, written as data.
-
-    ``arm`` and ``baseline`` name one side each: ``{"label": "sam"}`` (a compare method),
-    ``{"cell": {"shard_size": 8}, "best_of": "rho"}`` (a sweep cell; with ``best_of`` the cell of
-    that group with the highest mean test accuracy), or ``{"method": "1sam", "rho": 0.1}`` (dln).
-    The statistic is ``metric(arm) - metric(baseline)`` paired by seed; ``direction`` is the sign
-    the claim predicts; ``margin`` the smallest gain in that direction that would count (an
-    interval that rules out even that is "not reproduced").
-    """
-
-    id: str
-    text: str
-    source: str
-    study: str
-    metric: str
-    arm: dict[str, Any]
-    baseline: dict[str, Any]
-    direction: int
-    margin: float = 0.0
-    tags: tuple[str, ...] = field(default=())
-    family: str = ""  # the same claim tested on another dataset shares it (default: the id)
-
-    def __post_init__(self) -> None:
-        if self.direction not in (-1, 1):
-            raise SamkitError(f"claim {self.id}: direction must be +1 or -1.")
 
 
 FORET = "Foret et al., Sharpness-Aware Minimization for Efficiently Improving Generalization (ICLR 2021)"
@@ -125,16 +50,21 @@ RHOS_DIGITS_NOISY = (0.2, 0.4, 0.8)
 RHOS_DIGITS_MSAM = (0.1, 0.2, 0.4)  # mSAM and m-sharpness (per-shard normalisation)
 
 
-def studies(suite: str) -> list[StudySpec]:
-    """The studies of ``suite`` (quick | full), in an order where every source runs first.
+TITLE = "The papers' claims: verdicts ({suite} suite)"
+
+
+def suite(*, quick: bool) -> Suite:
+    """Every claim, and the studies of the quick or the full suite."""
+    return Suite(CLAIMS, tuple(studies(quick=quick)), title=TITLE)
+
+
+def studies(*, quick: bool) -> list[StudySpec]:
+    """The studies of the quick or the full suite, in an order where every source runs first.
 
     Every SAM-family method's rho is tuned on its own grid on tuning seeds (100, 101; quick: 100)
     that the verdicts never use (:mod:`samkit.study.tuning`); fine-tuning takes the rho chosen for
     SAM on the study it starts from.
     """
-    if suite not in SUITES:
-        raise SamkitError(f"suite must be one of {', '.join(SUITES)}; got {suite!r}.")
-    quick = suite == "quick"
     seeds = (0, 1, 2) if quick else (0, 1, 2, 3, 4)
     tune_seeds = (100,) if quick else (100, 101)
     noisy = {k: v for k, v in NOISY_JOB.items() if k != "label_noise"}
@@ -351,17 +281,3 @@ CLAIMS += (
                text="A smaller m generalises better: m = 4 beats m = batch size (64), each at "
                "its own rho (tuned; 40% label noise)."),
 )
-
-
-def select_claims(ids: list[str] | None, claims: tuple[Claim, ...] = CLAIMS) -> list[Claim]:
-    """The claims named by id or tag (``demo``, ``noise``, ``dln``...); all when ``ids`` is empty."""
-    if not ids:
-        return list(claims)
-    known = {c.id for c in claims} | {t for c in claims for t in c.tags}
-    unknown = [i for i in ids if i not in known]
-    if unknown:
-        raise SamkitError(
-            f"unknown claim(s) {', '.join(unknown)}; choose claim ids or tags from: "
-            f"{', '.join(sorted(known))} (samkit reproduce --list shows them)."
-        )
-    return [c for c in claims if c.id in ids or set(c.tags) & set(ids)]

@@ -7,8 +7,10 @@ null), ``runs`` (``dir``, ``label``, ``seed``, ``cell``, ``config_hash`` of each
 ``sessions`` (``started``, ``elapsed`` seconds, ``command``, ``jobs`` and ``launcher`` of each
 invocation; with ``--launcher slurm`` also the submitit ``executor``, ``submitted`` — each
 submitted run's ``dir`` and ``job`` id — and ``submitit_folder``).
-``suite.json`` (:mod:`samkit.study.reproduce`) has ``kind`` (reproduce), ``suite``, ``claims``,
-``studies`` and ``sessions`` (which also name the ``studies`` each one ran).
+``suite.json`` (:mod:`samkit.study.reproduce`) has ``kind`` (reproduce), ``suite``, ``title``,
+``claims``, ``studies``, ``picks`` (:mod:`samkit.study.spec`, as dicts) and ``sessions`` (which
+also name the ``studies`` each one ran); :func:`samkit.study.suites.read_record` reads it back,
+older formats included.
 """
 
 from __future__ import annotations
@@ -20,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from samkit.errors import SamkitError
-from samkit.train import TrainConfig, config_hash, run_folder
-from samkit.train import files as run_files
+from samkit.train import TrainConfig, config_hash, run_files, run_folder
 
 STUDY = "study.json"
 SUITE = "suite.json"
-FLATNESS = "flatness.json"  # in a run folder: the flatness of its final model (study.runs)
 
 
 def default_folder(kind: str, cfg: TrainConfig) -> Path:
@@ -94,7 +94,7 @@ def _open_record(
         check(old)
         for key, ident in merge.items():
             known = {item[ident] for item in record[key]}
-            record[key] = [item for item in old[key] if item[ident] not in known] + record[key]
+            record[key] = [item for item in old.get(key, []) if item[ident] not in known] + record[key]
         record["sessions"] = old.get("sessions", [])
     elif folder.exists() and any(not _left_by_a_crash(p, name) for p in folder.iterdir()):
         raise SamkitError(

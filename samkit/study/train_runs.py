@@ -1,11 +1,10 @@
-"""Run many training runs of a study (in sequence or in processes) and measure their flatness.
+"""Train a study's plan of runs (in sequence, in processes or on a cluster) into its folder.
 
 A run folder found on disk is never recomputed or overwritten: a complete run with the same
 config is reused, an interrupted one is resumed, and one holding a different config is an error.
-The flatness of each final model (top Hessian eigenvalue, worst-case m-sharpness) is written to
-``flatness.json`` in the run folder, so it too is data that a report reads and a rerun reuses.
-Running never writes a report: :func:`samkit.study.compare` and :func:`samkit.study.sweep` do,
-from the files, once the runs are done.
+When the study asks, each final model's flatness is measured after it trains
+(:mod:`samkit.study.flatness`). Running never writes a report: :func:`samkit.study.compare` and
+:func:`samkit.study.sweep` do, from the files, once the runs are done.
 
 Where the runs run is a :class:`Launcher` (:mod:`samkit.study.launch`: local processes, or SLURM
 jobs through submitit); each run is :func:`run_one` whichever runs it, so the run folders, their
@@ -16,14 +15,14 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from samkit.errors import SamkitError
-from samkit.study.folder import FLATNESS, close_session, open_study
-from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, run_folder, train
-from samkit.train import files as run_files
+from samkit.study.flatness import FLATNESS, FlatnessSettings, measure_flatness
+from samkit.study.records import close_session, open_study
+from samkit.train import RunInterrupted, TrainConfig, config_hash, load_config, run_files, run_folder, train
 
 
 @dataclass
@@ -35,26 +34,6 @@ class StudyResult:
     folder: Path
     table: str
     done: bool = True
-
-
-@dataclass(frozen=True)
-class FlatnessSettings:
-    """How flatness is measured: on the first ``examples`` train examples (as trained, eval mode).
-
-    ``lambda_max``: top Hessian eigenvalue of the mean training loss (Lanczos, ``tol``,
-    ``max_iter``). ``sharpness``: worst-case m-sharpness (Andriushchenko & Flammarion 2022): the
-    mean over groups of ``shard_size`` examples of the largest loss increase within an l2 ball of
-    radius ``rho`` (``steps`` projected ascent steps).
-    """
-
-    examples: int = 1000
-    batch_size: int = 1000  # one batch: the Hessian operator then caches the gradient graph
-    tol: float = 1e-3
-    max_iter: int = 50
-    rho: float = 0.05
-    shard_size: int = 64
-    steps: int = 10
-    seed: int = 0
 
 
 def run_one(
@@ -117,57 +96,6 @@ def _run_one(
     return summary
 
 
-def measure_flatness(folder: Path, settings: FlatnessSettings) -> dict[str, Any]:
-    """Measure (or reuse) the flatness of a run's final model; writes ``flatness.json``."""
-    path = Path(folder) / FLATNESS
-    summary = run_files.read_json(Path(folder) / run_files.SUMMARY)
-    wanted = {"settings": asdict(settings), "config_hash": summary["config_hash"]}
-    if path.is_file():
-        old = run_files.read_json(path)
-        if all(old.get(k) == v for k, v in wanted.items()):
-            return old
-    from samkit.measure import hessian_eigenvalues, sharpness
-    from samkit.train import load_run
-
-    t0 = time.perf_counter()
-    run = load_run(folder)
-    batches = run.batches("train", batch_size=settings.batch_size, max_examples=settings.examples)
-    eig = hessian_eigenvalues(
-        run.model,
-        run.loss_fn,
-        batches,
-        k=1,
-        tol=settings.tol,
-        max_iter=settings.max_iter,
-        seed=settings.seed,
-    )
-    sharp = sharpness(
-        run.model,
-        run.loss_fn,
-        batches,
-        rho=settings.rho,
-        kind="worst",
-        shard_size=settings.shard_size,
-        steps=settings.steps,
-        seed=settings.seed,
-        error_fn=run.error_fn,
-        progress=False,
-    )
-    result = {
-        **wanted,
-        "lambda_max": float(eig.eigenvalues[0]),
-        "lambda_max_residual": float(eig.residuals[0]),
-        "lambda_max_converged": bool(eig.converged[0]),
-        "sharpness": float(sharp.loss_increase),
-        "sharpness_stderr": float(sharp.loss_increase_stderr),
-        "sharpness_error_increase": sharp.error_increase,
-        "base_loss": float(sharp.base_loss),
-        "time": time.perf_counter() - t0,
-    }
-    run_files.write_json(path, result)
-    return result
-
-
 def plan_config(
     base: TrainConfig,
     changes: dict[str, Any],
@@ -199,23 +127,6 @@ def plan_config(
             if same and saved.init_from_id is not None:  # the same source (its folder may move)
                 return cfg.replace(init_from_id=saved.init_from_id)
     return resolve_init(cfg)
-
-
-def flatness_settings(on: bool, examples: int | None) -> FlatnessSettings | None:
-    """The flatness measurement of a study: off, the defaults, or on ``examples`` examples."""
-    if not on:
-        return None
-    if examples is None:
-        return FlatnessSettings()
-    if examples < 1:
-        raise SamkitError(f"--flatness-examples must be >= 1, got {examples}.")
-    fs = FlatnessSettings()
-    return replace(
-        fs,
-        examples=examples,
-        batch_size=min(fs.batch_size, examples),
-        shard_size=min(fs.shard_size, examples),
-    )
 
 
 @dataclass

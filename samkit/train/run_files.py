@@ -1,9 +1,9 @@
 """The files of a run folder, each written atomically by :mod:`samkit._atomic`.
 
 ``config.yaml`` (the :class:`~samkit.train.config.TrainConfig`), ``env.json`` (where and how it
-ran), ``metrics.jsonl`` (one line per epoch), ``summary.json`` (written once, when the run is
-complete) and ``checkpoint.pt`` (everything needed to continue bit-exactly). See
-``docs/harness.md`` for every key.
+ran: :mod:`samkit.train.environment`), ``metrics.jsonl`` (one line per epoch), ``summary.json``
+(written once, when the run is complete) and ``checkpoint.pt`` (everything needed to continue
+bit-exactly). See ``docs/harness.md`` for every key.
 
 A write the file system refuses (full, read-only, permission denied, quota) raises
 :class:`WriteError`, which names the file and what to do; the file it would have replaced is left
@@ -15,11 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
-import platform
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,63 +170,6 @@ def load_checkpoint(path: Path, map_location: Any = "cpu", *, remedy: str | None
             f"expected {CHECKPOINT_FORMAT}). {remedy}"
         )
     return state
-
-
-def environment(device: torch.device, command: list[str] | None) -> dict[str, Any]:
-    """Versions, hardware and command line, for ``env.json``."""
-    env: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": list(sys.argv if command is None else command),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "samkit": _samkit_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "git_commit": _git_commit(),
-    }
-    return env
-
-
-def _samkit_version() -> str:
-    import samkit
-
-    return samkit.__version__
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_commit() -> str | None:
-    # The commit of the samkit checkout (if it is one), so a result names the code that made it.
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def _jsonable(value: Any) -> Any:
