@@ -6,7 +6,7 @@ Data flows one way: :mod:`~samkit.study.train_runs` trains a plan of runs into a
 :mod:`~samkit.study.results` reads the folder back; :mod:`~samkit.study.plots`,
 :mod:`~samkit.study.study_report` and :mod:`~samkit.study.suite_report` write figures and reports
 from what it reads (:mod:`~samkit.study.report` picks which); :mod:`~samkit.study.claims` judges
-a claim from it. A suite is data (:mod:`~samkit.study.spec`: the papers' claims in
+a claim from it. A suite is data (:mod:`~samkit.study.suite_spec`: the papers' claims in
 :mod:`~samkit.study.papers`, the cheap-SAM protocol in :mod:`~samkit.study.cheap`, named in
 :mod:`~samkit.study.suites`) that :mod:`~samkit.study.reproduce` runs.
 """

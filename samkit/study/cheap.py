@@ -1,7 +1,7 @@
 """Cheap SAM beyond its own preset, as a suite: which SAM at <= 1.25x SGD's passes keeps SAM's
 gain on settings and seeds its knobs were not chosen on.
 
-The protocol is ordinary suite data (:mod:`samkit.study.spec`), run by ``samkit reproduce`` and
+The protocol is ordinary suite data (:mod:`samkit.study.suite_spec`), run by ``samkit reproduce`` and
 reported by ``samkit report`` like the papers' claims:
 
 1. **Settings** (:data:`SETTINGS`): noisy-label MNIST-1D at 0 / 20 / 40 / 60% flipped labels on
@@ -28,7 +28,7 @@ from typing import Any
 
 from samkit.errors import SamkitError
 from samkit.study.presets import DIGITS_JOB, NOISY_JOB
-from samkit.study.spec import KEEPS, Claim, Pick, StudySpec, Suite
+from samkit.study.suite_spec import KEEPS, Claim, Pick, StudySpec, Suite
 
 TUNE_SEEDS = (100, 101)
 VERDICT_SEEDS = (0, 1, 2, 3, 4)

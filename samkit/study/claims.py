@@ -1,6 +1,6 @@
 """The verdict on a claim, computed from the run files of the study that tests it.
 
-The claims themselves are data (:mod:`samkit.study.spec`); :mod:`samkit.study.reproduce` runs
+The claims themselves are data (:mod:`samkit.study.suite_spec`); :mod:`samkit.study.reproduce` runs
 their studies and :mod:`samkit.study.suite_report` writes the verdict table; nothing here runs or
 writes anything.
 
@@ -28,7 +28,7 @@ from typing import Any
 from samkit.errors import SamkitError
 from samkit.study import dln
 from samkit.study.results import groups_of, keeps, load_study, per_seed
-from samkit.study.spec import GAP, KEEPS
+from samkit.study.suite_spec import GAP, KEEPS
 from samkit.study.stats import Summary, gap_bounds, paired_gap, summarize
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"

@@ -1,6 +1,6 @@
 """The papers' claims as data, and the studies that test them (``samkit reproduce``).
 
-A :class:`~samkit.study.spec.Claim` is a sentence from a paper, its source, the study that tests it, and the
+A :class:`~samkit.study.suite_spec.Claim` is a sentence from a paper, its source, the study that tests it, and the
 statistic: the paired gap (by seed) of one ``metric`` between an ``arm`` and a ``baseline`` of
 that study, with the direction the claim predicts. :func:`samkit.study.claims.verdict` turns the
 95% interval of that gap into reproduced / not reproduced / inconclusive.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from samkit.study.presets import DIGITS_JOB, MAIN_JOB, NOISY_JOB
-from samkit.study.spec import Claim, StudySpec, Suite
+from samkit.study.suite_spec import Claim, StudySpec, Suite
 
 FINE_TUNE = {"epochs": 10, "lr": 0.05}  # a short second run from the source's weights
 # m-sharpness needs a model whose normalisation is per example (BatchNorm over a shard of 8 is

@@ -8,7 +8,7 @@ null), ``runs`` (``dir``, ``label``, ``seed``, ``cell``, ``config_hash`` of each
 invocation; with ``--launcher slurm`` also the submitit ``executor``, ``submitted`` — each
 submitted run's ``dir`` and ``job`` id — and ``submitit_folder``).
 ``suite.json`` (:mod:`samkit.study.reproduce`) has ``kind`` (reproduce), ``suite``, ``title``,
-``claims``, ``studies``, ``picks`` (:mod:`samkit.study.spec`, as dicts) and ``sessions`` (which
+``claims``, ``studies``, ``picks`` (:mod:`samkit.study.suite_spec`, as dicts) and ``sessions`` (which
 also name the ``studies`` each one ran); :func:`samkit.study.suites.read_record` reads it back,
 older formats included.
 """

@@ -20,7 +20,7 @@ from samkit.study import dln, tuning
 from samkit.study.compare import compare
 from samkit.study.launch import waiting
 from samkit.study.records import SUITE, close_session, open_record
-from samkit.study.spec import Claim, Pick, StudySpec
+from samkit.study.suite_spec import Claim, Pick, StudySpec
 from samkit.study.suite_report import write_verdicts
 from samkit.study.suites import plan, record_of
 from samkit.study.sweep import sweep

@@ -1,6 +1,6 @@
 """The suites ``samkit reproduce --suite NAME`` knows, and a suite folder's record read back.
 
-A suite is data (:class:`~samkit.study.spec.Suite`): the papers' claims on the quick or the full
+A suite is data (:class:`~samkit.study.suite_spec.Suite`): the papers' claims on the quick or the full
 set of studies (:mod:`samkit.study.papers`), or the cheap-SAM protocol (:mod:`samkit.study.cheap`).
 ``suite.json`` stores the claims, studies and picks it ran, so a report never needs the code's
 current definition of the suite.
@@ -17,7 +17,7 @@ from typing import Any
 from samkit.errors import SamkitError
 from samkit.study import cheap, papers
 from samkit.study.records import SUITE
-from samkit.study.spec import Claim, Pick, StudySpec, Suite, select_claims
+from samkit.study.suite_spec import Claim, Pick, StudySpec, Suite, select_claims
 from samkit.train import run_files
 
 SUITES: dict[str, Callable[[], Suite]] = {

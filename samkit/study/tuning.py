@@ -15,7 +15,7 @@ each time, so a report states it from data and ``samkit report`` remakes it. A s
 take the rho chosen in another study (``tune_from``: SAM fine-tuning uses the rho tuned for SAM
 on the run it starts from), and a method may run at the rho chosen for another (``rho_from``).
 
-A suite's :class:`~samkit.study.spec.Pick` is tuning one level up: it chooses a method per family
+A suite's :class:`~samkit.study.suite_spec.Pick` is tuning one level up: it chooses a method per family
 on whole studies (:func:`choose_picks`: the candidate whose worst share of the reference's gain
 over those studies is highest), and later studies run only the picks. It too is read from the
 run files each time.

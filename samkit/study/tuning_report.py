@@ -2,7 +2,7 @@
 
 "How rho was chosen" (:func:`tuning_markdown`): per tuned study, each candidate rho's mean test
 accuracy on the tuning seeds and the choice (:func:`samkit.study.tuning.choose`). "How the picks
-were chosen" (:func:`picks_markdown`): per :class:`~samkit.study.spec.Pick`, each candidate's share
+were chosen" (:func:`picks_markdown`): per :class:`~samkit.study.suite_spec.Pick`, each candidate's share
 of the reference's gain on the pick's studies, its worst, and each family's pick
 (:func:`samkit.study.tuning.choose_picks`).
 """
