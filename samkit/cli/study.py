@@ -10,6 +10,7 @@ from typing import Any
 from samkit.cli.cluster import add_launcher_flags, launcher_from_args
 from samkit.cli.flags import add_config_flags, config_from_args, positive_int, seed_int
 from samkit.errors import SamkitError
+from samkit.spec import split_name
 from samkit.study.compare import DEFAULT_METHODS
 from samkit.study.presets import MAIN_JOB
 from samkit.study.suites import SUITES
@@ -33,7 +34,8 @@ def add_parsers(sub: Any) -> None:
         nargs="+",
         metavar="METHOD",
         help="methods as NAME[:key=value,...], NAME an optimizer (e.g. sgd sam msam:shards=8 "
-        f"fsam:rho=0.1,label=fsam-big); default: {' '.join(DEFAULT_METHODS)}",
+        "fsam:rho=0.1,label=fsam-big; a nested spec with several options in parentheses: "
+        f"'sam:cadence=(every:k=4,reuse=looksam)'); default: {' '.join(DEFAULT_METHODS)}",
     )
     _study_flags(p)
     p.add_argument(
@@ -171,7 +173,7 @@ def _compare(args: argparse.Namespace) -> int:
     from samkit.study.compare import compare
 
     methods = " ".join(args.methods or DEFAULT_METHODS)
-    if args.optimizer is not None and args.optimizer not in {m.split(":")[0] for m in methods.split()}:
+    if args.optimizer is not None and args.optimizer not in {split_name(m)[0] for m in methods.split()}:
         raise SamkitError(
             f"compare trains its --methods ({methods}), each with its own optimizer: --optimizer "
             f"{args.optimizer} would be ignored; nothing was changed. Give it as a method "

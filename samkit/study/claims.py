@@ -28,8 +28,8 @@ from typing import Any
 from samkit.errors import SamkitError
 from samkit.study import dln
 from samkit.study.results import groups_of, keeps, load_study, per_seed
-from samkit.study.suite_spec import GAP, KEEPS
 from samkit.study.stats import Summary, gap_bounds, paired_gap, summarize
+from samkit.study.suite_spec import GAP, KEEPS
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 NO_GAIN = "no reference gain"

@@ -1,7 +1,7 @@
 """The papers' claims as data, and the studies that test them (``samkit reproduce``).
 
-A :class:`~samkit.study.suite_spec.Claim` is a sentence from a paper, its source, the study that tests it, and the
-statistic: the paired gap (by seed) of one ``metric`` between an ``arm`` and a ``baseline`` of
+A :class:`~samkit.study.suite_spec.Claim` is a sentence from a paper, its source, the study that
+tests it, and the statistic: the paired gap (by seed) of one ``metric`` between an ``arm`` and a ``baseline`` of
 that study, with the direction the claim predicts. :func:`samkit.study.claims.verdict` turns the
 95% interval of that gap into reproduced / not reproduced / inconclusive.
 

@@ -20,8 +20,8 @@ from samkit.study import dln, tuning
 from samkit.study.compare import compare
 from samkit.study.launch import waiting
 from samkit.study.records import SUITE, close_session, open_record
-from samkit.study.suite_spec import Claim, Pick, StudySpec
 from samkit.study.suite_report import write_verdicts
+from samkit.study.suite_spec import Claim, Pick, StudySpec
 from samkit.study.suites import plan, record_of
 from samkit.study.sweep import sweep
 from samkit.study.train_runs import Launcher

@@ -19,8 +19,8 @@ from samkit.study.claims import INCONCLUSIVE, NO_GAIN, NOT_REPRODUCED, REPRODUCE
 from samkit.study.records import STUDY
 from samkit.study.report_text import header, write_csv
 from samkit.study.results import load_study
-from samkit.study.suite_spec import KEEPS
 from samkit.study.stats import Summary
+from samkit.study.suite_spec import KEEPS
 from samkit.study.suites import read_record
 from samkit.study.tuning_report import picks_markdown, tuning_markdown
 

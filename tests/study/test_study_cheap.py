@@ -24,8 +24,8 @@ from samkit.study import cheap, suites, tuning
 from samkit.study import write_report as write_any_report
 from samkit.study.claims import NO_GAIN, NOT_REPRODUCED, REPRODUCED, keeps_verdict
 from samkit.study.claims import verdict as gap_verdict
-from samkit.study.spec import KEEPS, Claim, Pick, Suite
 from samkit.study.stats import summarize
+from samkit.study.suite_spec import KEEPS, Claim, Pick, Suite
 from samkit.train import load_config, run_files
 
 ROOT = Path(__file__).resolve().parents[2]

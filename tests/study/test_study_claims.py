@@ -20,8 +20,8 @@ from samkit.study import reproduce as reproduce_mod
 from samkit.study import suites, write_report
 from samkit.study.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, verdict
 from samkit.study.papers import CLAIMS, studies
-from samkit.study.spec import Claim, StudySpec, Suite, select_claims
 from samkit.study.stats import summarize
+from samkit.study.suite_spec import Claim, StudySpec, Suite, select_claims
 from samkit.train import run_files, save_config
 
 ROOT = Path(__file__).resolve().parents[2]
