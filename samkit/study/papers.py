@@ -1,9 +1,10 @@
 """The papers' claims as data, and the studies that test them (``samkit reproduce``).
 
 A :class:`~samkit.study.suite_spec.Claim` is a sentence from a paper, its source, the study that
-tests it, and the statistic: the paired gap (by seed) of one ``metric`` between an ``arm`` and a ``baseline`` of
-that study, with the direction the claim predicts. :func:`samkit.study.claims.verdict` turns the
-95% interval of that gap into reproduced / not reproduced / inconclusive.
+tests it, and the statistic: the paired gap (by seed) of one ``metric`` between an ``arm`` and a
+``baseline`` of that study, with the direction the claim predicts.
+:func:`samkit.study.claims.verdict` turns the 95% interval of that gap into reproduced / not
+reproduced / inconclusive.
 
 Two suites run the same claims: ``quick`` (3 seeds, a small m-sharpness grid; 8 minutes on a
 2-core CPU with ``--jobs 2``) and ``full`` (5 seeds, a larger grid; 30 minutes on a loaded 2-core
