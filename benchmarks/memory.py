@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZES: dict[str, tuple[int, int, int]] = {
     "1m": (784, 1024, 1),  # 0.8 M parameters
     "6m": (1024, 2048, 2),  # 6.3 M
-    "25m": (1024, 4608, 1),  # 26 M (P = 100 MiB), the size of the measurement
+    "25m": (1024, 4608, 2),  # 26 M (P = 100 MiB), the size of the measurement
 }
 
 # row -> (optimizer name, keywords): every SAM-family row on SGD with momentum
