@@ -121,6 +121,11 @@ def plan(args) -> list[Part]:
         Part("hessian", "hessian", 60, 25, ["benchmarks/hessian_time.py", "--device", "cuda"],
              {"model": "resnet18-cifar, batch 256"}),
         step_part("resnet18-cifar", "fp32", "compiled", 150, 60, common, "cuda"),
+        # peak allocated memory (torch.cuda.max_memory_allocated) of SGD, SAM and mSAM-8 (issue 37)
+        Part("memory", "memory", 45, 20,
+             ["benchmarks/memory.py", "--device", "cuda", "--sizes", "25m", "--rows", "sgd", "sam",
+              "msam-4-loop", "msam-8-loop", "msam-8-vectorized", "sam micro-batch 8"],
+             {"model": "MLP 25m, batch 32"}),
         step_part("resnet18-cifar", "bf16", "eager", 45, 25, common, "cuda"),
         step_part("wrn-16-8", "fp32", "eager", 50, 25, common, "cuda"),
         step_part("wrn-16-8", "bf16", "eager", 45, 25, common, "cuda"),
@@ -360,7 +365,7 @@ def run_part(part: Part, args, env, work: Path, granted: float) -> dict:
     log_path = work / f"{part.name}.log"
     out_path = work / f"{part.name}.json"
     argv = [sys.executable, *part.argv]
-    if part.kind in ("step_time", "hessian"):
+    if part.kind in ("step_time", "hessian", "memory"):
         argv += ["--out", str(out_path)]
     if part.kind == "step_time":
         argv += ["--time-limit", str(max(5.0, granted - 10))]
