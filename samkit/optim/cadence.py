@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,6 +48,7 @@ __all__ = [
     "CADENCES",
     "Always",
     "Cadence",
+    "Decision",
     "Drift",
     "Every",
     "GradNormTrigger",
@@ -55,6 +58,25 @@ __all__ = [
 ]
 
 REUSE = (None, "perturbation", "looksam")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a cadence makes of one step (:meth:`Cadence.decision`); the step's plan carries it.
+
+    ``ascend``: take the rule's ascent passes; ``reused``: the perturbation of a step without ascent
+    (``None``: a plain step); ``statistic`` and ``decide``: a decision that waits for the step's
+    gradient at ``w`` (AE-SAM) — ``decide(value)`` of ``statistic(grads, ctx)``, averaged over ranks.
+    """
+
+    ascend: bool = True
+    reused: Groups | None = None
+    statistic: Callable[[Groups, RuleContext], Tensor] | None = None
+    decide: Callable[[float], bool] | None = None
+
+
+ASCEND = Decision()  # a step that takes the rule's ascent passes, decided before them
+NO_ASCENT = Decision(ascend=False)  # a plain step (or a rule that perturbs without ascent pass)
 
 
 class Cadence:
@@ -96,6 +118,34 @@ class Cadence:
         state = dict(self.__dict__)
         state.pop("_bound", None)
         return state
+
+    # ---- what the cadence supplies to a step (the plan asks once per optimizer, or once per step) --
+    def decision(self, step: int, ctx: RuleContext) -> Decision:
+        """Step ``step``'s :class:`Decision` (0-based, counting taken steps)."""
+        if self.decides_after_gradient:
+            return Decision(statistic=self.statistic, decide=lambda value: self.decide(value, step))
+        if self.ascends(step):
+            return ASCEND
+        return Decision(ascend=False, reused=self.reuse(ctx))
+
+    def every_step(self) -> Decision | None:
+        """The decision of every step when it never changes (the base class, :class:`Always`: ascend),
+        so that the plan need not ask at each step; None for a cadence that decides step by step."""
+        if self.decides_after_gradient or type(self).ascends is not Cadence.ascends:
+            return None
+        return ASCEND
+
+    def sampler(self) -> Callable[[int, torch.device], Tensor | None] | None:
+        """:meth:`sample` when the ascent takes a share of each shard (``ascent_fraction``), else None."""
+        return self.sample if self.ascent_fraction is not None else None
+
+    def descent_transform(self) -> Callable[[Groups, Groups | None, RuleContext, bool], None] | None:
+        """:meth:`descent` when the cadence changes the descent gradient (LookSAM), else None."""
+        return self.descent if self.transforms_descent else None
+
+    def observer(self) -> Callable[[RuleContext, bool, Groups | None], None] | None:
+        """:meth:`observe` when the cadence remembers anything after a taken step, else None."""
+        return None if type(self).observe is Cadence.observe else self.observe
 
     # ---- decisions ------------------------------------------------------------------------------
     def ascends(self, step: int) -> bool:

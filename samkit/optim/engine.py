@@ -216,7 +216,7 @@ def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, d
     norms: Tensor | None = None
     full: Groups | None = None
     lengths = [len(g) for g in plan.rules.params]
-    for j in range(plan.ascent_passes):
+    for j in range(plan.ascents):
         loss_j, grads = take(j, e)
         if j == 0:
             loss = loss_j
@@ -236,19 +236,19 @@ def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, d
         if backup is not None:
             backup.move(flat, e, restore_first=j > 0)
         del grads, by_group
-    if plan.ascent_passes == 0:
-        e, norms = plan.perturbation(None)
+    if plan.ascents == 0:  # the rule's own perturbation, the cadence's reused one, or none
+        e, norms = plan.perturbation()
         if backup is not None:
             backup.move(flat, e)
     assert norms is not None
-    return Ascent(e, plan.ascent_passes > 0, loss, first, norms, full, stacked=stacked)
+    return Ascent(e, plan.ascents > 0, loss, first, norms, full, stacked=stacked)
 
 
 def _decided(plan: StepPlan, grads: list[Tensor], ddp: bool) -> bool:
     """Ask the cadence with its statistic of this step's gradient (AE-SAM: the squared norm; the drift
     trigger: how far the direction moved), the mean over ranks under DDP."""
-    assert plan.decide is not None
-    value = plan.cadence.statistic(split_groups(grads, [len(g) for g in plan.params]), plan.rules)
+    assert plan.decide is not None and plan.statistic is not None
+    value = plan.statistic(split_groups(grads, [len(g) for g in plan.params]), plan.rules)
     value = value.reshape(1)
     if ddp:
         all_reduce_mean_([value])
@@ -389,7 +389,7 @@ def loop_passes(
     if plan.points:
         return points_passes(plan, model, loss_fn, batch, scaler, stats, backup)
     flat = plan.flat
-    passes = plan.ascent_passes
+    passes = plan.ascents
     n = batch_size(batch)
     # Shards are about perturbations: a step without ascent is one pass over the whole batch.
     sizes = plan.sharding.sizes(n) if passes and plan.sharding.shards != 1 else [n]
@@ -576,10 +576,12 @@ def closure_passes(
     try:
         with torch.no_grad():
             shard = ascend(plan, take, backup=backup)
-        moved = shard.e is not None or shard.ascended or plan.rule.ascent_passes == 0
-        if closure is not None and shard.declined is None and moved:
+        # the closure's pass at w + e (at w for a rule whose own perturbation is none this step);
+        # a plain step has its gradient at w in .grad already
+        if closure is not None and shard.declined is None and not plan.plain:
             _clear_grads(plan.all_flat)
-            with frozen() if plan.rule.ascent_passes > 0 else nullcontext():
+            # the caller's pass at w updated the running statistics, unless the rule takes none
+            with nullcontext() if plan.own else frozen():
                 out = closure()
             calls += 1
     except BaseException:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from samkit._checks import check_choice, check_flag, check_number, check_positive_int
 from samkit.errors import SamkitError
-from samkit.optim.cadence import Always, Cadence, parse_cadence
+from samkit.optim.cadence import NO_ASCENT, Always, Cadence, Decision, parse_cadence
 from samkit.optim.distributed import PerturbationGroups, full_value
 from samkit.optim.rules.base import Groups, Rule, RuleContext
 from samkit.optim.rules.sam import ASAM, SAM
@@ -44,11 +44,14 @@ NONFINITE = ("raise", "skip", "unchecked")
 class StepPlan:
     """What one step does, decided before its first pass (see the module docstring).
 
-    ``ascend``: take the rule's ascent passes (a rule without any, Momentum-SAM, has ``False`` and
-    perturbs on its own); ``fixed``: the perturbation of a step without ascent (a reused ``e``, or
-    ``None``: a plain step); ``sample``: the examples of a shard the ascent gradient is taken on;
-    ``decide``: for a decision from the cadence's statistic of the step's gradient; ``keep_full``: keep the
-    batch's ascent gradient (for the rule or the cadence).
+    ``ascents``: this step's ascent passes (the rule's, or none when the cadence skips them or the
+    rule takes none); ``own``: the rule perturbs without an ascent pass (Momentum-SAM, RWP, SAMPa);
+    ``fixed``: the perturbation of a step the cadence skipped (a reused ``e``, or ``None``: a plain
+    step); ``sample``: the examples of a shard the ascent gradient is taken on; ``statistic`` and
+    ``decide``: a decision that waits for the step's gradient (AE-SAM); ``keep_full``: keep the
+    batch's ascent gradient (for the rule or the cadence); ``rule_descent``, ``cadence_descent``,
+    ``cadence_observe``: the rule's and the cadence's hooks (None: they add nothing), called by the
+    update without asking what kind of rule or cadence supplied them.
     """
 
     rule: Rule
@@ -58,11 +61,17 @@ class StepPlan:
     micro_batch_size: int | None = None
     max_grad_norm: float | None = None
     sync: PerturbationGroups = field(default_factory=lambda: PerturbationGroups(1))
-    ascend: bool = True
+    ascents: int = 1
+    own: bool = False
     fixed: Groups | None = None
     sample: Callable[[int, torch.device], Tensor | None] | None = None
-    decide: Callable[[Tensor], bool] | None = None
+    statistic: Callable[[Groups, RuleContext], Tensor] | None = None
+    decide: Callable[[float], bool] | None = None
     keep_full: bool = False
+    points: bool = False  # the rule takes its descent gradient at several points (SAMPa, mixed RWP)
+    rule_descent: Callable[[Groups, Groups | None, RuleContext], None] | None = None
+    cadence_descent: Callable[[Groups, Groups | None, RuleContext, bool], None] | None = None
+    cadence_observe: Callable[[RuleContext, bool, Groups | None], None] | None = None
     ddp: Any = None  # the model's DistributedDataParallel wrapper (None: not one)
     fsdp: bool = False  # the model is sharded with FSDP2 (fully_shard)
     # every parameter the descent and the base step see: the scoped ones (``flat``) plus the groups
@@ -71,35 +80,26 @@ class StepPlan:
     # Read on every pass, so computed once here (fields, not properties):
     flat: list[Tensor] = field(init=False)  # the perturbed parameters (ascent, norm, moved weights)
     all_flat: list[Tensor] = field(init=False)  # every parameter of the step (descent, check, clip, base)
-    ascent_passes: int = field(init=False)  # this step's: the rule's, or none when the cadence skips
     plain: bool = field(init=False)  # a base-optimizer step: no ascent, nothing moved
-    points: bool = field(init=False)  # the rule takes its descent gradient at several points
     vectorizable: bool = field(init=False)  # shards with an ascent decided before it, or points
 
     def __post_init__(self) -> None:
         self.flat = [p for group in self.rules.params for p in group]
         self.all_flat = self.flat + self.others
-        self.ascent_passes = self.rule.ascent_passes if self.ascend else 0
         # A plain step needs no weight backup, and its BatchNorm statistics are the step's as they come.
-        self.plain = self.ascent_passes == 0 and self.fixed is None and self.rule.ascent_passes > 0
-        self.points = self.rule.descent_passes > 1  # SAMPa, mixed RWP
-        # stacked passes: shards with an ascent decided before it, or a rule's descent points
-        self.vectorizable = (self.ascent_passes > 0 and self.decide is None) or self.points
+        self.plain = self.ascents == 0 and self.fixed is None and not self.own
+        self.vectorizable = (self.ascents > 0 and self.decide is None) or self.points
 
     @property
     def params(self) -> Groups:
         return self.rules.params
 
-    def perturbation(
-        self, grads: Groups | None, stacked: bool = False, previous: Groups | None = None
-    ) -> tuple[Groups | None, Tensor]:
-        """The perturbation per group (``None``: none this step) and its norm (a plain tensor).
-
-        Without an ascent pass: the rule's own (Momentum-SAM) if it needs none, else ``fixed``.
-        """
-        if grads is None and self.rule.ascent_passes > 0:
+    def perturbation(self) -> tuple[Groups | None, Tensor]:
+        """The perturbation of a step without ascent pass and its norm (a plain tensor): the rule's
+        own (Momentum-SAM, RWP, SAMPa), or ``fixed`` (``None``: none)."""
+        if not self.own:
             return self.fixed, torch.zeros((), device=self.flat[0].device)
-        e, norm = self.rule.perturbation(grads, self.rules, stacked=stacked, previous=previous)
+        e, norm = self.rule.perturbation(None, self.rules)
         return e, full_value(norm)
 
 
@@ -115,6 +115,26 @@ class Knobs:
     execution: str  # asked for: auto, loop or vectorized (samkit.optim.executions runs it)
     nonfinite: str
     sync: PerturbationGroups
+    # What the rule and the cadence supply, asked once here (the plan of every step carries it):
+    ascents: int = field(init=False)  # the rule's ascent passes (0: it perturbs on its own)
+    points: bool = field(init=False)  # the rule's descent is taken at several points
+    keep_full: bool = field(init=False)  # an ascent step keeps the batch's ascent gradient
+    every_step: Decision | None = field(init=False)  # the cadence's decision when it never changes
+    sample: Callable[[int, torch.device], Tensor | None] | None = field(init=False)
+    rule_descent: Callable[[Groups, Groups | None, RuleContext], None] | None = field(init=False)
+    cadence_descent: Callable[[Groups, Groups | None, RuleContext, bool], None] | None = field(init=False)
+    cadence_observe: Callable[[RuleContext, bool, Groups | None], None] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        rule, cadence = self.rule, self.cadence
+        self.ascents = rule.ascent_passes
+        self.points = rule.descent_passes > 1
+        self.keep_full = rule.needs_full_grad or cadence.needs_full_grad
+        self.every_step = NO_ASCENT if self.ascents == 0 else cadence.every_step()
+        self.sample = cadence.sampler()
+        self.rule_descent = rule.descent_transform()
+        self.cadence_descent = cadence.descent_transform()
+        self.cadence_observe = cadence.observer()
 
     @classmethod
     def build(
@@ -219,30 +239,27 @@ class Knobs:
              fsdp: bool = False) -> StepPlan:
         """The plan of step ``step`` (0-based, counting taken steps), whole: ``ctx`` holds the
         perturbed groups, ``others`` the parameters of the groups left out of the perturbation."""
-        rule, cadence = self.rule, self.cadence
-        if rule.ascent_passes == 0:  # the rule perturbs without an ascent pass (Momentum-SAM)
-            ascend, fixed = False, None
-        elif cadence.decides_after_gradient or cadence.ascends(step):
-            ascend, fixed = True, None
-        else:
-            ascend, fixed = False, cadence.reuse(ctx)
-        decide = None
-        if cadence.decides_after_gradient and ascend:
-            def decide(value: Tensor) -> bool:
-                return cadence.decide(float(value), step)
+        decision = self.every_step or self.cadence.decision(step, ctx)
+        ascend = decision.ascend
         return StepPlan(
-            rule=rule,
-            cadence=cadence,
+            rule=self.rule,
+            cadence=self.cadence,
             rules=ctx,
             sharding=self.sharding,
             micro_batch_size=self.micro_batch_size,
             max_grad_norm=self.max_grad_norm,
             sync=self.sync,
-            ascend=ascend,
-            fixed=fixed,
-            sample=cadence.sample if cadence.ascent_fraction is not None else None,
-            decide=decide,
-            keep_full=ascend and (rule.needs_full_grad or cadence.needs_full_grad),
+            ascents=self.ascents if ascend else 0,
+            own=self.ascents == 0,
+            fixed=decision.reused,
+            sample=self.sample,
+            statistic=decision.statistic,
+            decide=decision.decide,
+            keep_full=ascend and self.keep_full,
+            points=self.points,
+            rule_descent=self.rule_descent,
+            cadence_descent=self.cadence_descent,
+            cadence_observe=self.cadence_observe,
             others=others,
             ddp=ddp,
             fsdp=fsdp,

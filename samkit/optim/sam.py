@@ -410,7 +410,7 @@ class SAM(Optimizer):
         for a rule without ascent pass)."""
         if self._pending is not None:
             raise SamkitError("first_step() called twice: call second_step() to restore the weights")
-        plan = self._plan(with_grad=self.rule.ascent_passes > 0)
+        plan = self._plan(with_grad=self.knobs.ascents > 0)
         if not plan.all_flat:
             raise SamkitError(
                 f"{what} found no gradients: compute the loss on the unperturbed weights and "
@@ -429,7 +429,7 @@ class SAM(Optimizer):
         """
         self.knobs.require_single_shard("first_step()")
         plan, ascent, _, _ = self._begin(None, "first_step()")
-        passes = 2.0 if self.rule.ascent_passes > 0 else 1.0  # the caller's backward(s)
+        passes = 2.0 if self.knobs.ascents > 0 else 1.0  # the caller's backward(s)
         self._pending = _Pending(plan, ascent, passes)
         if zero_grad:
             self.zero_grad()
@@ -489,11 +489,11 @@ class SAM(Optimizer):
         closure = torch.enable_grad()(closure)
         first_loss = None
         fresh = not any(p.grad is not None for g in self.param_groups for p in g["params"])
-        if self.rule.ascent_passes > 0 and fresh:  # torch's convention: the closure makes the gradient
+        if self.knobs.ascents > 0 and fresh:  # torch's convention: the closure makes the gradient
             first_loss = closure()
         plan, ascent, out, calls = self._begin(closure, "step(closure)")
         # the caller's own backward (popular convention) or our first closure call count as a pass
-        passes = float(calls + (0 if self.rule.ascent_passes == 0 else 1))
+        passes = float(calls + (0 if self.knobs.ascents == 0 else 1))
         with torch.no_grad():
             result = self._restored(plan, ascent, passes)
             self._update(plan, result, check_finite(self.nonfinite, result, plan.all_flat, None), None)

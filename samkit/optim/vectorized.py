@@ -117,7 +117,7 @@ def vectorized_passes(
     flat = ctx.flat
     others, every = ctx.others, ctx.all_flat
     sizes = ctx.sharding.sizes(batch_size(batch))
-    if ctx.ascent_passes < 1 or ctx.decide is not None:
+    if ctx.ascents < 1 or ctx.decide is not None:
         raise SamkitError(
             "a step without ascent pass (or one decided after the gradient) has nothing to "
             "vectorize: use execution='loop'"

@@ -70,8 +70,9 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     if any(n.dtype != dtype or n.device != norms[0].device for n in norms):
         device = norms[0].device
         norms = [n.to(device=device, dtype=dtype) for n in norms]
+    norm = torch.linalg.vector_norm(torch.stack(norms))
     # DTensors (FSDP2): reduced over the ranks before any use (torch 2.8 would add eps per rank)
-    return reduced(torch.linalg.vector_norm(torch.stack(norms)))
+    return norm if type(norm) is Tensor else reduced(norm)
 
 
 def shard_norms(tensors: Sequence[Tensor]) -> Tensor:
@@ -290,6 +291,11 @@ class Rule:
 
     def observe(self, full_grads: Groups | None, ctx: RuleContext) -> None:
         """Update the rule's state after a taken step (``full_grads``: the batch's ascent gradient)."""
+
+    def descent_transform(self) -> Callable[[Groups, Groups | None, RuleContext], None] | None:
+        """:meth:`descent` when the rule changes the descent gradient (:attr:`transforms_descent`),
+        else None: what the step's plan carries, so that the update calls it without asking."""
+        return self.descent if self.transforms_descent else None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
