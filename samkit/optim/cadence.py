@@ -42,7 +42,8 @@ from torch import Tensor
 
 from samkit._checks import check_positive_int, check_seed
 from samkit.errors import SamkitError
-from samkit.optim.rules.base import EPS, Groups, RuleContext, check_number, global_norm
+from samkit.optim.rules.base import EPS, Groups, Rule, RuleContext, check_number, global_norm
+from samkit.optim.sharding import Sharding
 
 __all__ = [
     "CADENCES",
@@ -146,6 +147,28 @@ class Cadence:
     def observer(self) -> Callable[[RuleContext, bool, Groups | None], None] | None:
         """:meth:`observe` when the cadence remembers anything after a taken step, else None."""
         return None if type(self).observe is Cadence.observe else self.observe
+
+    # ---- what it works with -----------------------------------------------------------------------
+    def check_knobs(self, rule: Rule, sharding: Sharding) -> None:
+        """Refuse a rule or a sharding this cadence cannot work with (:class:`SamkitError`)."""
+        if rule.ascent_passes == 0 and (type(self) is not Always or self.ascent_fraction is not None):
+            raise SamkitError(
+                f"the {rule.name} rule takes no ascent pass, so the cadence {self!r} has nothing to "
+                "skip or shrink: leave cadence out"
+            )
+        if (self.reuses_perturbation or self.decides_after_gradient) and not sharding.is_single:
+            raise SamkitError(
+                f"the cadence {self!r} works with one perturbation per step (per rank), not "
+                f"{sharding}: use shards=1"
+            )
+
+    def scope_conflict(self) -> str | None:
+        """Why a perturbation scope (groups with ``perturb=False``) does not fit this cadence, or None."""
+        if self.transforms_descent:
+            return f"the cadence {self!r} changes the descent gradient with the ascent gradient"
+        if self.decides_after_gradient:
+            return f"the cadence {self!r} decides from the gradient of every parameter"
+        return None
 
     # ---- decisions ------------------------------------------------------------------------------
     def ascends(self, step: int) -> bool:

@@ -117,8 +117,10 @@ class Knobs:
     sync: PerturbationGroups
     # What the rule and the cadence supply, asked once here (the plan of every step carries it):
     ascents: int = field(init=False)  # the rule's ascent passes (0: it perturbs on its own)
-    points: bool = field(init=False)  # the rule's descent is taken at several points
+    descents: int = field(init=False)  # the points the rule's descent gradient is taken at
+    points: bool = field(init=False)  # several of them (SAMPa, mixed RWP)
     keep_full: bool = field(init=False)  # an ascent step keeps the batch's ascent gradient
+    waits: bool = field(init=False)  # the cadence decides after the step's gradient (AE-SAM)
     every_step: Decision | None = field(init=False)  # the cadence's decision when it never changes
     sample: Callable[[int, torch.device], Tensor | None] | None = field(init=False)
     rule_descent: Callable[[Groups, Groups | None, RuleContext], None] | None = field(init=False)
@@ -127,9 +129,10 @@ class Knobs:
 
     def __post_init__(self) -> None:
         rule, cadence = self.rule, self.cadence
-        self.ascents = rule.ascent_passes
-        self.points = rule.descent_passes > 1
+        self.ascents, self.descents = rule.ascent_passes, rule.descent_passes
+        self.points = self.descents > 1
         self.keep_full = rule.needs_full_grad or cadence.needs_full_grad
+        self.waits = cadence.decides_after_gradient
         self.every_step = NO_ASCENT if self.ascents == 0 else cadence.every_step()
         self.sample = cadence.sampler()
         self.rule_descent = rule.descent_transform()
@@ -163,11 +166,7 @@ class Knobs:
         check_choice("nonfinite", nonfinite, NONFINITE)
         check_number("rho", rho, low=0.0)
         sharding = Sharding.from_args(shards, shard_size)
-        if not rule.shardable and not sharding.is_single:
-            raise SamkitError(
-                f"the {rule.name} rule takes no per-shard ascent, so {sharding} would give every "
-                "shard the same perturbation: use shards=1"
-            )
+        rule.check_sharding(sharding)
         if isinstance(cadence, str):
             cadence = parse_cadence(cadence)
         cadence = Always() if cadence is None else cadence
@@ -175,16 +174,7 @@ class Knobs:
             raise SamkitError(
                 f"cadence must be a samkit.cadence object such as samkit.cadence.Every(5), got {cadence!r}"
             )
-        if rule.ascent_passes == 0 and (type(cadence) is not Always or cadence.ascent_fraction is not None):
-            raise SamkitError(
-                f"the {rule.name} rule takes no ascent pass, so the cadence {cadence!r} has nothing to "
-                "skip or shrink: leave cadence out"
-            )
-        if (cadence.reuses_perturbation or cadence.decides_after_gradient) and not sharding.is_single:
-            raise SamkitError(
-                f"the cadence {cadence!r} works with one perturbation per step (per rank), not "
-                f"{sharding}: use shards=1"
-            )
+        cadence.check_knobs(rule, sharding)
         check_micro_batch_size(micro_batch_size)
         check_max_grad_norm(max_grad_norm)
         return cls(
@@ -222,13 +212,9 @@ class Knobs:
             )
         if all(flags):
             return
-        what = None
-        if self.rule.transforms_descent:
+        what = self.cadence.scope_conflict()
+        if self.rule_descent is not None:
             what = f"the {self.rule.name} rule changes the descent gradient with the ascent gradient"
-        elif self.cadence.transforms_descent:
-            what = f"the cadence {self.cadence!r} changes the descent gradient with the ascent gradient"
-        elif self.cadence.decides_after_gradient:
-            what = f"the cadence {self.cadence!r} decides from the gradient of every parameter"
         if what:
             raise SamkitError(
                 f"{what}, which a perturbation scope (groups with perturb=False) leaves out for some "
@@ -273,15 +259,15 @@ class Knobs:
                 f"{what} works on the gradient of one whole batch; with {self.sharding} use "
                 "train_step(model, loss_fn, batch), which splits the batch into shards"
             )
-        if self.rule.descent_passes > 1:
+        if self.points:
             raise SamkitError(
                 f"{what}: the {self.rule.name} rule takes its descent gradient at "
-                f"{self.rule.descent_passes} points, which needs the loss function: use "
+                f"{self.descents} points, which needs the loss function: use "
                 "train_step(model, loss_fn, batch)"
             )
-        if self.rule.ascent_passes > 1 and not multistep:
+        if self.ascents > 1 and not multistep:
             raise SamkitError(
-                f"{what}: the {self.rule.name} rule takes {self.rule.ascent_passes} ascent passes, "
+                f"{what}: the {self.rule.name} rule takes {self.ascents} ascent passes, "
                 "which need the loss function: use train_step(model, loss_fn, batch) or "
                 "step(closure)"
             )

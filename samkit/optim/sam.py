@@ -276,7 +276,7 @@ class SAM(Optimizer):
         """Forward-backward passes of a step that ascends: the rule's ascent passes plus the descent.
 
         What a run really spent, with a cadence that skips ascents, is :attr:`passes`."""
-        return self.rule.ascent_passes + self.rule.descent_passes
+        return self.knobs.ascents + self.knobs.descents
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not hasattr(self, "base_optimizer"):  # during Optimizer.__init__

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from samkit._checks import check_flag, check_number
 from samkit._compat import reduced
+from samkit.errors import SamkitError
 
 EPS = 1e-12
 
@@ -257,6 +258,14 @@ class Rule:
 
     def check_base(self, base_optimizer: torch.optim.Optimizer) -> None:
         """Refuse a base optimizer the rule cannot work with (default: any will do)."""
+
+    def check_sharding(self, sharding: Any) -> None:
+        """Refuse shards when the rule has no per-shard ascent (:attr:`shardable`)."""
+        if not self.shardable and not sharding.is_single:
+            raise SamkitError(
+                f"the {self.name} rule takes no per-shard ascent, so {sharding} would give every "
+                "shard the same perturbation: use shards=1"
+            )
 
     # ---- the step -------------------------------------------------------------------------------
     def direction(self, grads: Groups, ctx: RuleContext, stacked: bool = False) -> Groups:
