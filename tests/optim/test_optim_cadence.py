@@ -35,6 +35,18 @@ def test_always_is_todays_sam_bit_for_bit():
     assert pattern == [True] * 6 and opt.ascent_steps == 6 and opt.passes == 12
 
 
+def test_a_cadence_that_overrides_ascends_is_asked_at_every_step():
+    # Always's decision is built once (the plan does not ask it per step); a subclass that decides
+    # step by step must not inherit that shortcut.
+    class Odd(cadence.Always):
+        def ascends(self, step):
+            return step % 2 == 1
+
+    assert cadence.Always().every_step() is not None and Odd().every_step() is None
+    _, opt, pattern = run(cadence=Odd())
+    assert pattern == [s % 2 == 1 for s in range(6)] and opt.ascent_steps == 3
+
+
 @pytest.mark.parametrize(
     "make,expected",
     [
