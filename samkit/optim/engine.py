@@ -1,5 +1,5 @@
-"""The passes of a step: ascent, perturb, descent, exact restore — one ascent routine, one set of
-running totals, for every execution and front end.
+"""The passes of a step: ascent, perturb, descent, exact restore — one ascent routine for every
+execution and front end, one set of running totals for every execution of ``train_step``.
 
 What one pass is (:func:`gradient`): a loss and its gradient at the current weights, from
 ``autograd.grad`` (so ``.grad``, where descent gradients accumulate, is not touched; under FSDP2
@@ -15,7 +15,9 @@ gradient when the plan says so, turns it into ``e_j`` and, for the executions th
 weights, moves them to ``w + e_j`` (exactly back by copy: :class:`WeightBackup`). A step without
 ascent moves them by the plan's fixed (or the rule's own) perturbation. What the shards add up to
 (the loss at ``w`` and at ``w + e``, the norms, the batch's ascent gradient, the examples) is kept
-by :class:`Totals`, the only writer of a step's :class:`PassResult`.
+by :class:`Totals` for the loop and the vectorized shards; the two routes that add nothing up —
+a rule's descent points (:func:`combine_points`, one batch, no ascent) and the closure / two-call
+front ends (one shard, the caller's passes) — write their :class:`PassResult` directly.
 
 The loop execution (:func:`loop_passes`), for each shard ``s`` (weight ``w_s = n_s / n``) split
 into micro-batches ``j`` (weight ``v_j``) when ``micro_batch_size`` asks for it:
@@ -105,7 +107,7 @@ class WeightBackup:
             torch.clear_autocast_cache()
 
 
-# ---- what a step's passes produced, and the one place that adds it up ------------------------------
+# ---- what a step's passes produced, and where the shards are added up ----------------------------
 @dataclass
 class PassResult:
     """What the passes of one step produced (the descent gradient itself is in ``.grad``)."""
@@ -138,7 +140,7 @@ class Ascent:
 
 class Totals:
     """A step's running totals over its shards — the loss at ``w`` and at ``w + e``, the ascent norms,
-    the batch's ascent gradient, the examples — written here and nowhere else."""
+    the batch's ascent gradient, the examples — for every execution of ``train_step``."""
 
     def __init__(self, plan: StepPlan, accumulate_full: bool) -> None:
         self.plan = plan

@@ -2,8 +2,10 @@
 
 ``"loop"`` (:func:`samkit.optim.engine.loop_passes`, one shard after another) and ``"vectorized"``
 (:func:`samkit.optim.vectorized.vectorized_passes`, the shards stacked and the forward mapped with
-``torch.func``) run the same plan with the engine's one ascent routine and running totals; they
-differ only in how a shard's gradient is taken. ``"auto"`` vectorizes several shards on CUDA and
+``torch.func``) run the same plan with the engine's one ascent routine and running totals
+(:class:`~samkit.optim.engine.Totals`; a rule's descent points, which take no ascent, combine with
+:func:`~samkit.optim.engine.combine_points` in both); they differ only in how a shard's gradient
+is taken. ``"auto"`` vectorizes several shards on CUDA and
 follows a measured rule on a CPU (:func:`auto_vectorizes`). A new execution is one file and its line
 in :data:`ENGINES`.
 """

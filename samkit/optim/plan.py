@@ -3,15 +3,21 @@ r"""The plan of a step: rule x cadence x sharding x micro-batches, decided in on
 Two objects, built at two moments:
 
 * :class:`Knobs` — once, when the optimizer is built: every SAM-family setting checked, and their
-  compatibility (a rule without ascent pass has nothing for a cadence to skip; a cadence that reuses
-  one perturbation needs one shard; ...). :func:`check_knobs` runs the same checks without
-  parameters, for a run configuration to validate itself with the optimizer's own rules.
-* :class:`StepPlan` — once per step, by :meth:`Knobs.plan`: whether this step ascends, the
-  perturbation of a step that does not (a reused one, or none), the share of each shard the ascent
-  gradient is taken on, a decision that waits for the gradient (AE-SAM), whether the batch's ascent
-  gradient is kept, and the descent-side transforms. The engines (:mod:`~samkit.optim.engine`,
-  :mod:`~samkit.optim.vectorized`) and the update (:mod:`~samkit.optim.update`) read the plan; none
-  of them asks the cadence again.
+  compatibility (each rule and cadence checks what it works with: :meth:`Rule.check_sharding`,
+  :meth:`Cadence.check_knobs`, :meth:`Cadence.scope_conflict`). It is also the only reader of what
+  the rule and the cadence declare (``ascent_passes``, ``descent_passes``, ``needs_full_grad``,
+  ``decides_after_gradient``) and takes, once, the hooks they supply: the rule's descent transform,
+  the cadence's sampler, descent transform, observer and — for a cadence whose every step is alike
+  (:class:`~samkit.optim.cadence.Always`) — its one decision. :func:`check_knobs` runs the same
+  checks without parameters, for a run configuration to validate itself with the optimizer's own
+  rules.
+* :class:`StepPlan` — once per step, by :meth:`Knobs.plan`, whole: the cadence's
+  :class:`~samkit.optim.cadence.Decision` for the step (ascend, the perturbation of a step that does
+  not, a decision that waits for the gradient), the ascent passes it takes, whether the batch's
+  ascent gradient is kept, and the hooks (None where they add nothing). The engines
+  (:mod:`~samkit.optim.engine`, :mod:`~samkit.optim.vectorized`) and the update
+  (:mod:`~samkit.optim.update`) read the plan and call its hooks; none of them asks the rule or the
+  cadence what kind it is.
 
 The execution that runs the plan's passes is chosen by :mod:`~samkit.optim.executions`.
 """

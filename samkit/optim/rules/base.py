@@ -226,10 +226,13 @@ class Rule:
     * :meth:`observe` — state updates after a taken step, from the full-batch ascent gradient;
     * :meth:`hyperparameters` / :meth:`validate` — per-group settings and their checks.
 
-    Class attributes tell the engines what to compute: :attr:`ascent_passes` (0: the perturbation
-    needs no gradient, e.g. Momentum-SAM; ``k > 1``: ``k`` ascent passes, each at the previous
-    perturbation), :attr:`needs_full_grad` (keep the full-batch ascent gradient for ``descent`` /
-    ``observe``), :attr:`shardable` (whether per-shard perturbations mean anything).
+    Class attributes declare what the rule needs, read once by the optimizer's plan
+    (:class:`samkit.optim.plan.Knobs`), never by the engines: :attr:`ascent_passes` (0: the
+    perturbation needs no gradient, e.g. Momentum-SAM; ``k > 1``: ``k`` ascent passes, each at the
+    previous perturbation), :attr:`descent_passes` (the points of a rule's descent, SAMPa),
+    :attr:`needs_full_grad` (keep the full-batch ascent gradient for ``descent`` / ``observe``),
+    :attr:`shardable` (whether per-shard perturbations mean anything, :meth:`check_sharding`),
+    :attr:`transforms_descent` (the plan carries :meth:`descent_transform`).
     """
 
     name = "sam"
