@@ -228,10 +228,11 @@ class Knobs:
             )
 
     def plan(self, step: int, ctx: RuleContext, others: list[Tensor], ddp: Any = None,
-             fsdp: bool = False) -> StepPlan:
+             fsdp: bool = False, decision: Decision | None = None) -> StepPlan:
         """The plan of step ``step`` (0-based, counting taken steps), whole: ``ctx`` holds the
-        perturbed groups, ``others`` the parameters of the groups left out of the perturbation."""
-        decision = self.every_step or self.cadence.decision(step, ctx)
+        perturbed groups, ``others`` the parameters of the groups left out of the perturbation.
+        ``decision`` overrides the cadence's (``NO_ASCENT``: a base-optimizer step)."""
+        decision = decision or self.every_step or self.cadence.decision(step, ctx)
         ascend = decision.ascend
         return StepPlan(
             rule=self.rule,
