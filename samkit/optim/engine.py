@@ -73,14 +73,15 @@ class WeightBackup:
         self._sharded = False  # DTensors (FSDP2): saved and put back shard by shard
 
     def save(self, flat: list[Tensor]) -> None:
-        sharded = self._sharded = any(type(p) is not Tensor and type(p) is not nn.Parameter for p in flat)
+        # (comprehensions, not generators: once per parameter per step, a generator is a Python
+        # call per item)
+        sharded = self._sharded = not {type(p) for p in flat} <= {Tensor, nn.Parameter}
         self._flat = flat
         local = local_tensors(flat) if sharded else flat
         b = self._copy
-        if b is None or len(b) != len(local) or any(
-            x.shape != p.shape or x.dtype != p.dtype or x.device != p.device
-            for x, p in zip(b, local, strict=True)
-        ):
+        if b is None or [(x.shape, x.dtype, x.device) for x in b] != [
+            (p.shape, p.dtype, p.device) for p in local
+        ]:
             self._copy = [p.detach().clone() for p in local]
         else:
             torch._foreach_copy_(b, [p.detach() for p in local])
@@ -359,7 +360,7 @@ def unscale_(grads: list[Tensor], scaler: torch.amp.GradScaler) -> None:
 
 def check_dense(grads: list[Tensor]) -> None:
     """Sparse gradients (``nn.Embedding(sparse=True)``) have no norm or perturbation: say so."""
-    if any(g.layout != torch.strided for g in grads):
+    if {g.layout for g in grads} - {torch.strided}:
         raise SamkitError(
             "a parameter has a sparse gradient (e.g. nn.Embedding(..., sparse=True)); the SAM "
             "family needs dense gradients to normalise and perturb: build the layer with "

@@ -61,14 +61,17 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     """
     if len(tensors) == 0:
         raise ValueError("global_norm of an empty list: no parameter has a gradient")
-    dtype = _norm_dtype(tensors)
     tensors = list(tensors)
-    if all(t.dtype == dtype for t in tensors):
+    # (sets, not generators: a step reads these once per parameter, and a generator is a Python
+    # call per item)
+    dtypes = {t.dtype for t in tensors}
+    dtype = torch.float64 if torch.float64 in dtypes else torch.float32
+    if dtypes == {dtype}:
         # without dtype: torch 2.14's DTensor (FSDP2) has no sharding rule for the dtype overload
         norms = list(torch._foreach_norm(tensors, 2))
     else:
         norms = list(torch._foreach_norm(tensors, 2, dtype=dtype))
-    if any(n.dtype != dtype or n.device != norms[0].device for n in norms):
+    if {(n.dtype, n.device) for n in norms} != {(dtype, norms[0].device)}:
         device = norms[0].device
         norms = [n.to(device=device, dtype=dtype) for n in norms]
     norm = torch.linalg.vector_norm(torch.stack(norms))
@@ -89,7 +92,7 @@ def shard_norms(tensors: Sequence[Tensor]) -> Tensor:
 
 def _norm_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
     """float64 if any tensor is, else float32: the precision norms accumulate in."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    return torch.float64 if torch.float64 in {t.dtype for t in tensors} else torch.float32
 
 
 def _fused_shard_norms(tensors: Sequence[Tensor]) -> Tensor:
