@@ -38,14 +38,21 @@ class PlainStep:
 
     def __init__(self, optimizer: Optimizer, *, micro_batch_size: int | None = None,
                  max_grad_norm: float | None = None) -> None:
-        self.optimizer = optimizer
-        self.knobs = Knobs.build(micro_batch_size=micro_batch_size, max_grad_norm=max_grad_norm,
-                                 execution="loop", nonfinite="unchecked")
+        # weakly: plain_step keeps a PlainStep per optimizer, as long as the optimizer lives
+        self._optimizer = weakref.ref(optimizer)
+        self.knobs = _knobs(micro_batch_size, max_grad_norm)
         self.counts = Counters()
         self.last_step: StepRecord | None = None
         self._execution = Execution("loop")
         self._backup = WeightBackup()  # (a plain step moves nothing: never saved)
         self._model: tuple[Any, Any, bool] = (None, None, False)  # weak model, its DDP, FSDP2
+
+    @property
+    def optimizer(self) -> Optimizer:
+        optimizer = self._optimizer()
+        if optimizer is None:
+            raise SamkitError("the optimizer of this PlainStep no longer exists")
+        return optimizer
 
     def _plan(self, model: nn.Module) -> StepPlan:
         ref, ddp, fsdp = self._model
@@ -61,13 +68,21 @@ class PlainStep:
     def train_step(self, model: nn.Module, loss_fn: LossFn, batch: Any) -> Tensor:
         """zero_grad, the descent over the micro-batches, clipping, the base step, counting; returns
         the batch's mean loss (detached). Non-finite values are the caller's to check."""
+        optimizer = self.optimizer
         plan = self._plan(model)
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         result = run_passes(plan, self._execution, model, loss_fn, batch, None, None, self._backup)
-        taken = base_step(self.optimizer, plan, result, Finite.UNCHECKED, None)
+        taken = base_step(optimizer, plan, result, Finite.UNCHECKED, None)
         self.last_step = account(self.counts, plan, result, Finite.UNCHECKED, taken)
         assert result.loss is not None
         return result.loss
+
+
+def _knobs(micro_batch_size: int | None, max_grad_norm: float | None) -> Knobs:
+    """The settings of a plain step, checked as a SAM optimizer's are (non-finite values: the
+    caller's to check)."""
+    return Knobs.build(micro_batch_size=micro_batch_size, max_grad_norm=max_grad_norm,
+                       execution="loop", nonfinite="unchecked")
 
 
 def _no_state(p: Tensor) -> dict[str, Any]:
@@ -83,8 +98,7 @@ def plain_step(optimizer: Optimizer, micro_batch_size: int | None = None,
         step = _STEPS[optimizer] = PlainStep(optimizer, micro_batch_size=micro_batch_size,
                                              max_grad_norm=max_grad_norm)
     elif (step.knobs.micro_batch_size, step.knobs.max_grad_norm) != (micro_batch_size, max_grad_norm):
-        step.knobs = Knobs.build(micro_batch_size=micro_batch_size, max_grad_norm=max_grad_norm,
-                                 execution="loop", nonfinite="unchecked")
+        step.knobs = _knobs(micro_batch_size, max_grad_norm)
     return step
 
 

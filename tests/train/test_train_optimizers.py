@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from pathlib import Path
 
 import pytest
@@ -94,6 +96,11 @@ def test_one_set_of_counters_for_plain_and_sam_optimizers():
     assert step_counters(sam) is sam.counts and sam.counts.passes == 2.0
     counts = step_counters(sgd, 4)
     assert (counts.steps, counts.passes, counts.example_passes) == (2, 2.0, 16)
+    # the step kept for a plain optimizer does not keep the optimizer alive
+    gone = weakref.ref(sgd)
+    del sgd, opt
+    gc.collect()
+    assert gone() is None
 
 
 def test_new_settings_at_their_defaults_keep_old_run_hashes():
