@@ -183,7 +183,8 @@ class Totals:
         """Add a descent pass's (already weighted, detached) loss."""
         self.perturbed = loss if self.perturbed is None else self.perturbed + loss
 
-    def result(self, ddp: bool, shards: int) -> PassResult:
+    def result(self, ddp: bool, shards: int, n: int) -> PassResult:
+        """The step's result (``n``: the examples of the batch, this rank's)."""
         ascended = self.last is not None and self.last.ascended
         norms = self.norms if self.norms is not None else torch.zeros((), device=self.plan.flat[0].device)
         full = self.full if ascended else None
@@ -200,6 +201,8 @@ class Totals:
             perturbation=self.last.e if shards == 1 else None,
             norm_mean=self.first,
             examples=self.examples,
+            passes=self.examples / n,
+            batch_examples=n,
         )
 
 
@@ -434,7 +437,7 @@ def loop_passes(
                 # DDP all-reduces once: in the step's last backward, over the accumulated grads.
                 with ddp.no_sync() if ddp is not None and not last else nullcontext():
                     descent = loss_fn(model, piece)
-                    totals.descent(descent.detach() * scale)
+                    totals.descent(descent.detach() * scale if scale != 1.0 else descent.detach())
                     descent = descent * scale if scale != 1.0 else descent
                     (scaler.scale(descent) if scaler is not None else descent).backward()
                 totals.examples += sizes[i] if len(pieces) == 1 else batch_size(piece)
@@ -449,7 +452,7 @@ def loop_passes(
         raise
     if stats is not None and moves is None:
         stats.live = True  # a plain step's only pass: its statistics are the step's as they come
-    return totals.result(ddp is not None, len(shards))
+    return totals.result(ddp is not None, len(shards), n)
 
 
 _NOTHING = Ascent(None, False, None, None, torch.zeros(()), None)  # a plain step's "ascent"
@@ -507,7 +510,7 @@ def points_passes(
     except BaseException:
         rollback(plan, backup, stats, grads=False)
         raise
-    return combine_points(plan, points, grads, losses, at, norm, scaler, len(points) * batch_size(batch))
+    return combine_points(plan, points, grads, losses, at, norm, scaler, batch_size(batch))
 
 
 def combine_points(
@@ -518,9 +521,10 @@ def combine_points(
     at: int,
     norm: Tensor,
     scaler: torch.amp.GradScaler | None,
-    examples: int,
+    n: int,
 ) -> PassResult:
-    """The descent points' gradients into ``.grad`` (weighted) and ``scratch`` (each), as a result."""
+    """The descent points' gradients into ``.grad`` (weighted) and ``scratch`` (each), as a result
+    (``n``: the batch's examples, each point a pass over all of them)."""
     flat, every = plan.flat, plan.all_flat
     combined = [torch.zeros_like(p) for p in every]
     for (_, c), g in zip(points, grads, strict=True):
@@ -536,7 +540,9 @@ def combine_points(
         ascent_norm=norm,
         full_grads=None,
         ascended=False,
-        examples=examples,
+        examples=len(points) * n,
+        passes=float(len(points)),
+        batch_examples=n,
     )
 
 

@@ -60,8 +60,6 @@ def run_passes(
     if result is None:
         result = loop_passes(plan, model, loss_fn, batch, scaler, stats, backup)
     execution.used = choice
-    result.batch_examples = n = batch_size(batch)
-    result.passes = result.examples / n
     return result
 
 

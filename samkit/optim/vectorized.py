@@ -227,7 +227,7 @@ def vectorized_passes(
         del e, ascent
     if stats and merged is not None:
         stats.set_merged(merged)
-    return totals.result(ddp=False, shards=len(sizes))
+    return totals.result(ddp=False, shards=len(sizes), n=n)
 
 
 def vectorized_points(
@@ -289,7 +289,7 @@ def vectorized_points(
         stats.set_merged(merged)
     per_point = [[g[i] for g in grads] for i in range(k)]
     return combine_points(plan, points, per_point, list(losses.unbind(0)), at, norm, scaler,
-                          k * batch_size(batch))
+                          batch_size(batch))
 
 
 def _pieces(sub: Any, size: int, micro_batch_size: int | None) -> list[tuple[Any, float]]:
