@@ -233,7 +233,7 @@ def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, d
         by_group = split_groups(grads, lengths)
         if j == 0 and plan.keep_full:
             full = by_group
-        e, norm = plan.rule.perturbation(by_group, plan.rules, stacked=stacked, previous=e)
+        e, norm = plan.knobs.rule.perturbation(by_group, plan.rules, stacked=stacked, previous=e)
         if type(norm) is not Tensor:  # a DTensor norm (FSDP2): the global value
             norm = full_value(norm)
         norms = norm if norms is None else norms + norm
@@ -392,16 +392,16 @@ def loop_passes(
     backup: WeightBackup,
 ) -> PassResult:
     """One shard after another: ascent, perturb, descent (into ``.grad``), exact restore."""
-    if plan.points:
+    if plan.knobs.points:
         return points_passes(plan, model, loss_fn, batch, scaler, stats, backup)
     flat = plan.flat
     passes = plan.ascents
     n = batch_size(batch)
     # Shards are about perturbations: a step without ascent is one pass over the whole batch.
-    sizes = plan.sharding.sizes(n) if passes and plan.sharding.shards != 1 else [n]
+    sizes = plan.knobs.sharding.sizes(n) if passes and plan.knobs.sharding.shards != 1 else [n]
     shards = split_batch(batch, sizes) if len(sizes) > 1 else [batch]
     weights = [s / n for s in sizes] if len(sizes) > 1 else [1.0]
-    mbs = plan.micro_batch_size
+    mbs = plan.knobs.micro_batch_size
     pieces_of = [micro_batches(s, mbs) if mbs is not None else [(s, 1.0)] for s in shards]
     moves = None if plan.plain else backup  # a plain step moves nothing: no backup
     if moves is not None:
@@ -420,7 +420,7 @@ def loop_passes(
                 totals.examples += sum(batch_size(p) for p, _ in ascent_pieces) \
                     if ascent_pieces is not pieces_of[i] or len(ascent_pieces) > 1 else sizes[i]
                 if ddp is not None:
-                    plan.sync.average_(out[1])
+                    plan.knobs.sync.average_(out[1])
                 return out
 
             if moves is None:  # a plain step: no ascent, its loss is the descent's
@@ -460,15 +460,15 @@ _NOTHING = Ascent(None, False, None, None, torch.zeros(()), None)  # a plain ste
 
 def _sampled(pieces: list[tuple[Any, float]], shard: Any, plan: StepPlan) -> list[tuple[Any, float]]:
     """The pieces the ascent gradient is taken on: all, or a random share of the shard."""
-    if plan.sample is None:
+    if plan.knobs.sample is None:
         return pieces
     n = batch_size(shard)
     device = next(t for t in pytree.tree_leaves(shard) if isinstance(t, Tensor)).device
-    idx = plan.sample(n, device)
+    idx = plan.knobs.sample(n, device)
     if idx is None:
         return pieces
     subset = pytree.tree_map(lambda t: t[idx] if isinstance(t, Tensor) else t, shard)
-    return micro_batches(subset, plan.micro_batch_size)
+    return micro_batches(subset, plan.knobs.micro_batch_size)
 
 
 # ---- a rule's descent points (SAMPa, mixed RWP) --------------------------------------------------
@@ -490,9 +490,9 @@ def points_passes(
     loss are the rule's ``stats_point``'s.
     """
     flat, every = plan.flat, plan.all_flat
-    points, norm = plan.rule.descent_points(plan.rules)
-    at = plan.rule.stats_point(len(points))
-    pieces = micro_batches(batch, plan.micro_batch_size)
+    points, norm = plan.knobs.rule.descent_points(plan.rules)
+    at = plan.knobs.rule.stats_point(len(points))
+    pieces = micro_batches(batch, plan.knobs.micro_batch_size)
     ddp, fsdp = plan.ddp, plan.fsdp
     backup.save(flat)
     grads: list[list[Tensor]] = []
@@ -590,7 +590,7 @@ def closure_passes(
         if closure is not None and shard.declined is None and not plan.plain:
             _clear_grads(plan.all_flat)
             # the caller's pass at w updated the running statistics, unless the rule takes none
-            with nullcontext() if plan.own else frozen():
+            with nullcontext() if plan.knobs.own else frozen():
                 out = closure()
             calls += 1
     except BaseException:

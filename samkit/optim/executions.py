@@ -123,7 +123,7 @@ class Execution:
 
     def choose(self, plan: StepPlan, model: nn.Module, batch: Any = None) -> str:
         """``loop`` or ``vectorized`` for this step."""
-        if not plan.vectorizable or (plan.sharding.shards == 1 and not plan.points):
+        if not plan.vectorizable or (plan.knobs.sharding.shards == 1 and not plan.knobs.points):
             choice, reason = "loop", "nothing to vectorize (one shard, or no ascent this step)"
         elif self.asked == "loop":
             choice, reason = "loop", "asked: loop"
@@ -135,13 +135,13 @@ class Execution:
             choice, reason = "vectorized", "asked: vectorized"
         else:
             n = batch_size(batch) if batch is not None else 0
-            sizes = plan.sharding.sizes(n) if n else [0]
+            sizes = plan.knobs.sharding.sizes(n) if n else [0]
             inputs = _inputs_per_example(batch, n)
             vectorize, reason = auto_vectorizes(plan.flat[0].device, model, max(sizes), inputs,
-                                                plan.points, len(sizes))
+                                                plan.knobs.points, len(sizes))
             choice = "vectorized" if vectorize else "loop"
         if choice != self.used:
-            log.debug("%s execution for %s (asked: %s; %s)", choice, plan.sharding, self.asked, reason)
+            log.debug("%s execution for %s (asked: %s; %s)", choice, plan.knobs.sharding, self.asked, reason)
         self.reason = reason
         return choice
 

@@ -11,13 +11,13 @@ Two objects, built at two moments:
   (:class:`~samkit.optim.cadence.Always`) — its one decision. :func:`check_knobs` runs the same
   checks without parameters, for a run configuration to validate itself with the optimizer's own
   rules.
-* :class:`StepPlan` — once per step, by :meth:`Knobs.plan`, whole: the cadence's
-  :class:`~samkit.optim.cadence.Decision` for the step (ascend, the perturbation of a step that does
-  not, a decision that waits for the gradient), the ascent passes it takes, whether the batch's
-  ascent gradient is kept, and the hooks (None where they add nothing). The engines
-  (:mod:`~samkit.optim.engine`, :mod:`~samkit.optim.vectorized`) and the update
-  (:mod:`~samkit.optim.update`) read the plan and call its hooks; none of them asks the rule or the
-  cadence what kind it is.
+* :class:`StepPlan` — once per step, by :meth:`Knobs.plan`, whole: the knobs (settings and hooks,
+  None where they add nothing), the cadence's :class:`~samkit.optim.cadence.Decision` for the step
+  (ascend, the perturbation of a step that does not, a decision that waits for the gradient), the
+  ascent passes it takes, whether the batch's ascent gradient is kept, and the step's parameters.
+  The engines (:mod:`~samkit.optim.engine`, :mod:`~samkit.optim.vectorized`) and the update
+  (:mod:`~samkit.optim.update`) read the plan and call the hooks; none of them asks the rule or
+  the cadence what kind it is.
 
 The execution that runs the plan's passes is chosen by :mod:`~samkit.optim.executions`.
 """
@@ -50,34 +50,20 @@ NONFINITE = ("raise", "skip", "unchecked")
 class StepPlan:
     """What one step does, decided before its first pass (see the module docstring).
 
+    ``knobs``: the optimizer's settings and what its rule and cadence supply (the same every step);
     ``ascents``: this step's ascent passes (the rule's, or none when the cadence skips them or the
-    rule takes none); ``own``: the rule perturbs without an ascent pass (Momentum-SAM, RWP, SAMPa);
-    ``fixed``: the perturbation of a step the cadence skipped (a reused ``e``, or ``None``: a plain
-    step); ``sample``: the examples of a shard the ascent gradient is taken on; ``statistic`` and
-    ``decide``: a decision that waits for the step's gradient (AE-SAM); ``keep_full``: keep the
-    batch's ascent gradient (for the rule or the cadence); ``rule_descent``, ``cadence_descent``,
-    ``cadence_observe``: the rule's and the cadence's hooks (None: they add nothing), called by the
-    update without asking what kind of rule or cadence supplied them.
+    rule takes none); ``fixed``: the perturbation of a step the cadence skipped (a reused ``e``, or
+    ``None``: a plain step); ``statistic`` and ``decide``: a decision that waits for the step's
+    gradient (AE-SAM); ``keep_full``: keep the batch's ascent gradient (for the rule or the cadence).
     """
 
-    rule: Rule
-    cadence: Cadence
+    knobs: Knobs
     rules: RuleContext  # the perturbed groups (the scope): ascent, norm, perturbation, rule state
-    sharding: Sharding
-    micro_batch_size: int | None = None
-    max_grad_norm: float | None = None
-    sync: PerturbationGroups = field(default_factory=lambda: PerturbationGroups(1))
     ascents: int = 1
-    own: bool = False
     fixed: Groups | None = None
-    sample: Callable[[int, torch.device], Tensor | None] | None = None
     statistic: Callable[[Groups, RuleContext], Tensor] | None = None
     decide: Callable[[float], bool] | None = None
     keep_full: bool = False
-    points: bool = False  # the rule takes its descent gradient at several points (SAMPa, mixed RWP)
-    rule_descent: Callable[[Groups, Groups | None, RuleContext], None] | None = None
-    cadence_descent: Callable[[Groups, Groups | None, RuleContext, bool], None] | None = None
-    cadence_observe: Callable[[RuleContext, bool, Groups | None], None] | None = None
     ddp: Any = None  # the model's DistributedDataParallel wrapper (None: not one)
     fsdp: bool = False  # the model is sharded with FSDP2 (fully_shard)
     # every parameter the descent and the base step see: the scoped ones (``flat``) plus the groups
@@ -93,8 +79,8 @@ class StepPlan:
         self.flat = [p for group in self.rules.params for p in group]
         self.all_flat = self.flat + self.others
         # A plain step needs no weight backup, and its BatchNorm statistics are the step's as they come.
-        self.plain = self.ascents == 0 and self.fixed is None and not self.own
-        self.vectorizable = (self.ascents > 0 and self.decide is None) or self.points
+        self.plain = self.ascents == 0 and self.fixed is None and not self.knobs.own
+        self.vectorizable = (self.ascents > 0 and self.decide is None) or self.knobs.points
 
     @property
     def params(self) -> Groups:
@@ -103,9 +89,9 @@ class StepPlan:
     def perturbation(self) -> tuple[Groups | None, Tensor]:
         """The perturbation of a step without ascent pass and its norm (a plain tensor): the rule's
         own (Momentum-SAM, RWP, SAMPa), or ``fixed`` (``None``: none)."""
-        if not self.own:
+        if not self.knobs.own:
             return self.fixed, torch.zeros((), device=self.flat[0].device)
-        e, norm = self.rule.perturbation(None, self.rules)
+        e, norm = self.knobs.rule.perturbation(None, self.rules)
         return e, full_value(norm)
 
 
@@ -122,7 +108,8 @@ class Knobs:
     nonfinite: str
     sync: PerturbationGroups
     # What the rule and the cadence supply, asked once here (the plan of every step carries it):
-    ascents: int = field(init=False)  # the rule's ascent passes (0: it perturbs on its own)
+    ascents: int = field(init=False)  # the rule's ascent passes
+    own: bool = field(init=False)  # none: the rule perturbs on its own (Momentum-SAM, RWP, SAMPa)
     descents: int = field(init=False)  # the points the rule's descent gradient is taken at
     points: bool = field(init=False)  # several of them (SAMPa, mixed RWP)
     keep_full: bool = field(init=False)  # an ascent step keeps the batch's ascent gradient
@@ -136,10 +123,11 @@ class Knobs:
     def __post_init__(self) -> None:
         rule, cadence = self.rule, self.cadence
         self.ascents, self.descents = rule.ascent_passes, rule.descent_passes
+        self.own = self.ascents == 0
         self.points = self.descents > 1
         self.keep_full = rule.needs_full_grad or cadence.needs_full_grad
         self.waits = cadence.decides_after_gradient
-        self.every_step = NO_ASCENT if self.ascents == 0 else cadence.every_step()
+        self.every_step = NO_ASCENT if self.own else cadence.every_step()
         self.sample = cadence.sampler()
         self.rule_descent = rule.descent_transform()
         self.cadence_descent = cadence.descent_transform()
@@ -235,24 +223,13 @@ class Knobs:
         decision = decision or self.every_step or self.cadence.decision(step, ctx)
         ascend = decision.ascend
         return StepPlan(
-            rule=self.rule,
-            cadence=self.cadence,
+            knobs=self,
             rules=ctx,
-            sharding=self.sharding,
-            micro_batch_size=self.micro_batch_size,
-            max_grad_norm=self.max_grad_norm,
-            sync=self.sync,
             ascents=self.ascents if ascend else 0,
-            own=self.ascents == 0,
             fixed=decision.reused,
-            sample=self.sample,
             statistic=decision.statistic,
             decide=decision.decide,
             keep_full=ascend and self.keep_full,
-            points=self.points,
-            rule_descent=self.rule_descent,
-            cadence_descent=self.cadence_descent,
-            cadence_observe=self.cadence_observe,
             others=others,
             ddp=ddp,
             fsdp=fsdp,

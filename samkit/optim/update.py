@@ -113,8 +113,8 @@ def check_finite(
 def _descent_hooks(plan: StepPlan, result: PassResult) -> tuple[Any, Any]:
     """The rule's descent transform when it made this step's perturbation (an ascent, or its own),
     and the cadence's; None for each that adds nothing."""
-    rule = plan.rule_descent if result.ascended or plan.own else None
-    return rule, plan.cadence_descent
+    rule = plan.knobs.rule_descent if result.ascended or plan.knobs.own else None
+    return rule, plan.knobs.cadence_descent
 
 
 def _descent_side(plan: StepPlan, result: PassResult, rule: Any, cadence: Any) -> None:
@@ -130,10 +130,10 @@ def _descent_side(plan: StepPlan, result: PassResult, rule: Any, cadence: Any) -
             rule(grads, result.full_grads, ctx)
         if cadence is not None:
             cadence(grads, result.full_grads, ctx, result.ascended)
-    if plan.max_grad_norm is not None:
+    if plan.knobs.max_grad_norm is not None:
         flat = [p for p in plan.all_flat if p.grad is not None]
         if flat:
-            clip_grad_norm_(flat, plan.max_grad_norm)  # torch's, right for FSDP2's DTensors
+            clip_grad_norm_(flat, plan.knobs.max_grad_norm)  # torch's, right for FSDP2's DTensors
 
 
 def base_step(
@@ -145,7 +145,7 @@ def base_step(
 ) -> bool:
     """Transforms, clipping and the base optimizer's step (or its skip); whether it stepped."""
     rule, cadence = _descent_hooks(plan, result)
-    transforms = rule is not None or cadence is not None or plan.max_grad_norm is not None
+    transforms = rule is not None or cadence is not None or plan.knobs.max_grad_norm is not None
     if scaler is None:
         if finite is Finite.NO:
             return False
@@ -196,10 +196,10 @@ def account(
         ctx.scratch.clear()
         return record
     if taken:
-        if result.ascended or plan.own:  # the rule made this step's perturbation
-            plan.rule.observe(result.full_grads, ctx)
-        if plan.cadence_observe is not None:
-            plan.cadence_observe(ctx, result.ascended, result.perturbation)
+        if result.ascended or plan.knobs.own:  # the rule made this step's perturbation
+            plan.knobs.rule.observe(result.full_grads, ctx)
+        if plan.knobs.cadence_observe is not None:
+            plan.knobs.cadence_observe(ctx, result.ascended, result.perturbation)
         counts.steps += 1
         counts.ascent_steps += int(result.ascended)
     ctx.scratch.clear()

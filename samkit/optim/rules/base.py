@@ -309,7 +309,7 @@ class Rule:
 
     def descent_transform(self) -> Callable[[Groups, Groups | None, RuleContext], None] | None:
         """:meth:`descent` when the rule changes the descent gradient (:attr:`transforms_descent`),
-        else None: what the step's plan carries, so that the update calls it without asking."""
+        else None: what the optimizer's plan (Knobs) carries, for the update to call unasked."""
         return self.descent if self.transforms_descent else None
 
     def __repr__(self) -> str:
