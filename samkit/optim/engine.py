@@ -258,7 +258,7 @@ def _decided(plan: StepPlan, grads: list[Tensor], ddp: bool) -> bool:
     value = value.reshape(1)
     if ddp:
         all_reduce_mean_([value])
-    return plan.decide(full_value(value)[0])
+    return plan.decide(float(full_value(value)[0]))  # one number on the host
 
 
 def rollback(plan: StepPlan, backup: WeightBackup | None, stats: RunningStats | None,

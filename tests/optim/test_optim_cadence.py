@@ -174,6 +174,17 @@ def test_gradnorm_trigger_decisions_follow_ae_sam():
     assert any(expected) and not all(expected)
 
 
+@pytest.mark.parametrize("make", [lambda: cadence.GradNormTrigger(total_steps=6), lambda: cadence.Drift(k=2)],
+                         ids=["gradnorm", "drift"])
+def test_a_decision_after_the_gradient_reads_one_host_number(make):
+    # the engine hands the cadence a float (not a tensor): its running state stays plain numbers
+    _, opt, pattern = run(cadence=make())
+    state = opt.state_dict()["samkit"]["cadence"]
+    numbers = {k: v for k, v in state.items() if k in ("mean", "var", "threshold")}
+    assert numbers and all(type(v) is float for v in numbers.values()), numbers
+    assert pattern[0] and opt.ascent_steps == sum(pattern)
+
+
 @pytest.mark.parametrize("threshold,twin", [(-1e9, "sam"), (1e9, "sgd")])
 def test_gradnorm_trigger_steps_are_sam_or_base_steps(threshold, twin):
     model = make_cnn()
