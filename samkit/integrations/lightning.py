@@ -276,13 +276,13 @@ class SAMModule(pl.LightningModule):
             )
         cadence = sam.cadence
         if _scaler(trainer) is not None:
-            if cadence.ascent_fraction is not None:
+            if sam.knobs.sample is not None:
                 raise SamkitError(
                     f"the cadence {cadence!r} takes the ascent on a share of the batch, which Lightning's "
                     f"closure cannot give under precision='16-mixed' (ascent_fraction): {manual}"
                 )
             return  # the step is train_step's: per-rank ascent and every rule work under DDP
-        if ddp and (sam.rule.needs_full_grad or cadence.needs_full_grad or cadence.decides_after_gradient):
+        if ddp and (sam.knobs.keep_full or sam.knobs.waits):
             raise SamkitError(
                 f"under DDP the {sam.rule.name} rule / {sam.cadence!r} cadence needs the all-reduced "
                 f"ascent gradient beside each rank's own, which a closure cannot give: {manual}"

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,13 +42,15 @@ from torch import Tensor
 
 from samkit._checks import check_positive_int, check_seed
 from samkit.errors import SamkitError
-from samkit.optim.rules.base import EPS, Groups, RuleContext, check_number, global_norm
+from samkit.optim.rules.base import EPS, Groups, Rule, RuleContext, check_number, global_norm
+from samkit.optim.sharding import Sharding
 from samkit.registry import Registry
 
 __all__ = [
     "CADENCES",
     "Always",
     "Cadence",
+    "Decision",
     "Drift",
     "Every",
     "GradNormTrigger",
@@ -56,6 +60,25 @@ __all__ = [
 ]
 
 REUSE = (None, "perturbation", "looksam")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a cadence makes of one step (:meth:`Cadence.decision`); the step's plan carries it.
+
+    ``ascend``: take the rule's ascent passes; ``reused``: the perturbation of a step without ascent
+    (``None``: a plain step); ``statistic`` and ``decide``: a decision that waits for the step's
+    gradient at ``w`` (AE-SAM) — ``decide(value)`` of ``statistic(grads, ctx)``, averaged over ranks.
+    """
+
+    ascend: bool = True
+    reused: Groups | None = None
+    statistic: Callable[[Groups, RuleContext], Tensor] | None = None
+    decide: Callable[[float], bool] | None = None
+
+
+ASCEND = Decision()  # a step that takes the rule's ascent passes, decided before them
+NO_ASCENT = Decision(ascend=False)  # a plain step (or a rule that perturbs without ascent pass)
 
 
 class Cadence:
@@ -97,6 +120,56 @@ class Cadence:
         state = dict(self.__dict__)
         state.pop("_bound", None)
         return state
+
+    # ---- what the cadence supplies to a step (the plan asks once per optimizer, or once per step) --
+    def decision(self, step: int, ctx: RuleContext) -> Decision:
+        """Step ``step``'s :class:`Decision` (0-based, counting taken steps)."""
+        if self.decides_after_gradient:
+            return Decision(statistic=self.statistic, decide=lambda value: self.decide(value, step))
+        if self.ascends(step):
+            return ASCEND
+        return Decision(ascend=False, reused=self.reuse(ctx))
+
+    def every_step(self) -> Decision | None:
+        """The decision of every step when it never changes (the base class, :class:`Always`: ascend),
+        so that the plan need not ask at each step; None for a cadence that decides step by step."""
+        if self.decides_after_gradient or type(self).ascends is not Cadence.ascends:
+            return None
+        return ASCEND
+
+    def sampler(self) -> Callable[[int, torch.device], Tensor | None] | None:
+        """:meth:`sample` when the ascent takes a share of each shard (``ascent_fraction``), else None."""
+        return self.sample if self.ascent_fraction is not None else None
+
+    def descent_transform(self) -> Callable[[Groups, Groups | None, RuleContext, bool], None] | None:
+        """:meth:`descent` when the cadence changes the descent gradient (LookSAM), else None."""
+        return self.descent if self.transforms_descent else None
+
+    def observer(self) -> Callable[[RuleContext, bool, Groups | None], None] | None:
+        """:meth:`observe` when the cadence remembers anything after a taken step, else None."""
+        return None if type(self).observe is Cadence.observe else self.observe
+
+    # ---- what it works with -----------------------------------------------------------------------
+    def check_knobs(self, rule: Rule, sharding: Sharding) -> None:
+        """Refuse a rule or a sharding this cadence cannot work with (:class:`SamkitError`)."""
+        if rule.ascent_passes == 0 and (type(self) is not Always or self.ascent_fraction is not None):
+            raise SamkitError(
+                f"the {rule.name} rule takes no ascent pass, so the cadence {self!r} has nothing to "
+                "skip or shrink: leave cadence out"
+            )
+        if (self.reuses_perturbation or self.decides_after_gradient) and not sharding.is_single:
+            raise SamkitError(
+                f"the cadence {self!r} works with one perturbation per step (per rank), not "
+                f"{sharding}: use shards=1"
+            )
+
+    def scope_conflict(self) -> str | None:
+        """Why a perturbation scope (groups with ``perturb=False``) does not fit this cadence, or None."""
+        if self.transforms_descent:
+            return f"the cadence {self!r} changes the descent gradient with the ascent gradient"
+        if self.decides_after_gradient:
+            return f"the cadence {self!r} decides from the gradient of every parameter"
+        return None
 
     # ---- decisions ------------------------------------------------------------------------------
     def ascends(self, step: int) -> bool:
@@ -475,7 +548,7 @@ class Window(Cadence):
 # committed docs/report/cheap/ picked this one): the drift cadence, LookSAM (alpha 0.2) refreshed
 # when the gradient's direction moved, about one step in 4 — its worst share of SAM's gain over the
 # tuning settings was 88%, LookSAM's every 4 steps 70%. How it fared on the held-out settings and
-# seeds: docs/report/cheap/cheap.md and docs/optimizers.md.
+# seeds: docs/report/cheap/verdicts.md and docs/optimizers.md.
 CHEAP = "drift:k=4"
 
 CADENCES: dict[str, type[Cadence]] = {

@@ -1,5 +1,5 @@
-"""The passes of a step: ascent, perturb, descent, exact restore — one ascent routine, one set of
-running totals, for every execution and front end.
+"""The passes of a step: ascent, perturb, descent, exact restore — one ascent routine for every
+execution and front end, one set of running totals for every execution of ``train_step``.
 
 What one pass is (:func:`gradient`): a loss and its gradient at the current weights, from
 ``autograd.grad`` (so ``.grad``, where descent gradients accumulate, is not touched; under FSDP2
@@ -15,7 +15,9 @@ gradient when the plan says so, turns it into ``e_j`` and, for the executions th
 weights, moves them to ``w + e_j`` (exactly back by copy: :class:`WeightBackup`). A step without
 ascent moves them by the plan's fixed (or the rule's own) perturbation. What the shards add up to
 (the loss at ``w`` and at ``w + e``, the norms, the batch's ascent gradient, the examples) is kept
-by :class:`Totals`, the only writer of a step's :class:`PassResult`.
+by :class:`Totals` for the loop and the vectorized shards; the two routes that add nothing up —
+a rule's descent points (:func:`combine_points`, one batch, no ascent) and the closure / two-call
+front ends (one shard, the caller's passes) — write their :class:`PassResult` directly.
 
 The loop execution (:func:`loop_passes`), for each shard ``s`` (weight ``w_s = n_s / n``) split
 into micro-batches ``j`` (weight ``v_j``) when ``micro_batch_size`` asks for it:
@@ -71,14 +73,15 @@ class WeightBackup:
         self._sharded = False  # DTensors (FSDP2): saved and put back shard by shard
 
     def save(self, flat: list[Tensor]) -> None:
-        sharded = self._sharded = any(type(p) is not Tensor and type(p) is not nn.Parameter for p in flat)
+        # (comprehensions, not generators: once per parameter per step, a generator is a Python
+        # call per item)
+        sharded = self._sharded = not {type(p) for p in flat} <= {Tensor, nn.Parameter}
         self._flat = flat
         local = local_tensors(flat) if sharded else flat
         b = self._copy
-        if b is None or len(b) != len(local) or any(
-            x.shape != p.shape or x.dtype != p.dtype or x.device != p.device
-            for x, p in zip(b, local, strict=True)
-        ):
+        if b is None or [(x.shape, x.dtype, x.device) for x in b] != [
+            (p.shape, p.dtype, p.device) for p in local
+        ]:
             self._copy = [p.detach().clone() for p in local]
         else:
             torch._foreach_copy_(b, [p.detach() for p in local])
@@ -105,7 +108,7 @@ class WeightBackup:
             torch.clear_autocast_cache()
 
 
-# ---- what a step's passes produced, and the one place that adds it up ------------------------------
+# ---- what a step's passes produced, and where the shards are added up ----------------------------
 @dataclass
 class PassResult:
     """What the passes of one step produced (the descent gradient itself is in ``.grad``)."""
@@ -138,7 +141,7 @@ class Ascent:
 
 class Totals:
     """A step's running totals over its shards — the loss at ``w`` and at ``w + e``, the ascent norms,
-    the batch's ascent gradient, the examples — written here and nowhere else."""
+    the batch's ascent gradient, the examples — for every execution of ``train_step``."""
 
     def __init__(self, plan: StepPlan, accumulate_full: bool) -> None:
         self.plan = plan
@@ -180,7 +183,8 @@ class Totals:
         """Add a descent pass's (already weighted, detached) loss."""
         self.perturbed = loss if self.perturbed is None else self.perturbed + loss
 
-    def result(self, ddp: bool, shards: int) -> PassResult:
+    def result(self, ddp: bool, shards: int, n: int) -> PassResult:
+        """The step's result (``n``: the examples of the batch, this rank's)."""
         ascended = self.last is not None and self.last.ascended
         norms = self.norms if self.norms is not None else torch.zeros((), device=self.plan.flat[0].device)
         full = self.full if ascended else None
@@ -197,6 +201,8 @@ class Totals:
             perturbation=self.last.e if shards == 1 else None,
             norm_mean=self.first,
             examples=self.examples,
+            passes=self.examples / n,
+            batch_examples=n,
         )
 
 
@@ -216,7 +222,7 @@ def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, d
     norms: Tensor | None = None
     full: Groups | None = None
     lengths = [len(g) for g in plan.rules.params]
-    for j in range(plan.ascent_passes):
+    for j in range(plan.ascents):
         loss_j, grads = take(j, e)
         if j == 0:
             loss = loss_j
@@ -227,7 +233,7 @@ def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, d
         by_group = split_groups(grads, lengths)
         if j == 0 and plan.keep_full:
             full = by_group
-        e, norm = plan.rule.perturbation(by_group, plan.rules, stacked=stacked, previous=e)
+        e, norm = plan.knobs.rule.perturbation(by_group, plan.rules, stacked=stacked, previous=e)
         if type(norm) is not Tensor:  # a DTensor norm (FSDP2): the global value
             norm = full_value(norm)
         norms = norm if norms is None else norms + norm
@@ -236,23 +242,23 @@ def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, d
         if backup is not None:
             backup.move(flat, e, restore_first=j > 0)
         del grads, by_group
-    if plan.ascent_passes == 0:
-        e, norms = plan.perturbation(None)
+    if plan.ascents == 0:  # the rule's own perturbation, the cadence's reused one, or none
+        e, norms = plan.perturbation()
         if backup is not None:
             backup.move(flat, e)
     assert norms is not None
-    return Ascent(e, plan.ascent_passes > 0, loss, first, norms, full, stacked=stacked)
+    return Ascent(e, plan.ascents > 0, loss, first, norms, full, stacked=stacked)
 
 
 def _decided(plan: StepPlan, grads: list[Tensor], ddp: bool) -> bool:
     """Ask the cadence with its statistic of this step's gradient (AE-SAM: the squared norm; the drift
     trigger: how far the direction moved), the mean over ranks under DDP."""
-    assert plan.decide is not None
-    value = plan.cadence.statistic(split_groups(grads, [len(g) for g in plan.params]), plan.rules)
+    assert plan.decide is not None and plan.statistic is not None
+    value = plan.statistic(split_groups(grads, [len(g) for g in plan.params]), plan.rules)
     value = value.reshape(1)
     if ddp:
         all_reduce_mean_([value])
-    return plan.decide(full_value(value)[0])
+    return plan.decide(float(full_value(value)[0]))  # one number on the host
 
 
 def rollback(plan: StepPlan, backup: WeightBackup | None, stats: RunningStats | None,
@@ -357,7 +363,7 @@ def unscale_(grads: list[Tensor], scaler: torch.amp.GradScaler) -> None:
 
 def check_dense(grads: list[Tensor]) -> None:
     """Sparse gradients (``nn.Embedding(sparse=True)``) have no norm or perturbation: say so."""
-    if any(g.layout != torch.strided for g in grads):
+    if {g.layout for g in grads} - {torch.strided}:
         raise SamkitError(
             "a parameter has a sparse gradient (e.g. nn.Embedding(..., sparse=True)); the SAM "
             "family needs dense gradients to normalise and perturb: build the layer with "
@@ -386,16 +392,16 @@ def loop_passes(
     backup: WeightBackup,
 ) -> PassResult:
     """One shard after another: ascent, perturb, descent (into ``.grad``), exact restore."""
-    if plan.points:
+    if plan.knobs.points:
         return points_passes(plan, model, loss_fn, batch, scaler, stats, backup)
     flat = plan.flat
-    passes = plan.ascent_passes
+    passes = plan.ascents
     n = batch_size(batch)
     # Shards are about perturbations: a step without ascent is one pass over the whole batch.
-    sizes = plan.sharding.sizes(n) if passes and plan.sharding.shards != 1 else [n]
+    sizes = plan.knobs.sharding.sizes(n) if passes and plan.knobs.sharding.shards != 1 else [n]
     shards = split_batch(batch, sizes) if len(sizes) > 1 else [batch]
     weights = [s / n for s in sizes] if len(sizes) > 1 else [1.0]
-    mbs = plan.micro_batch_size
+    mbs = plan.knobs.micro_batch_size
     pieces_of = [micro_batches(s, mbs) if mbs is not None else [(s, 1.0)] for s in shards]
     moves = None if plan.plain else backup  # a plain step moves nothing: no backup
     if moves is not None:
@@ -414,7 +420,7 @@ def loop_passes(
                 totals.examples += sum(batch_size(p) for p, _ in ascent_pieces) \
                     if ascent_pieces is not pieces_of[i] or len(ascent_pieces) > 1 else sizes[i]
                 if ddp is not None:
-                    plan.sync.average_(out[1])
+                    plan.knobs.sync.average_(out[1])
                 return out
 
             if moves is None:  # a plain step: no ascent, its loss is the descent's
@@ -431,7 +437,7 @@ def loop_passes(
                 # DDP all-reduces once: in the step's last backward, over the accumulated grads.
                 with ddp.no_sync() if ddp is not None and not last else nullcontext():
                     descent = loss_fn(model, piece)
-                    totals.descent(descent.detach() * scale)
+                    totals.descent(descent.detach() * scale if scale != 1.0 else descent.detach())
                     descent = descent * scale if scale != 1.0 else descent
                     (scaler.scale(descent) if scaler is not None else descent).backward()
                 totals.examples += sizes[i] if len(pieces) == 1 else batch_size(piece)
@@ -446,7 +452,7 @@ def loop_passes(
         raise
     if stats is not None and moves is None:
         stats.live = True  # a plain step's only pass: its statistics are the step's as they come
-    return totals.result(ddp is not None, len(shards))
+    return totals.result(ddp is not None, len(shards), n)
 
 
 _NOTHING = Ascent(None, False, None, None, torch.zeros(()), None)  # a plain step's "ascent"
@@ -454,15 +460,15 @@ _NOTHING = Ascent(None, False, None, None, torch.zeros(()), None)  # a plain ste
 
 def _sampled(pieces: list[tuple[Any, float]], shard: Any, plan: StepPlan) -> list[tuple[Any, float]]:
     """The pieces the ascent gradient is taken on: all, or a random share of the shard."""
-    if plan.sample is None:
+    if plan.knobs.sample is None:
         return pieces
     n = batch_size(shard)
     device = next(t for t in pytree.tree_leaves(shard) if isinstance(t, Tensor)).device
-    idx = plan.sample(n, device)
+    idx = plan.knobs.sample(n, device)
     if idx is None:
         return pieces
     subset = pytree.tree_map(lambda t: t[idx] if isinstance(t, Tensor) else t, shard)
-    return micro_batches(subset, plan.micro_batch_size)
+    return micro_batches(subset, plan.knobs.micro_batch_size)
 
 
 # ---- a rule's descent points (SAMPa, mixed RWP) --------------------------------------------------
@@ -484,9 +490,9 @@ def points_passes(
     loss are the rule's ``stats_point``'s.
     """
     flat, every = plan.flat, plan.all_flat
-    points, norm = plan.rule.descent_points(plan.rules)
-    at = plan.rule.stats_point(len(points))
-    pieces = micro_batches(batch, plan.micro_batch_size)
+    points, norm = plan.knobs.rule.descent_points(plan.rules)
+    at = plan.knobs.rule.stats_point(len(points))
+    pieces = micro_batches(batch, plan.knobs.micro_batch_size)
     ddp, fsdp = plan.ddp, plan.fsdp
     backup.save(flat)
     grads: list[list[Tensor]] = []
@@ -504,7 +510,7 @@ def points_passes(
     except BaseException:
         rollback(plan, backup, stats, grads=False)
         raise
-    return combine_points(plan, points, grads, losses, at, norm, scaler, len(points) * batch_size(batch))
+    return combine_points(plan, points, grads, losses, at, norm, scaler, batch_size(batch))
 
 
 def combine_points(
@@ -515,9 +521,10 @@ def combine_points(
     at: int,
     norm: Tensor,
     scaler: torch.amp.GradScaler | None,
-    examples: int,
+    n: int,
 ) -> PassResult:
-    """The descent points' gradients into ``.grad`` (weighted) and ``scratch`` (each), as a result."""
+    """The descent points' gradients into ``.grad`` (weighted) and ``scratch`` (each), as a result
+    (``n``: the batch's examples, each point a pass over all of them)."""
     flat, every = plan.flat, plan.all_flat
     combined = [torch.zeros_like(p) for p in every]
     for (_, c), g in zip(points, grads, strict=True):
@@ -533,7 +540,9 @@ def combine_points(
         ascent_norm=norm,
         full_grads=None,
         ascended=False,
-        examples=examples,
+        examples=len(points) * n,
+        passes=float(len(points)),
+        batch_examples=n,
     )
 
 
@@ -576,10 +585,12 @@ def closure_passes(
     try:
         with torch.no_grad():
             shard = ascend(plan, take, backup=backup)
-        moved = shard.e is not None or shard.ascended or plan.rule.ascent_passes == 0
-        if closure is not None and shard.declined is None and moved:
+        # the closure's pass at w + e (at w for a rule whose own perturbation is none this step);
+        # a plain step has its gradient at w in .grad already
+        if closure is not None and shard.declined is None and not plan.plain:
             _clear_grads(plan.all_flat)
-            with frozen() if plan.rule.ascent_passes > 0 else nullcontext():
+            # the caller's pass at w updated the running statistics, unless the rule takes none
+            with nullcontext() if plan.knobs.own else frozen():
                 out = closure()
             calls += 1
     except BaseException:

@@ -2,8 +2,10 @@
 
 ``"loop"`` (:func:`samkit.optim.engine.loop_passes`, one shard after another) and ``"vectorized"``
 (:func:`samkit.optim.vectorized.vectorized_passes`, the shards stacked and the forward mapped with
-``torch.func``) run the same plan with the engine's one ascent routine and running totals; they
-differ only in how a shard's gradient is taken. ``"auto"`` vectorizes several shards on CUDA and
+``torch.func``) run the same plan with the engine's one ascent routine and running totals
+(:class:`~samkit.optim.engine.Totals`; a rule's descent points, which take no ascent, combine with
+:func:`~samkit.optim.engine.combine_points` in both); they differ only in how a shard's gradient
+is taken. ``"auto"`` vectorizes several shards on CUDA and
 follows a measured rule on a CPU (:func:`auto_vectorizes`). A new execution is one file and its line
 in :data:`ENGINES`.
 """
@@ -58,8 +60,6 @@ def run_passes(
     if result is None:
         result = loop_passes(plan, model, loss_fn, batch, scaler, stats, backup)
     execution.used = choice
-    result.batch_examples = n = batch_size(batch)
-    result.passes = result.examples / n
     return result
 
 
@@ -123,7 +123,7 @@ class Execution:
 
     def choose(self, plan: StepPlan, model: nn.Module, batch: Any = None) -> str:
         """``loop`` or ``vectorized`` for this step."""
-        if not plan.vectorizable or (plan.sharding.shards == 1 and not plan.points):
+        if not plan.vectorizable or (plan.knobs.sharding.shards == 1 and not plan.knobs.points):
             choice, reason = "loop", "nothing to vectorize (one shard, or no ascent this step)"
         elif self.asked == "loop":
             choice, reason = "loop", "asked: loop"
@@ -135,13 +135,13 @@ class Execution:
             choice, reason = "vectorized", "asked: vectorized"
         else:
             n = batch_size(batch) if batch is not None else 0
-            sizes = plan.sharding.sizes(n) if n else [0]
+            sizes = plan.knobs.sharding.sizes(n) if n else [0]
             inputs = _inputs_per_example(batch, n)
             vectorize, reason = auto_vectorizes(plan.flat[0].device, model, max(sizes), inputs,
-                                                plan.points, len(sizes))
+                                                plan.knobs.points, len(sizes))
             choice = "vectorized" if vectorize else "loop"
         if choice != self.used:
-            log.debug("%s execution for %s (asked: %s; %s)", choice, plan.sharding, self.asked, reason)
+            log.debug("%s execution for %s (asked: %s; %s)", choice, plan.knobs.sharding, self.asked, reason)
         self.reason = reason
         return choice
 

@@ -3,15 +3,21 @@ r"""The plan of a step: rule x cadence x sharding x micro-batches, decided in on
 Two objects, built at two moments:
 
 * :class:`Knobs` — once, when the optimizer is built: every SAM-family setting checked, and their
-  compatibility (a rule without ascent pass has nothing for a cadence to skip; a cadence that reuses
-  one perturbation needs one shard; ...). :func:`check_knobs` runs the same checks without
-  parameters, for a run configuration to validate itself with the optimizer's own rules.
-* :class:`StepPlan` — once per step, by :meth:`Knobs.plan`: whether this step ascends, the
-  perturbation of a step that does not (a reused one, or none), the share of each shard the ascent
-  gradient is taken on, a decision that waits for the gradient (AE-SAM), whether the batch's ascent
-  gradient is kept, and the descent-side transforms. The engines (:mod:`~samkit.optim.engine`,
-  :mod:`~samkit.optim.vectorized`) and the update (:mod:`~samkit.optim.update`) read the plan; none
-  of them asks the cadence again.
+  compatibility (each rule and cadence checks what it works with: :meth:`Rule.check_sharding`,
+  :meth:`Cadence.check_knobs`, :meth:`Cadence.scope_conflict`). It is also the only reader of what
+  the rule and the cadence declare (``ascent_passes``, ``descent_passes``, ``needs_full_grad``,
+  ``decides_after_gradient``) and takes, once, the hooks they supply: the rule's descent transform,
+  the cadence's sampler, descent transform, observer and — for a cadence whose every step is alike
+  (:class:`~samkit.optim.cadence.Always`) — its one decision. :func:`check_knobs` runs the same
+  checks without parameters, for a run configuration to validate itself with the optimizer's own
+  rules.
+* :class:`StepPlan` — once per step, by :meth:`Knobs.plan`, whole: the knobs (settings and hooks,
+  None where they add nothing), the cadence's :class:`~samkit.optim.cadence.Decision` for the step
+  (ascend, the perturbation of a step that does not, a decision that waits for the gradient), the
+  ascent passes it takes, whether the batch's ascent gradient is kept, and the step's parameters.
+  The engines (:mod:`~samkit.optim.engine`, :mod:`~samkit.optim.vectorized`) and the update
+  (:mod:`~samkit.optim.update`) read the plan and call the hooks; none of them asks the rule or
+  the cadence what kind it is.
 
 The execution that runs the plan's passes is chosen by :mod:`~samkit.optim.executions`.
 """
@@ -28,7 +34,7 @@ from torch import Tensor
 
 from samkit._checks import check_choice, check_flag, check_number, check_positive_int
 from samkit.errors import SamkitError
-from samkit.optim.cadence import Always, Cadence, parse_cadence
+from samkit.optim.cadence import NO_ASCENT, Always, Cadence, Decision, parse_cadence
 from samkit.optim.distributed import PerturbationGroups, full_value
 from samkit.optim.rules.base import Groups, Rule, RuleContext
 from samkit.optim.rules.sam import ASAM, SAM
@@ -44,24 +50,19 @@ NONFINITE = ("raise", "skip", "unchecked")
 class StepPlan:
     """What one step does, decided before its first pass (see the module docstring).
 
-    ``ascend``: take the rule's ascent passes (a rule without any, Momentum-SAM, has ``False`` and
-    perturbs on its own); ``fixed``: the perturbation of a step without ascent (a reused ``e``, or
-    ``None``: a plain step); ``sample``: the examples of a shard the ascent gradient is taken on;
-    ``decide``: for a decision from the cadence's statistic of the step's gradient; ``keep_full``: keep the
-    batch's ascent gradient (for the rule or the cadence).
+    ``knobs``: the optimizer's settings and what its rule and cadence supply (the same every step);
+    ``ascents``: this step's ascent passes (the rule's, or none when the cadence skips them or the
+    rule takes none); ``fixed``: the perturbation of a step the cadence skipped (a reused ``e``, or
+    ``None``: a plain step); ``statistic`` and ``decide``: a decision that waits for the step's
+    gradient (AE-SAM); ``keep_full``: keep the batch's ascent gradient (for the rule or the cadence).
     """
 
-    rule: Rule
-    cadence: Cadence
+    knobs: Knobs
     rules: RuleContext  # the perturbed groups (the scope): ascent, norm, perturbation, rule state
-    sharding: Sharding
-    micro_batch_size: int | None = None
-    max_grad_norm: float | None = None
-    sync: PerturbationGroups = field(default_factory=lambda: PerturbationGroups(1))
-    ascend: bool = True
+    ascents: int = 1
     fixed: Groups | None = None
-    sample: Callable[[int, torch.device], Tensor | None] | None = None
-    decide: Callable[[Tensor], bool] | None = None
+    statistic: Callable[[Groups, RuleContext], Tensor] | None = None
+    decide: Callable[[float], bool] | None = None
     keep_full: bool = False
     ddp: Any = None  # the model's DistributedDataParallel wrapper (None: not one)
     fsdp: bool = False  # the model is sharded with FSDP2 (fully_shard)
@@ -71,35 +72,26 @@ class StepPlan:
     # Read on every pass, so computed once here (fields, not properties):
     flat: list[Tensor] = field(init=False)  # the perturbed parameters (ascent, norm, moved weights)
     all_flat: list[Tensor] = field(init=False)  # every parameter of the step (descent, check, clip, base)
-    ascent_passes: int = field(init=False)  # this step's: the rule's, or none when the cadence skips
     plain: bool = field(init=False)  # a base-optimizer step: no ascent, nothing moved
-    points: bool = field(init=False)  # the rule takes its descent gradient at several points
     vectorizable: bool = field(init=False)  # shards with an ascent decided before it, or points
 
     def __post_init__(self) -> None:
         self.flat = [p for group in self.rules.params for p in group]
         self.all_flat = self.flat + self.others
-        self.ascent_passes = self.rule.ascent_passes if self.ascend else 0
         # A plain step needs no weight backup, and its BatchNorm statistics are the step's as they come.
-        self.plain = self.ascent_passes == 0 and self.fixed is None and self.rule.ascent_passes > 0
-        self.points = self.rule.descent_passes > 1  # SAMPa, mixed RWP
-        # stacked passes: shards with an ascent decided before it, or a rule's descent points
-        self.vectorizable = (self.ascent_passes > 0 and self.decide is None) or self.points
+        self.plain = self.ascents == 0 and self.fixed is None and not self.knobs.own
+        self.vectorizable = (self.ascents > 0 and self.decide is None) or self.knobs.points
 
     @property
     def params(self) -> Groups:
         return self.rules.params
 
-    def perturbation(
-        self, grads: Groups | None, stacked: bool = False, previous: Groups | None = None
-    ) -> tuple[Groups | None, Tensor]:
-        """The perturbation per group (``None``: none this step) and its norm (a plain tensor).
-
-        Without an ascent pass: the rule's own (Momentum-SAM) if it needs none, else ``fixed``.
-        """
-        if grads is None and self.rule.ascent_passes > 0:
+    def perturbation(self) -> tuple[Groups | None, Tensor]:
+        """The perturbation of a step without ascent pass and its norm (a plain tensor): the rule's
+        own (Momentum-SAM, RWP, SAMPa), or ``fixed`` (``None``: none)."""
+        if not self.knobs.own:
             return self.fixed, torch.zeros((), device=self.flat[0].device)
-        e, norm = self.rule.perturbation(grads, self.rules, stacked=stacked, previous=previous)
+        e, norm = self.knobs.rule.perturbation(None, self.rules)
         return e, full_value(norm)
 
 
@@ -115,6 +107,31 @@ class Knobs:
     execution: str  # asked for: auto, loop or vectorized (samkit.optim.executions runs it)
     nonfinite: str
     sync: PerturbationGroups
+    # What the rule and the cadence supply, asked once here (the plan of every step carries it):
+    ascents: int = field(init=False)  # the rule's ascent passes
+    own: bool = field(init=False)  # none: the rule perturbs on its own (Momentum-SAM, RWP, SAMPa)
+    descents: int = field(init=False)  # the points the rule's descent gradient is taken at
+    points: bool = field(init=False)  # several of them (SAMPa, mixed RWP)
+    keep_full: bool = field(init=False)  # an ascent step keeps the batch's ascent gradient
+    waits: bool = field(init=False)  # the cadence decides after the step's gradient (AE-SAM)
+    every_step: Decision | None = field(init=False)  # the cadence's decision when it never changes
+    sample: Callable[[int, torch.device], Tensor | None] | None = field(init=False)
+    rule_descent: Callable[[Groups, Groups | None, RuleContext], None] | None = field(init=False)
+    cadence_descent: Callable[[Groups, Groups | None, RuleContext, bool], None] | None = field(init=False)
+    cadence_observe: Callable[[RuleContext, bool, Groups | None], None] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        rule, cadence = self.rule, self.cadence
+        self.ascents, self.descents = rule.ascent_passes, rule.descent_passes
+        self.own = self.ascents == 0
+        self.points = self.descents > 1
+        self.keep_full = rule.needs_full_grad or cadence.needs_full_grad
+        self.waits = cadence.decides_after_gradient
+        self.every_step = NO_ASCENT if self.own else cadence.every_step()
+        self.sample = cadence.sampler()
+        self.rule_descent = rule.descent_transform()
+        self.cadence_descent = cadence.descent_transform()
+        self.cadence_observe = cadence.observer()
 
     @classmethod
     def build(
@@ -143,11 +160,7 @@ class Knobs:
         check_choice("nonfinite", nonfinite, NONFINITE)
         check_number("rho", rho, low=0.0)
         sharding = Sharding.from_args(shards, shard_size)
-        if not rule.shardable and not sharding.is_single:
-            raise SamkitError(
-                f"the {rule.name} rule takes no per-shard ascent, so {sharding} would give every "
-                "shard the same perturbation: use shards=1"
-            )
+        rule.check_sharding(sharding)
         if isinstance(cadence, str):
             cadence = parse_cadence(cadence)
         cadence = Always() if cadence is None else cadence
@@ -155,16 +168,7 @@ class Knobs:
             raise SamkitError(
                 f"cadence must be a samkit.cadence object such as samkit.cadence.Every(5), got {cadence!r}"
             )
-        if rule.ascent_passes == 0 and (type(cadence) is not Always or cadence.ascent_fraction is not None):
-            raise SamkitError(
-                f"the {rule.name} rule takes no ascent pass, so the cadence {cadence!r} has nothing to "
-                "skip or shrink: leave cadence out"
-            )
-        if (cadence.reuses_perturbation or cadence.decides_after_gradient) and not sharding.is_single:
-            raise SamkitError(
-                f"the cadence {cadence!r} works with one perturbation per step (per rank), not "
-                f"{sharding}: use shards=1"
-            )
+        cadence.check_knobs(rule, sharding)
         check_micro_batch_size(micro_batch_size)
         check_max_grad_norm(max_grad_norm)
         return cls(
@@ -202,13 +206,9 @@ class Knobs:
             )
         if all(flags):
             return
-        what = None
-        if self.rule.transforms_descent:
+        what = self.cadence.scope_conflict()
+        if self.rule_descent is not None:
             what = f"the {self.rule.name} rule changes the descent gradient with the ascent gradient"
-        elif self.cadence.transforms_descent:
-            what = f"the cadence {self.cadence!r} changes the descent gradient with the ascent gradient"
-        elif self.cadence.decides_after_gradient:
-            what = f"the cadence {self.cadence!r} decides from the gradient of every parameter"
         if what:
             raise SamkitError(
                 f"{what}, which a perturbation scope (groups with perturb=False) leaves out for some "
@@ -216,33 +216,20 @@ class Knobs:
             )
 
     def plan(self, step: int, ctx: RuleContext, others: list[Tensor], ddp: Any = None,
-             fsdp: bool = False) -> StepPlan:
+             fsdp: bool = False, decision: Decision | None = None) -> StepPlan:
         """The plan of step ``step`` (0-based, counting taken steps), whole: ``ctx`` holds the
-        perturbed groups, ``others`` the parameters of the groups left out of the perturbation."""
-        rule, cadence = self.rule, self.cadence
-        if rule.ascent_passes == 0:  # the rule perturbs without an ascent pass (Momentum-SAM)
-            ascend, fixed = False, None
-        elif cadence.decides_after_gradient or cadence.ascends(step):
-            ascend, fixed = True, None
-        else:
-            ascend, fixed = False, cadence.reuse(ctx)
-        decide = None
-        if cadence.decides_after_gradient and ascend:
-            def decide(value: Tensor) -> bool:
-                return cadence.decide(float(value), step)
+        perturbed groups, ``others`` the parameters of the groups left out of the perturbation.
+        ``decision`` overrides the cadence's (``NO_ASCENT``: a base-optimizer step)."""
+        decision = decision or self.every_step or self.cadence.decision(step, ctx)
+        ascend = decision.ascend
         return StepPlan(
-            rule=rule,
-            cadence=cadence,
+            knobs=self,
             rules=ctx,
-            sharding=self.sharding,
-            micro_batch_size=self.micro_batch_size,
-            max_grad_norm=self.max_grad_norm,
-            sync=self.sync,
-            ascend=ascend,
-            fixed=fixed,
-            sample=cadence.sample if cadence.ascent_fraction is not None else None,
-            decide=decide,
-            keep_full=ascend and (rule.needs_full_grad or cadence.needs_full_grad),
+            ascents=self.ascents if ascend else 0,
+            fixed=decision.reused,
+            statistic=decision.statistic,
+            decide=decision.decide,
+            keep_full=ascend and self.keep_full,
             others=others,
             ddp=ddp,
             fsdp=fsdp,
@@ -256,15 +243,15 @@ class Knobs:
                 f"{what} works on the gradient of one whole batch; with {self.sharding} use "
                 "train_step(model, loss_fn, batch), which splits the batch into shards"
             )
-        if self.rule.descent_passes > 1:
+        if self.points:
             raise SamkitError(
                 f"{what}: the {self.rule.name} rule takes its descent gradient at "
-                f"{self.rule.descent_passes} points, which needs the loss function: use "
+                f"{self.descents} points, which needs the loss function: use "
                 "train_step(model, loss_fn, batch)"
             )
-        if self.rule.ascent_passes > 1 and not multistep:
+        if self.ascents > 1 and not multistep:
             raise SamkitError(
-                f"{what}: the {self.rule.name} rule takes {self.rule.ascent_passes} ascent passes, "
+                f"{what}: the {self.rule.name} rule takes {self.ascents} ascent passes, "
                 "which need the loss function: use train_step(model, loss_fn, batch) or "
                 "step(closure)"
             )

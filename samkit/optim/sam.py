@@ -24,7 +24,6 @@ import re
 import weakref
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -58,15 +57,6 @@ from samkit.optim.update import (
 __all__ = ["SAM", "FriendlySAM", "NonFiniteError", "StepRecord", "active_scaler"]
 
 BaseOptimizer = type[Optimizer] | Callable[..., Optimizer]
-
-
-@dataclass
-class _Pending:
-    """A two-call step between ``first_step`` and ``second_step``: its plan and its ascent."""
-
-    plan: StepPlan
-    ascent: Ascent
-    passes: float
 
 
 class _Model:
@@ -181,7 +171,8 @@ class SAM(Optimizer):
         self.last_step: StepRecord | None = None
         self.geometry = rules.perturbation  # compile_step swaps in a compiled version
         self._backup = WeightBackup()
-        self._pending: _Pending | None = None
+        # a two-call step between first_step and second_step: its plan and what its passes gave
+        self._pending: tuple[StepPlan, PassResult] | None = None
         self._model: _Model | None = None  # the norm layers and the wrapper, found once per model
         knobs.cadence.bind()  # last: a construction that fails leaves the cadence free
 
@@ -276,7 +267,7 @@ class SAM(Optimizer):
         """Forward-backward passes of a step that ascends: the rule's ascent passes plus the descent.
 
         What a run really spent, with a cadence that skips ascents, is :attr:`passes`."""
-        return self.rule.ascent_passes + self.rule.descent_passes
+        return self.knobs.ascents + self.knobs.descents
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not hasattr(self, "base_optimizer"):  # during Optimizer.__init__
@@ -410,7 +401,7 @@ class SAM(Optimizer):
         for a rule without ascent pass)."""
         if self._pending is not None:
             raise SamkitError("first_step() called twice: call second_step() to restore the weights")
-        plan = self._plan(with_grad=self.rule.ascent_passes > 0)
+        plan = self._plan(with_grad=self.knobs.ascents > 0)
         if not plan.all_flat:
             raise SamkitError(
                 f"{what} found no gradients: compute the loss on the unperturbed weights and "
@@ -429,8 +420,8 @@ class SAM(Optimizer):
         """
         self.knobs.require_single_shard("first_step()")
         plan, ascent, _, _ = self._begin(None, "first_step()")
-        passes = 2.0 if self.rule.ascent_passes > 0 else 1.0  # the caller's backward(s)
-        self._pending = _Pending(plan, ascent, passes)
+        passes = 2.0 if self.knobs.ascents > 0 else 1.0  # the caller's backward(s)
+        self._pending = plan, _result(ascent, passes)
         if zero_grad:
             self.zero_grad()
 
@@ -439,26 +430,11 @@ class SAM(Optimizer):
         """Restore ``w`` exactly and step the base optimizer with the gradient taken at ``w + e``."""
         if self._pending is None:
             raise SamkitError("second_step() called without first_step(): nothing to restore")
-        pending, self._pending = self._pending, None
-        plan = pending.plan
-        result = self._restored(plan, pending.ascent, pending.passes)
+        (plan, result), self._pending = self._pending, None
+        self._backup.restore()
         self._update(plan, result, check_finite(self.nonfinite, result, plan.all_flat, None), None)
         if zero_grad:
             self.zero_grad()
-
-    def _restored(self, plan: StepPlan, ascent: Ascent, passes: float) -> PassResult:
-        """Weights back at ``w``; what the caller's (or the closure's) passes gave, for the update."""
-        self._backup.restore()
-        return PassResult(
-            loss=None,
-            perturbed_loss=None,
-            ascent_norm=ascent.norms,  # the record's norm is the first pass's; every one is checked
-            full_grads=ascent.full if ascent.ascended else None,
-            ascended=ascent.ascended,
-            perturbation=ascent.e,
-            norm_mean=ascent.norm if ascent.ascended else None,
-            passes=passes,
-        )
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """A whole step from a closure that computes the loss and calls ``backward()``.
@@ -489,13 +465,14 @@ class SAM(Optimizer):
         closure = torch.enable_grad()(closure)
         first_loss = None
         fresh = not any(p.grad is not None for g in self.param_groups for p in g["params"])
-        if self.rule.ascent_passes > 0 and fresh:  # torch's convention: the closure makes the gradient
+        if self.knobs.ascents > 0 and fresh:  # torch's convention: the closure makes the gradient
             first_loss = closure()
         plan, ascent, out, calls = self._begin(closure, "step(closure)")
         # the caller's own backward (popular convention) or our first closure call count as a pass
-        passes = float(calls + (0 if self.rule.ascent_passes == 0 else 1))
+        passes = float(calls + (0 if self.knobs.ascents == 0 else 1))
         with torch.no_grad():
-            result = self._restored(plan, ascent, passes)
+            self._backup.restore()
+            result = _result(ascent, passes)
             self._update(plan, result, check_finite(self.nonfinite, result, plan.all_flat, None), None)
         return first_loss if first_loss is not None else out
 
@@ -571,6 +548,20 @@ class FriendlySAM(SAM):
         super().__init__(
             params, base_optimizer, rho=rho, rule=FriendlyRule(sigma=sigma, lmbda=lmbda), **kwargs
         )
+
+
+def _result(ascent: Ascent, passes: float) -> PassResult:
+    """What the caller's (or the closure's) passes of a step gave, for the update."""
+    return PassResult(
+        loss=None,
+        perturbed_loss=None,
+        ascent_norm=ascent.norms,  # the record's norm is the first pass's; every one is checked
+        full_grads=ascent.full if ascent.ascended else None,
+        ascended=ascent.ascended,
+        perturbation=ascent.e,
+        norm_mean=ascent.norm if ascent.ascended else None,
+        passes=passes,
+    )
 
 
 def _build_base(

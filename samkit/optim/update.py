@@ -110,38 +110,30 @@ def check_finite(
     return Finite.YES if bool(torch.isfinite(norm)) else Finite.NO
 
 
-def _rule_step(plan: StepPlan, ascended: bool) -> bool:
-    """Whether the rule's descent and observe hooks apply: it made this step's perturbation."""
-    return ascended or plan.rule.ascent_passes == 0
+def _descent_hooks(plan: StepPlan, result: PassResult) -> tuple[Any, Any]:
+    """The rule's descent transform when it made this step's perturbation (an ascent, or its own),
+    and the cadence's; None for each that adds nothing."""
+    rule = plan.knobs.rule_descent if result.ascended or plan.knobs.own else None
+    return rule, plan.knobs.cadence_descent
 
 
-def _transforms(plan: StepPlan, ascended: bool) -> bool:
-    """Whether anything changes the descent gradient before the base step (rule, cadence, clip)."""
-    return (
-        (_rule_step(plan, ascended) and plan.rule.transforms_descent)
-        or plan.cadence.transforms_descent
-        or plan.max_grad_norm is not None
-    )
-
-
-def _descent_side(plan: StepPlan, result: PassResult) -> None:
+def _descent_side(plan: StepPlan, result: PassResult, rule: Any, cadence: Any) -> None:
     """Rule and cadence descent transforms, then clipping, on unscaled gradients in ``.grad``."""
-    rule, cadence, ctx = plan.rule, plan.cadence, plan.rules
-    rule_transforms = _rule_step(plan, result.ascended) and rule.transforms_descent
-    if rule_transforms or cadence.transforms_descent:
+    ctx = plan.rules
+    if rule is not None or cadence is not None:
         for group in ctx.params:
             for p in group:
                 if p.grad is None:  # unused in the loss: its descent gradient is zero
                     p.grad = torch.zeros_like(p)
         grads = [[p.grad for p in group] for group in ctx.params]
-        if rule_transforms:
-            rule.descent(grads, result.full_grads, ctx)  # type: ignore[arg-type]
-        if cadence.transforms_descent:
-            cadence.descent(grads, result.full_grads, ctx, result.ascended)  # type: ignore[arg-type]
-    if plan.max_grad_norm is not None:
+        if rule is not None:
+            rule(grads, result.full_grads, ctx)
+        if cadence is not None:
+            cadence(grads, result.full_grads, ctx, result.ascended)
+    if plan.knobs.max_grad_norm is not None:
         flat = [p for p in plan.all_flat if p.grad is not None]
         if flat:
-            clip_grad_norm_(flat, plan.max_grad_norm)  # torch's, right for FSDP2's DTensors
+            clip_grad_norm_(flat, plan.knobs.max_grad_norm)  # torch's, right for FSDP2's DTensors
 
 
 def base_step(
@@ -152,12 +144,13 @@ def base_step(
     scaler: torch.amp.GradScaler | None,
 ) -> bool:
     """Transforms, clipping and the base optimizer's step (or its skip); whether it stepped."""
-    transforms = _transforms(plan, result.ascended)
+    rule, cadence = _descent_hooks(plan, result)
+    transforms = rule is not None or cadence is not None or plan.knobs.max_grad_norm is not None
     if scaler is None:
         if finite is Finite.NO:
             return False
         if transforms:
-            _descent_side(plan, result)
+            _descent_side(plan, result, rule, cadence)
         base.step()
         return True
     if finite is Finite.NO:
@@ -169,7 +162,7 @@ def base_step(
     if transforms:
         scaler.unscale_(base)
         if finite is not Finite.NO:
-            _descent_side(plan, result)
+            _descent_side(plan, result, rule, cadence)
     before = scaler.get_scale() if finite is Finite.UNCHECKED else None
     scaler.step(base)
     scaler.update()
@@ -203,9 +196,10 @@ def account(
         ctx.scratch.clear()
         return record
     if taken:
-        if _rule_step(plan, result.ascended):
-            plan.rule.observe(result.full_grads, ctx)
-        plan.cadence.observe(ctx, result.ascended, result.perturbation)
+        if result.ascended or plan.knobs.own:  # the rule made this step's perturbation
+            plan.knobs.rule.observe(result.full_grads, ctx)
+        if plan.knobs.cadence_observe is not None:
+            plan.knobs.cadence_observe(ctx, result.ascended, result.perturbation)
         counts.steps += 1
         counts.ascent_steps += int(result.ascended)
     ctx.scratch.clear()

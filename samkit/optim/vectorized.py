@@ -112,12 +112,12 @@ def vectorized_passes(
     is taken (``take``: every shard of a run at once, mapped) and the stacked descent. Writes the
     merged running statistics into ``stats``.
     """
-    if ctx.points:
+    if ctx.knobs.points:
         return vectorized_points(ctx, model, loss_fn, batch, scaler, stats, backup)
     flat = ctx.flat
     others, every = ctx.others, ctx.all_flat
-    sizes = ctx.sharding.sizes(batch_size(batch))
-    if ctx.ascent_passes < 1 or ctx.decide is not None:
+    sizes = ctx.knobs.sharding.sizes(batch_size(batch))
+    if ctx.ascents < 1 or ctx.decide is not None:
         raise SamkitError(
             "a step without ascent pass (or one decided after the gradient) has nothing to "
             "vectorize: use execution='loop'"
@@ -153,8 +153,8 @@ def vectorized_passes(
             else t,
             batch,
         )
-        pieces = _pieces(sub, size, ctx.micro_batch_size)
-        ascent_pieces = _pieces(*_sampled(sub, count, size, ctx), ctx.micro_batch_size)
+        pieces = _pieces(sub, size, ctx.knobs.micro_batch_size)
+        ascent_pieces = _pieces(*_sampled(sub, count, size, ctx), ctx.knobs.micro_batch_size)
 
         def take(j: int, e: Groups | None, count: int = count, w: float = w,
                  ascent_pieces: Any = ascent_pieces) -> tuple[Tensor | None, list[Tensor]]:
@@ -227,7 +227,7 @@ def vectorized_passes(
         del e, ascent
     if stats and merged is not None:
         stats.set_merged(merged)
-    return totals.result(ddp=False, shards=len(sizes))
+    return totals.result(ddp=False, shards=len(sizes), n=n)
 
 
 def vectorized_points(
@@ -246,8 +246,8 @@ def vectorized_points(
     on each other: this is its parallel pair on one device.
     """
     flat, every = plan.flat, plan.all_flat
-    points, norm = plan.rule.descent_points(plan.rules)
-    k, at = len(points), plan.rule.stats_point(len(points))
+    points, norm = plan.knobs.rule.descent_points(plan.rules)
+    k, at = len(points), plan.knobs.rule.stats_point(len(points))
     names = parameter_names(model, every)
     bound = _Bound(model, loss_fn)
     stat_names = ["model." + name for name in stats.names] if stats else []
@@ -260,7 +260,7 @@ def vectorized_points(
     grads: list[Tensor] | None = None
     losses: Tensor | None = None
     merged: list[Tensor] | None = None
-    for piece, v in micro_batches(batch, plan.micro_batch_size):
+    for piece, v in micro_batches(batch, plan.knobs.micro_batch_size):
         stacked = []
         for j, p in enumerate(every):
             rows = [p.detach() + o[j] if (o is not None and j < len(flat)) else p.detach() for o in offsets]
@@ -289,7 +289,7 @@ def vectorized_points(
         stats.set_merged(merged)
     per_point = [[g[i] for g in grads] for i in range(k)]
     return combine_points(plan, points, per_point, list(losses.unbind(0)), at, norm, scaler,
-                          k * batch_size(batch))
+                          batch_size(batch))
 
 
 def _pieces(sub: Any, size: int, micro_batch_size: int | None) -> list[tuple[Any, float]]:
@@ -303,10 +303,10 @@ def _pieces(sub: Any, size: int, micro_batch_size: int | None) -> list[tuple[Any
 
 def _sampled(sub: Any, count: int, size: int, ctx: StepPlan) -> tuple[Any, int]:
     """Each shard's examples for the ascent: all, or the cadence's random share (per shard)."""
-    if ctx.sample is None:
+    if ctx.knobs.sample is None:
         return sub, size
     device = next(t for t in pytree.tree_leaves(sub) if isinstance(t, Tensor)).device
-    drawn = [ctx.sample(size, device) for _ in range(count)]
+    drawn = [ctx.knobs.sample(size, device) for _ in range(count)]
     rows_of = [d for d in drawn if d is not None]
     if len(rows_of) < count:
         return sub, size

@@ -47,8 +47,8 @@ from samkit.train.setup import (
     evaluate,
     load_data,
     lr_factor,
-    passes_of_last_step,
     passes_per_step,
+    step_counters,
     train_step,
     training_loss,
 )
@@ -180,6 +180,8 @@ class _Run:
         )
         self.loss_fn = training_loss(cfg)
         self.passes_per_step = passes_per_step(self.optimizer)
+        # steps, passes and examples: the optimizer's own counters (a plain one's PlainStep's)
+        self.counts = step_counters(self.optimizer, cfg.micro_batch_size, cfg.max_grad_norm)
         self.order_gen = torch.Generator().manual_seed(cfg.seed)
         self.augment_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
         self.autocast = _autocast(cfg.precision, self.device)
@@ -188,7 +190,6 @@ class _Run:
         self.step_in_epoch = 0
         self.perm: torch.Tensor | None = None
         self.epoch_loss = torch.zeros((), dtype=torch.float64)
-        self.steps = self.passes = self.example_passes = 0
         self.train_time = self.wall_time = 0.0
         self.last_lr = float("nan")
         # what execution the steps ran and why, kept in the checkpoint: a run resumed after its
@@ -204,6 +205,22 @@ class _Run:
         env["world_size"] = self.ranks.world_size
         if self.ranks.is_main:
             run_folder.record_environment(out, cfg, env)
+
+    # ---- the counters: the optimizer's ---------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        """Steps taken (every one: a step that is not taken stops the run)."""
+        return self.counts.steps
+
+    @property
+    def passes(self) -> float:
+        """Forward-backward passes over a batch (a pass over a fraction ``f`` counting ``f``)."""
+        return self.counts.passes
+
+    @property
+    def example_passes(self) -> int:
+        """Examples through every pass, over the global batch (every rank's part)."""
+        return round(self.counts.passes * self.cfg.batch_size)
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, interrupt_after_steps: int | None) -> dict[str, Any]:
@@ -329,10 +346,6 @@ class _Run:
             raise self._non_finite(inputs, float(loss))
         self.epoch_loss += loss.double().cpu()
         self.step_in_epoch += 1
-        self.steps += 1
-        step_passes = passes_of_last_step(self.optimizer)  # counted by the optimizer
-        self.passes += step_passes
-        self.example_passes += round(step_passes * cfg.batch_size)
         self.last_lr = self.optimizer.param_groups[0]["lr"]  # the LR this step used
         every = cfg.log_every_steps
         if every and self.steps % every == 0 and self.ranks.is_main:
@@ -514,7 +527,12 @@ class _Run:
             self.step_in_epoch = int(state["step_in_epoch"])
             self.perm = None if state["perm"] is None else state["perm"].cpu()
             self.epoch_loss = state["epoch_loss"].double().cpu()
-            for key, value in state["counters"].items():
+            counters = dict(state["counters"])
+            counts = self.counts  # (a SAM optimizer's were restored with its state: the same values)
+            counts.steps, counts.passes = int(counters.pop("steps")), float(counters.pop("passes"))
+            del counters["example_passes"]  # the global batch's, from passes (example_passes)
+            counts.example_passes = round(counts.passes * (self.cfg.batch_size // self.ranks.world_size))
+            for key, value in counters.items():
                 setattr(self, key, value)
             self.history = list(state["history"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:

@@ -269,28 +269,17 @@ def train_step(
     """One update for any optimizer; returns the detached mean loss.
 
     SAM-family optimizers do their own step (micro-batches and clipping are their settings). A plain
-    base optimizer: zero_grad, forward/backward (accumulated over micro-batches of at most
-    ``micro_batch_size`` examples, each weighted by its share of the batch), clipping to
-    ``max_grad_norm``, step.
+    base optimizer takes the same route with no ascent (:class:`samkit.optim.plain.PlainStep`):
+    zero_grad, forward/backward accumulated over micro-batches of at most ``micro_batch_size``
+    examples (each weighted by its share of the batch), clipping to ``max_grad_norm``, step, and
+    the same counters and step record.
     """
     step = getattr(optimizer, "train_step", None)
     if step is not None:
         return step(model, loss_fn, batch)
-    from samkit.optim.sharding import micro_batches
+    from samkit.optim.plain import plain_step
 
-    optimizer.zero_grad(set_to_none=True)
-    total: Tensor | None = None
-    for piece, weight in micro_batches(batch, micro_batch_size):
-        loss = loss_fn(model, piece)
-        (loss * weight if weight != 1.0 else loss).backward()
-        part = loss.detach() * weight
-        total = part if total is None else total + part
-    if max_grad_norm is not None:
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
-    optimizer.step()
-    assert total is not None
-    return total
+    return plain_step(optimizer, micro_batch_size, max_grad_norm).train_step(model, loss_fn, batch)
 
 
 def passes_per_step(optimizer: torch.optim.Optimizer) -> int:
@@ -298,11 +287,17 @@ def passes_per_step(optimizer: torch.optim.Optimizer) -> int:
     return int(getattr(optimizer, "passes_per_step", 1))
 
 
-def passes_of_last_step(optimizer: torch.optim.Optimizer) -> float:
-    """Forward-backward passes over the batch the last step really took (a cadence may skip the
-    ascent; half-batch ascents count half); 1 for a plain optimizer."""
-    record = getattr(optimizer, "last_step", None)
-    return float(record.passes) if record is not None else 1.0
+def step_counters(optimizer: torch.optim.Optimizer, micro_batch_size: int | None = None,
+                  max_grad_norm: float | None = None) -> Any:
+    """The :class:`~samkit.optim.update.Counters` of the steps :func:`train_step` takes with
+    ``optimizer`` (steps, passes, examples): a SAM-family optimizer's own, a plain one's
+    :class:`~samkit.optim.plain.PlainStep`'s — one set of counters for either."""
+    counts = getattr(optimizer, "counts", None)
+    if counts is not None:
+        return counts
+    from samkit.optim.plain import plain_step
+
+    return plain_step(optimizer, micro_batch_size, max_grad_norm).counts
 
 
 @torch.no_grad()

@@ -35,6 +35,18 @@ def test_always_is_todays_sam_bit_for_bit():
     assert pattern == [True] * 6 and opt.ascent_steps == 6 and opt.passes == 12
 
 
+def test_a_cadence_that_overrides_ascends_is_asked_at_every_step():
+    # Always's decision is built once (the plan does not ask it per step); a subclass that decides
+    # step by step must not inherit that shortcut.
+    class Odd(cadence.Always):
+        def ascends(self, step):
+            return step % 2 == 1
+
+    assert cadence.Always().every_step() is not None and Odd().every_step() is None
+    _, opt, pattern = run(cadence=Odd())
+    assert pattern == [s % 2 == 1 for s in range(6)] and opt.ascent_steps == 3
+
+
 @pytest.mark.parametrize(
     "make,expected",
     [
@@ -160,6 +172,17 @@ def test_gradnorm_trigger_decisions_follow_ae_sam():
         expected.append(s >= mu + c * math.sqrt(var))
     assert [trigger.decide(s, t) for t, s in enumerate(norms)] == expected
     assert any(expected) and not all(expected)
+
+
+@pytest.mark.parametrize("make", [lambda: cadence.GradNormTrigger(total_steps=6), lambda: cadence.Drift(k=2)],
+                         ids=["gradnorm", "drift"])
+def test_a_decision_after_the_gradient_reads_one_host_number(make):
+    # the engine hands the cadence a float (not a tensor): its running state stays plain numbers
+    _, opt, pattern = run(cadence=make())
+    state = opt.state_dict()["samkit"]["cadence"]
+    numbers = {k: v for k, v in state.items() if k in ("mean", "var", "threshold")}
+    assert numbers and all(type(v) is float for v in numbers.values()), numbers
+    assert pattern[0] and opt.ascent_steps == sum(pattern)
 
 
 @pytest.mark.parametrize("threshold,twin", [(-1e9, "sam"), (1e9, "sgd")])

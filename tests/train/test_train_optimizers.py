@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import samkit
 from samkit.errors import SamkitError
 from samkit.optim.sharding import batch_size
 from samkit.train import TrainConfig, config_hash, load_config
-from samkit.train.setup import build_optimizer, train_step
+from samkit.train.setup import build_optimizer, step_counters, train_step
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,6 +75,32 @@ def test_plain_optimizer_micro_batches_and_clipping_equal_the_whole_batch():
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     assert batch_size((x, y)) == 10
+    # the same counters and step record as a SAM optimizer's: one step each, every pass counted
+    counts = step_counters(opt_a, 3, 0.1)
+    assert (counts.steps, counts.passes, counts.example_passes) == (3, 3.0, 30)
+    assert step_counters(opt_a, 3, 0.1) is counts
+
+
+def test_one_set_of_counters_for_plain_and_sam_optimizers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 3))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+
+    def loss_fn(m, b):
+        return nn.functional.cross_entropy(m(b[0]), b[1])
+
+    sam = samkit.SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    for opt in (sam, sgd, sgd):
+        train_step(opt, model, loss_fn, (x, y), micro_batch_size=4)
+    assert step_counters(sam) is sam.counts and sam.counts.passes == 2.0
+    counts = step_counters(sgd, 4)
+    assert (counts.steps, counts.passes, counts.example_passes) == (2, 2.0, 16)
+    # the step kept for a plain optimizer does not keep the optimizer alive
+    gone = weakref.ref(sgd)
+    del sgd, opt
+    gc.collect()
+    assert gone() is None
 
 
 def test_new_settings_at_their_defaults_keep_old_run_hashes():

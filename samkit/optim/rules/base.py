@@ -36,6 +36,7 @@ from torch import Tensor
 
 from samkit._checks import check_flag, check_number
 from samkit._compat import reduced
+from samkit.errors import SamkitError
 
 EPS = 1e-12
 
@@ -60,18 +61,22 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     """
     if len(tensors) == 0:
         raise ValueError("global_norm of an empty list: no parameter has a gradient")
-    dtype = _norm_dtype(tensors)
     tensors = list(tensors)
-    if all(t.dtype == dtype for t in tensors):
+    # (sets, not generators: a step reads these once per parameter, and a generator is a Python
+    # call per item)
+    dtypes = {t.dtype for t in tensors}
+    dtype = torch.float64 if torch.float64 in dtypes else torch.float32
+    if dtypes == {dtype}:
         # without dtype: torch 2.14's DTensor (FSDP2) has no sharding rule for the dtype overload
         norms = list(torch._foreach_norm(tensors, 2))
     else:
         norms = list(torch._foreach_norm(tensors, 2, dtype=dtype))
-    if any(n.dtype != dtype or n.device != norms[0].device for n in norms):
+    if {(n.dtype, n.device) for n in norms} != {(dtype, norms[0].device)}:
         device = norms[0].device
         norms = [n.to(device=device, dtype=dtype) for n in norms]
+    norm = torch.linalg.vector_norm(torch.stack(norms))
     # DTensors (FSDP2): reduced over the ranks before any use (torch 2.8 would add eps per rank)
-    return reduced(torch.linalg.vector_norm(torch.stack(norms)))
+    return norm if type(norm) is Tensor else reduced(norm)
 
 
 def shard_norms(tensors: Sequence[Tensor]) -> Tensor:
@@ -87,7 +92,7 @@ def shard_norms(tensors: Sequence[Tensor]) -> Tensor:
 
 def _norm_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
     """float64 if any tensor is, else float32: the precision norms accumulate in."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    return torch.float64 if torch.float64 in {t.dtype for t in tensors} else torch.float32
 
 
 def _fused_shard_norms(tensors: Sequence[Tensor]) -> Tensor:
@@ -224,10 +229,13 @@ class Rule:
     * :meth:`observe` — state updates after a taken step, from the full-batch ascent gradient;
     * :meth:`hyperparameters` / :meth:`validate` — per-group settings and their checks.
 
-    Class attributes tell the engines what to compute: :attr:`ascent_passes` (0: the perturbation
-    needs no gradient, e.g. Momentum-SAM; ``k > 1``: ``k`` ascent passes, each at the previous
-    perturbation), :attr:`needs_full_grad` (keep the full-batch ascent gradient for ``descent`` /
-    ``observe``), :attr:`shardable` (whether per-shard perturbations mean anything).
+    Class attributes declare what the rule needs, read once by the optimizer's plan
+    (:class:`samkit.optim.plan.Knobs`), never by the engines: :attr:`ascent_passes` (0: the
+    perturbation needs no gradient, e.g. Momentum-SAM; ``k > 1``: ``k`` ascent passes, each at the
+    previous perturbation), :attr:`descent_passes` (the points of a rule's descent, SAMPa),
+    :attr:`needs_full_grad` (keep the full-batch ascent gradient for ``descent`` / ``observe``),
+    :attr:`shardable` (whether per-shard perturbations mean anything, :meth:`check_sharding`),
+    :attr:`transforms_descent` (the plan carries :meth:`descent_transform`).
     """
 
     name = "sam"
@@ -256,6 +264,14 @@ class Rule:
 
     def check_base(self, base_optimizer: torch.optim.Optimizer) -> None:
         """Refuse a base optimizer the rule cannot work with (default: any will do)."""
+
+    def check_sharding(self, sharding: Any) -> None:
+        """Refuse shards when the rule has no per-shard ascent (:attr:`shardable`)."""
+        if not self.shardable and not sharding.is_single:
+            raise SamkitError(
+                f"the {self.name} rule takes no per-shard ascent, so {sharding} would give every "
+                "shard the same perturbation: use shards=1"
+            )
 
     # ---- the step -------------------------------------------------------------------------------
     def direction(self, grads: Groups, ctx: RuleContext, stacked: bool = False) -> Groups:
@@ -290,6 +306,11 @@ class Rule:
 
     def observe(self, full_grads: Groups | None, ctx: RuleContext) -> None:
         """Update the rule's state after a taken step (``full_grads``: the batch's ascent gradient)."""
+
+    def descent_transform(self) -> Callable[[Groups, Groups | None, RuleContext], None] | None:
+        """:meth:`descent` when the rule changes the descent gradient (:attr:`transforms_descent`),
+        else None: what the optimizer's plan (Knobs) carries, for the update to call unasked."""
+        return self.descent if self.transforms_descent else None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
