@@ -25,8 +25,7 @@ import torch
 
 from samkit.errors import SamkitError, SamkitWarning
 from samkit.optim import NonFiniteError
-from samkit.train import run_files as files
-from samkit.train import run_folder
+from samkit.train import run_files, run_folder
 from samkit.train.config import TrainConfig, config_hash, load_config
 from samkit.train.distributed import Ranks, from_environment, unwrap, wrap
 from samkit.train.environment import environment
@@ -128,7 +127,7 @@ def _device_hint(out: Path, cfg: TrainConfig | None, overrides: dict[str, Any]) 
     if cfg is not None:
         return cfg.device
     try:
-        return load_config(out / files.CONFIG).device
+        return load_config(out / run_files.CONFIG).device
     except Exception:  # a missing/bad config is reported by the resume path itself
         return "cpu"
 
@@ -161,7 +160,7 @@ class _Run:
         self.steps_per_epoch = min(full, cfg.max_steps_per_epoch or full)
         self.local = self.ranks.local_slice(cfg.batch_size)  # this rank's part of each batch
         model = build_model(cfg, self.ds, self.device)
-        ckpt = out / files.CHECKPOINT
+        ckpt = out / run_files.CHECKPOINT
         if cfg.init_from_id is not None and not ckpt.is_file():  # resumed runs have their own
             load_init_weights(cfg, model)
         warning = batchnorm_shard_warning(cfg, model, self.ranks.world_size)
@@ -200,7 +199,7 @@ class _Run:
         self.writer: Any = None  # TensorBoard, while fit() runs on rank 0 (when installed)
         self.saved: tuple[int, int] | None = None  # (epoch, step) of the last checkpoint written
         if ckpt.is_file():
-            self._restore(files.load_checkpoint(ckpt, self.device))
+            self._restore(run_files.load_checkpoint(ckpt, self.device))
         env = environment(self.device, command)
         env["world_size"] = self.ranks.world_size
         if self.ranks.is_main:
@@ -226,7 +225,7 @@ class _Run:
     def fit(self, interrupt_after_steps: int | None) -> dict[str, Any]:
         try:
             return self._fit(interrupt_after_steps)
-        except files.WriteError as err:  # the file system refused: say what is safe, and how on
+        except run_files.WriteError as err:  # the file system refused: say what is safe, and how on
             raise SamkitError(err.message(self._stopped_at())) from None
 
     def _fit(self, interrupt_after_steps: int | None) -> dict[str, Any]:
@@ -349,7 +348,7 @@ class _Run:
         self.last_lr = self.optimizer.param_groups[0]["lr"]  # the LR this step used
         every = cfg.log_every_steps
         if every and self.steps % every == 0 and self.ranks.is_main:
-            log_step(self.out / files.STEPS, self.writer, self.steps, float(loss), self.last_lr,
+            log_step(self.out / run_files.STEPS, self.writer, self.steps, float(loss), self.last_lr,
                      getattr(self.optimizer, "last_step", None))
         if cfg.schedule_unit == "step":
             self.scheduler.step()
@@ -419,7 +418,7 @@ class _Run:
         # rewrites metrics.jsonl from the checkpoint's history.
         self._checkpoint()
         if self.ranks.is_main:
-            files.write_metrics(self.out / files.METRICS, self.history)
+            run_files.write_metrics(self.out / run_files.METRICS, self.history)
         if writer is not None:
             for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
                 writer.add_scalar(key, row[key], self.epoch)
@@ -455,7 +454,7 @@ class _Run:
             "world_size": self.ranks.world_size,
         }
         if self.ranks.is_main:
-            files.write_json(self.out / files.SUMMARY, summary)
+            run_files.write_json(self.out / run_files.SUMMARY, summary)
         self.ranks.barrier()
         return summary
 
@@ -470,8 +469,8 @@ class _Run:
         }
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        files.save_checkpoint(
-            self.out / files.CHECKPOINT,
+        run_files.save_checkpoint(
+            self.out / run_files.CHECKPOINT,
             {
                 "config_hash": self.hash,
                 "resume_hash": run_folder.resume_hash(self.cfg),
