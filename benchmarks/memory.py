@@ -93,13 +93,16 @@ def build(size: str, device: str, batch: int) -> tuple[Any, Any]:
 
 
 def peak_of_events(events: list[dict[str, Any]]) -> int:
-    """The high-water mark of bytes allocated over a profiled span, from its ``[memory]`` events
-    (each carries ``Total Allocated``, the running total since the span began, per device)."""
-    peak = 0
-    for event in events:
-        if event.get("name") == "[memory]":
-            peak = max(peak, int(event["args"]["Total Allocated"]))
-    return peak
+    """The high-water mark of bytes allocated over a profiled span, above what was allocated when it
+    began, from its ``[memory]`` events. Each carries ``Total Allocated``, the profiler's running
+    count after that allocation or free; the count does not restart with a second profiling span in
+    the same process (it keeps what the last one allocated and freed only after it ended), so the
+    span's own start is read from its first event: its total less its own bytes."""
+    mem = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    if not mem:
+        return 0
+    start = int(mem[0]["args"]["Total Allocated"]) - int(mem[0]["args"]["Bytes"])
+    return max(0, *(int(e["args"]["Total Allocated"]) - start for e in mem))
 
 
 def measure(size: str, row: str, device: str, batch: int, steps: int) -> dict[str, Any]:

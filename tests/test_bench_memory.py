@@ -40,3 +40,13 @@ def test_sgd_with_momentum_grows_by_its_gradient_and_buffer():
         p.numel() for p in memory.build("1m", "cpu", 32)[0].parameters()
     )
     assert 2.0 <= result["growth_P"] <= 2.1, result
+
+
+def test_sam_holds_one_copy_over_sgd():
+    """SAM's math needs one full-size buffer over its base optimizer (the saved w, or e): the
+    perturbation is made in the ascent gradient's storage and dropped once it is in the weights.
+    Counted allocations, not time: the same on every machine."""
+    sgd = memory.measure("1m", "sgd", "cpu", batch=32, steps=2)
+    for row in ("sam", "usam", "sam every 2"):
+        got = memory.measure("1m", row, "cpu", batch=32, steps=2)
+        assert got["growth_P"] - sgd["growth_P"] <= 1.05, (row, got["growth_P"], sgd["growth_P"])

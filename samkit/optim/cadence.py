@@ -316,6 +316,10 @@ class Every(Cadence):
         scale = (self.alpha * g_norm / (v_norm + EPS)).to(g[0].dtype)
         torch._foreach_add_(g, torch._foreach_mul(v, scale))  # type: ignore[arg-type]
 
+    def observer(self) -> Callable[[RuleContext, bool, Groups | None], None] | None:
+        """None without reuse: such a step remembers nothing (and its ``e`` can be freed early)."""
+        return None if self.reuse_mode is None else self.observe
+
     def observe(self, ctx: RuleContext, ascended: bool, perturbation: Groups | None) -> None:
         if not ascended:
             return

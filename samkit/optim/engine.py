@@ -207,13 +207,15 @@ class Totals:
 
 
 def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, ddp: bool = False,
-           stacked: bool = False) -> Ascent:
+           stacked: bool = False, owned: bool = False) -> Ascent:
     """The ascent passes of one shard (the same for every execution and front end; module docstring).
 
     ``take(j, e)`` gives pass ``j``'s gradient at ``w + e`` (``e`` the perturbation of pass ``j - 1``;
     ``take(0, None)`` at ``w``). With a ``backup`` the real weights are moved to ``w + e`` after each
     pass (the loop, the closure); without one (stacked shards) the perturbation is only returned.
     Under DDP (``ddp``) a decision after the gradient uses the mean over ranks of its statistic.
+    ``owned``: ``take``'s gradients are the ascent's own (not ``.grad``), so the perturbation may be
+    made in their storage when nothing keeps them (memory: one full-size buffer fewer).
     """
     flat = plan.flat
     e: Groups | None = None
@@ -233,7 +235,11 @@ def ascend(plan: StepPlan, take: TakeGradient, *, backup: WeightBackup | None, d
         by_group = split_groups(grads, lengths)
         if j == 0 and plan.keep_full:
             full = by_group
-        e, norm = plan.knobs.rule.perturbation(by_group, plan.rules, stacked=stacked, previous=e)
+        plan.rules.consume = owned and not (j == 0 and plan.keep_full)
+        try:
+            e, norm = plan.knobs.rule.perturbation(by_group, plan.rules, stacked=stacked, previous=e)
+        finally:
+            plan.rules.consume = False
         if type(norm) is not Tensor:  # a DTensor norm (FSDP2): the global value
             norm = full_value(norm)
         norms = norm if norms is None else norms + norm
@@ -347,8 +353,9 @@ def shard_gradient(
             stats.restore()
         if len(pieces) == 1:
             return loss, grads
-        if grad_sum is None or loss_sum is None:
-            loss_sum, grad_sum = loss * v, list(torch._foreach_mul(grads, v))
+        if grad_sum is None or loss_sum is None:  # the first piece's gradient (ours) holds the sum
+            torch._foreach_mul_(grads, v)
+            loss_sum, grad_sum = loss * v, grads
         else:
             loss_sum = loss_sum + loss * v
             torch._foreach_add_(grad_sum, grads, alpha=v)
@@ -426,8 +433,12 @@ def loop_passes(
             if moves is None:  # a plain step: no ascent, its loss is the descent's
                 totals.last = shard = _NOTHING
             else:
-                shard = ascend(plan, take, backup=moves, ddp=ddp is not None)
+                shard = ascend(plan, take, backup=moves, ddp=ddp is not None, owned=True)
                 totals.ascent(shard, w)
+                if plan.knobs.cadence_observe is None:
+                    # e is in the weights and the backup puts w back: nothing reads e again, so the
+                    # descent runs without it (SAM's memory: one saved copy over the base step's).
+                    shard.e = None
             if shard.declined is not None:
                 to_grad(flat, shard.declined, scaler, ddp is not None)  # the step's gradient is in .grad
                 break

@@ -247,3 +247,39 @@ def test_the_tolerance_catches_a_real_difference():
         plain.step()
     with pytest.raises(AssertionError, match="diff"):
         _assert_close(model, reference, torch.float64, "rho=1e-6")
+
+
+# ---- memory: the perturbation made in the ascent gradient's storage -----------------------------
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_perturbation_in_place_is_the_same_e_in_the_directions_storage(adaptive):
+    """``inplace=True`` (the engine gives the ascent gradient up) gives the same values, bit for bit,
+    in the direction's own tensors: one full-size buffer fewer, nothing else changed."""
+    from samkit.optim.rules.base import perturbation
+
+    torch.manual_seed(0)
+    params = [[torch.randn(5, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)],
+              [torch.randn(2, 2, dtype=torch.float64)]]
+    d = [[torch.randn_like(p) for p in group] for group in params]
+    kept = [[x.clone() for x in group] for group in d]
+    args = (params, [0.05, 0.2], [adaptive, adaptive], [0.01, 0.0])
+    e_new, norm_new = perturbation(kept, *args)
+    assert all(torch.equal(a, b) for ga, gb in zip(kept, d) for a, b in zip(ga, gb))  # not touched
+    e_in, norm_in = perturbation(d, *args, inplace=True)
+    assert torch.equal(norm_in, norm_new)
+    for g_new, g_in, g_d in zip(e_new, e_in, d):
+        for a, b, x in zip(g_new, g_in, g_d):
+            assert torch.equal(a, b)
+            assert b.data_ptr() == x.data_ptr() or adaptive  # SAM: in d itself
+
+
+def test_the_closure_front_end_leaves_the_callers_gradient_alone():
+    """first_step() reads ``.grad`` the caller computed: its perturbation must not be made in it
+    (the engine gives up only gradients it took itself)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3).double()
+    opt = samkit.SAM(model.parameters(), torch.optim.SGD, lr=0.1, rho=0.05)
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    before = [p.grad.clone() for p in model.parameters()]
+    opt.first_step(zero_grad=False)
+    assert all(torch.equal(p.grad, b) for p, b in zip(model.parameters(), before))

@@ -125,22 +125,24 @@ def perturbation(
     etas: Sequence[float],
     *,
     stacked: bool = False,
+    inplace: bool = False,
 ) -> tuple[Groups, Tensor]:
     r"""The perturbation :math:`e = \rho\, T^2 d / (\lVert T d \rVert + \epsilon)` per parameter group.
 
     ``directions`` and ``params`` are lists of per-group tensor lists; ``rhos``, ``adaptive`` and
     ``etas`` hold one value per group. The norm is global across groups. With ``stacked=True`` every
     direction has a leading shard dimension and each shard is normalised on its own (the vectorized
-    m-sharpness path); ``params`` stay unstacked. Returns the perturbation (new tensors, per group)
-    and the norm :math:`\lVert T d \rVert` (0-d, or ``[k]`` when stacked; non-finite exactly when
-    some direction entry is).
+    m-sharpness path); ``params`` stay unstacked. Returns the perturbation per group and the norm
+    :math:`\lVert T d \rVert` (0-d, or ``[k]`` when stacked; non-finite exactly when some direction
+    entry is). The perturbation is made in new tensors, or with ``inplace=True`` in the directions'
+    own storage (the caller gives them up: one full-size buffer fewer, the same values).
     """
     scaled: Groups = []  # T d per group
     metrics: list[list[Tensor] | None] = []  # T per group (None when T = 1)
     for d, w, ada, eta in zip(directions, params, adaptive, etas, strict=True):
         if ada:
             t = metric(w, eta, stacked)
-            scaled.append(list(torch._foreach_mul(t, list(d))))
+            scaled.append(list(torch._foreach_mul(t, list(d))))  # our own: e is made in it
             metrics.append(t)
         else:
             scaled.append(list(d))
@@ -151,10 +153,12 @@ def perturbation(
     out: Groups = []
     for td, tm, rho in zip(scaled, metrics, rhos, strict=True):
         factor: Tensor | list[Tensor] = per_shard(inv, td) if stacked else inv
-        if tm is None:
+        if tm is None and not inplace:
             e = list(torch._foreach_mul(td, factor))
-        else:
-            e = list(torch._foreach_mul(td, tm))  # T (T d) = T^2 d
+        else:  # in T d (ASAM's, always ours) or in d itself (given up by the caller)
+            e = list(td)
+            if tm is not None:
+                torch._foreach_mul_(e, tm)  # T (T d) = T^2 d
             torch._foreach_mul_(e, factor)
         torch._foreach_mul_(e, rho)
         out.append(e)
@@ -187,6 +191,9 @@ class RuleContext:
     base_state_of: Callable[[Tensor], dict[str, Any]]
     geometry: Geometry = perturbation
     scratch: dict[str, Any] = field(default_factory=dict)
+    # The ascent gradients handed to ``Rule.perturbation`` are the step's own and read by nothing
+    # after it (set by the engine per pass): the perturbation may be made in their storage.
+    consume: bool = False
 
     @property
     def state(self) -> list[list[dict[str, Any]]]:
@@ -202,8 +209,10 @@ class RuleContext:
         """``group[key]`` for every group."""
         return [g[key] for g in self.groups]
 
-    def geometry_of(self, directions: Groups, stacked: bool = False) -> tuple[Groups, Tensor]:
-        """The shared geometry with each group's ``rho`` / ``adaptive`` / ``eta``."""
+    def geometry_of(self, directions: Groups, stacked: bool = False,
+                    inplace: bool = False) -> tuple[Groups, Tensor]:
+        """The shared geometry with each group's ``rho`` / ``adaptive`` / ``eta`` (``inplace``: made
+        in the directions' storage)."""
         return self.geometry(
             directions,
             self.params,
@@ -211,6 +220,7 @@ class RuleContext:
             self.settings("adaptive"),
             self.settings("eta"),
             stacked=stacked,
+            inplace=inplace,
         )
 
 
@@ -288,7 +298,9 @@ class Rule:
         ``None`` for ``e`` means: no perturbation this step.
         """
         assert grads is not None
-        return ctx.geometry_of(self.direction(grads, ctx, stacked), stacked)
+        d = self.direction(grads, ctx, stacked)
+        # The gradient itself as the direction, given up by the engine: e is made in its storage.
+        return ctx.geometry_of(d, stacked, inplace=ctx.consume and d is grads)
 
     def descent_points(self, ctx: RuleContext) -> tuple[list[Point], Tensor]:
         r"""For a rule without ascent pass and :attr:`descent_passes` ``> 1``: the points

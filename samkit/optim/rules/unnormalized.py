@@ -32,13 +32,20 @@ class UnnormalizedSAM(Rule):
     def perturbation(self, grads: Groups | None, ctx: RuleContext, *, stacked: bool = False,
                      previous: Groups | None = None) -> tuple[Groups | None, Tensor]:
         assert grads is not None
+        flat = [x for group in grads for x in group]
+        norm = shard_norms(flat) if stacked else global_norm(flat)  # before e may take g's storage
+        directions = self.direction(grads, ctx, stacked)
+        inplace = ctx.consume and directions is grads
         out: Groups = []
-        for d, w, group in zip(self.direction(grads, ctx, stacked), ctx.params, ctx.groups, strict=True):
-            e = list(torch._foreach_mul(list(d), group["rho"]))
+        for d, w, group in zip(directions, ctx.params, ctx.groups, strict=True):
+            if inplace:
+                e = list(d)
+                torch._foreach_mul_(e, group["rho"])
+            else:
+                e = list(torch._foreach_mul(list(d), group["rho"]))
             if group["adaptive"]:
                 t = metric(w, group["eta"], stacked)
                 torch._foreach_mul_(e, t)
                 torch._foreach_mul_(e, t)
             out.append(e)
-        flat = [x for group in grads for x in group]
-        return out, shard_norms(flat) if stacked else global_norm(flat)
+        return out, norm
