@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -142,6 +143,27 @@ def test_make_demo_is_a_valid_reproduce_command_that_readme_describes():
     assert f"`samkit {' '.join(command[:-2])}`" in readme and "`runs/demo/`" in readme
     args = cli.build_parser().parse_args(command)
     claims, studies, _ = plan("quick" if args.quick else "full", args.claims)
-    # the demo tests label noise, fine-tuning and the diagonal network, and nothing slow
-    assert {s.id for s in studies} == {"noise-20", "noise-40", "finetune-noisy", "dln"}
+    # the demo tests label noise, fine-tuning and the diagonal network, and nothing slow; not the
+    # 20%-noise claim, whose 3-seed verdict changed with the CPU (README says so)
+    assert {s.id for s in studies} == {"noise-40", "finetune-noisy", "dln"}
     assert {c.id for c in claims} >= {"noise40-sam", "finetune-noisy", "dln-nsam-better"}
+    assert "noise20-sam" not in {c.id for c in claims}
+
+
+@pytest.mark.slow
+def test_the_demos_verdicts_do_not_depend_on_the_thread_count(tmp_path):
+    """The demo twice, one torch thread per run and two: the runs differ from the first epoch (the
+    kernels sum in another order), the verdicts must not (about 5 minutes on 2 cores)."""
+    import csv
+    import subprocess
+    import sys
+
+    verdicts = []
+    for threads in (1, 2):
+        out = tmp_path / f"threads{threads}"
+        subprocess.run([sys.executable, "-m", "samkit", "reproduce", "--quick", "--claims", "demo",
+                        "--jobs", "2", "--threads", str(threads), "--quiet", "--out", str(out)],
+                       check=True, cwd=ROOT, capture_output=True)
+        with open(out / "verdicts.csv") as f:
+            verdicts.append({row["claim"]: row["verdict"] for row in csv.DictReader(f)})
+    assert verdicts[0] == verdicts[1] and len(verdicts[0]) >= 6

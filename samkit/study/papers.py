@@ -178,7 +178,10 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "noise20-sam", "Under 20% label noise, SAM reaches a higher test accuracy than SGD.",
         f"{FORET}, §3.3 (label noise); {AF22}", "noise-20", "test_acc",
-        {"label": "sam"}, {"label": "sgd"}, +1, 0.005, ("noise", "demo"),
+        # not a demo claim: at the demo's 3 seeds its interval straddles the threshold, and its
+        # verdict changed with the CPU (+4.5 [-1.6, +10.6] on one 2-core EPYC, +3.8 [+1.2, +6.4]
+        # on another); the suites' 5 seeds settle it
+        {"label": "sam"}, {"label": "sgd"}, +1, 0.005, ("noise",),
     ),
     Claim(
         "noise40-sam", "Under 40% label noise, SAM reaches a higher test accuracy than SGD.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +27,11 @@ def environment(device: torch.device, command: list[str] | None) -> dict[str, An
         "platform": platform.platform(),
         "device": str(device),
         "cpu": _cpu_name(),
+        # What makes two CPUs of one "model name" compute differently: the exact part, the vector
+        # instructions torch's kernels use, and the math libraries it was built with.
+        "cpu_id": _cpu_id(),
+        "cpu_capability": _cpu_capability(),
+        "math_libraries": math_libraries(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -48,6 +54,47 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _cpu_id() -> dict[str, str] | None:
+    """Vendor, family, model and stepping from /proc/cpuinfo (None where there is none): two CPUs
+    sold under one name ("AMD EPYC") may be different generations with different kernels."""
+    wanted = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "stepping": "stepping"}
+    found: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            key = key.strip()
+            if sep and key in wanted and wanted[key] not in found:
+                found[wanted[key]] = value.strip()
+            if not line.strip() and found:  # the first processor's block is enough
+                break
+    except OSError:
+        return None
+    return found or None
+
+
+def _cpu_capability() -> str | None:
+    """The vector instruction set torch dispatches its CPU kernels to (``AVX2``, ``AVX512``, ...)."""
+    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return str(get()) if get is not None else None
+
+
+def math_libraries(config: str | None = None) -> dict[str, str]:
+    """The BLAS, MKL and oneDNN versions torch was built with, read from ``torch.__config__.show()``."""
+    text = torch.__config__.show() if config is None else config
+    found: dict[str, str] = {}
+    patterns = {
+        "blas": r"BLAS_INFO=([^,\s]+)",
+        "mkl": r"Math Kernel Library Version ([0-9][^\s-]*)",
+        "onednn": r"(?:MKL-DNN|oneDNN) v([0-9][^\s]*)",
+        "openmp": r"OpenMP ([0-9]+)",
+    }
+    for name, pattern in patterns.items():
+        match = re.search(pattern, text)
+        if match:
+            found[name] = match.group(1)
+    return found
 
 
 def _git_commit() -> str | None:
