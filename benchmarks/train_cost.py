@@ -81,11 +81,14 @@ def ratios(med: dict[str, float]) -> dict[str, float]:
     }
 
 
-def steps_alone(workload: str, rounds: int, warmup: int) -> dict[str, float]:
+def steps_alone(workload: str, rounds: int, warmup: int, profile: Path | None) -> dict[str, float]:
     """Median seconds of one ``train_step`` per method, built as ``samkit train`` builds it (in a
     child process with one thread)."""
     cmd = [sys.executable, __file__, "--child", workload, "--step-rounds", str(rounds),
            "--warmup", str(warmup)]
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        cmd += ["--profile", str(profile / f"profile_{workload}.md")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
@@ -93,9 +96,11 @@ def steps_alone(workload: str, rounds: int, warmup: int) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _child(workload: str, rounds: int, warmup: int) -> None:
+def _child(workload: str, rounds: int, warmup: int, profile: Path | None = None) -> None:
     """Inside the child: every method's data, model and optimizer from its ``samkit train`` flags,
-    then interleaved rounds of one step each, on the run's batch order (seed 0)."""
+    then interleaved rounds of one step each, on the run's batch order (seed 0). With ``profile``:
+    after the rounds, torch's profiler over one block of each method, the operators that cost the
+    most, written there (where a ratio misses its target, this says which kernels pay)."""
     import torch
 
     from samkit.cli.app import build_parser
@@ -127,6 +132,22 @@ def _child(workload: str, rounds: int, warmup: int) -> None:
                 train_step(opt, model, loss_fn, batches[(r * BLOCK + i) % len(batches)])
             if r >= warmup:
                 times[method].append((time.perf_counter() - t0) / BLOCK)
+    if profile is not None:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        parts = [f"# Operators per step, {workload} (torch.profiler, one thread, {BLOCK} steps each)\n"]
+        for method, (model, opt, loss_fn, batches) in built.items():
+            with profiler(activities=[ProfilerActivity.CPU]) as prof:
+                t0 = time.perf_counter()
+                for i in range(BLOCK):
+                    train_step(opt, model, loss_fn, batches[i % len(batches)])
+                wall = (time.perf_counter() - t0) / BLOCK
+            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+            self_ms = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e3 / BLOCK
+            parts.append(f"\n## {method}: {wall * 1e3:.2f} ms per step under the profiler, "
+                         f"{self_ms:.2f} ms of it inside operators (the rest: Python)\n\n```\n{table}```\n")
+        profile.write_text("".join(parts))
     print(json.dumps({m: statistics.median(t) for m, t in times.items()}))
 
 
@@ -144,10 +165,12 @@ def main() -> None:
     parser.add_argument("--callgrind", action="store_true",
                         help="also count instructions per step (valgrind) on the first workload")
     parser.add_argument("--json", type=Path, help="write the medians, ratios and machine here")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="also write each workload's operator profile (markdown) into DIR")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.step_rounds, args.warmup)
+        _child(args.child, args.step_rounds, args.warmup, args.profile)
         return
     print(f"load average at start: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
     report: dict = {"machine": {"platform": platform.platform(), "cpu": platform.processor() or
@@ -169,7 +192,7 @@ def main() -> None:
                 print(f"  {m:<12} {t:8.3f} s")
             alone = None
             if args.steps_alone:
-                alone = steps_alone(workload, args.step_rounds, args.warmup)
+                alone = steps_alone(workload, args.step_rounds, args.warmup, args.profile)
                 entry["median_step_alone"] = alone
                 entry["ratios_steps_alone"] = ratios(alone)
             print(f"  {'ratio':<22} {'harness':>8} {'alone':>8} {'differ':>7}   target")
