@@ -70,6 +70,9 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "msam-2-vectorized": ("sam", {"shards": 2, "execution": "vectorized"}),
     "msam-4-vectorized": ("sam", {"shards": 4, "execution": "vectorized"}),
     "msam-8-vectorized": ("sam", {"shards": 8, "execution": "vectorized"}),
+    "msam-8-vectorized unbounded": ("sam", {"shards": 8, "execution": "vectorized",
+                                            "memory_budget": 2**40}),
+    "msam-8-auto": ("sam", {"shards": 8}),
     "sam every 2": ("sam", {"cadence": "every:k=2"}),
     "looksam every 5": ("sam", {"cadence": "every:k=5,reuse=looksam"}),
     "sam micro-batch 8": ("sam", {"micro_batch_size": 8}),
@@ -163,7 +166,8 @@ def measure(size: str, row: str, device: str, batch: int, steps: int) -> dict[st
         result["growth_bytes"] = result["cuda_growth_bytes"]
         result["growth_P"] = result["cuda_growth_bytes"] / params
     if hasattr(opt, "execution_used"):
-        result["execution"] = opt.execution_used
+        chunk = opt.execution_chunk
+        result["execution"] = opt.execution_used + (f" (chunks of {chunk})" if chunk else "")
     return result
 
 
@@ -194,19 +198,19 @@ def table(results: list[dict[str, Any]]) -> str:
         sgd = next((r["growth_bytes"] for r in ok if r["row"] == "sgd"), None)
         sam = next((r["growth_bytes"] for r in ok if r["row"] == "sam"), None)
         out += [f"\n### MLP {size}: P = {params / 2**20:.1f} MiB of float32 weights\n",
-                "| row | growth MiB | in P | over SGD, in P | x SGD's growth | x SAM's growth "
-                "| RSS growth MiB |",
-                "|---|---|---|---|---|---|---|"]
+                "| row | growth MiB | in P | over SGD, in P | x SGD's growth | peak x SAM's peak "
+                "| RSS growth MiB | execution |",
+                "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if "error" in r:
-                out.append(f"| {r['row']} | error: {' '.join(r['error'])} | | | | | |")
+                out.append(f"| {r['row']} | error: {' '.join(r['error'])} | | | | | | |")
                 continue
             g = r["growth_bytes"]
             over = f"{(g - sgd) / params:+.2f}" if sgd is not None else "-"
             xs = f"{g / sgd:.2f}" if sgd else "-"
-            xsam = f"{g / sam:.2f}" if sam else "-"
+            xsam = f"{(params + g) / (params + sam):.2f}" if sam else "-"  # weights included
             out.append(f"| {r['row']} | {g / 2**20:.0f} | {g / params:.2f} | {over} | {xs} | {xsam} "
-                       f"| {r['rss_growth_bytes'] / 2**20:.0f} |")
+                       f"| {r['rss_growth_bytes'] / 2**20:.0f} | {r.get('execution') or '-'} |")
     return "\n".join(out) + "\n"
 
 

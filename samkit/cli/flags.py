@@ -87,6 +87,14 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
         "(one perturbation per shard all the same; BatchNorm normalises each piece)",
     ),
     ("--execution", "execution", str, f"how shards run: {_names_help('execution')}"),
+    (
+        "--memory-budget",
+        "memory_budget",
+        int,
+        "bytes the vectorized shards' stacked copies may take: they run in chunks that fit, auto "
+        "loops where fewer than two would (default: half the free CUDA memory; on a CPU "
+        "max(256 MiB, 4 x the weights))",
+    ),
     ("--lr", "lr", float, "peak learning rate"),
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--nesterov", "nesterov", None, "Nesterov momentum (SGD)"),

@@ -6,13 +6,16 @@
 (:class:`~samkit.optim.engine.Totals`; a rule's descent points, which take no ascent, combine with
 :func:`~samkit.optim.engine.combine_points` in both); they differ only in how a shard's gradient
 is taken. ``"auto"`` vectorizes several shards on CUDA and
-follows a measured rule on a CPU (:func:`auto_vectorizes`). A new execution is one file and its line
-in :data:`ENGINES`.
+follows a measured rule on a CPU (:func:`auto_vectorizes`), within a memory budget
+(:func:`shard_chunk`): the vectorized shards' stacked copies are mapped in chunks that fit it, and
+``auto`` loops where not even two shards would. A new execution is one file and its line in
+:data:`ENGINES`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,7 +33,7 @@ from samkit.optim.vectorized import vectorized_passes
 log = logging.getLogger("samkit")
 
 # The executions a plan's passes can run on (Execution chooses among them).
-ENGINES = {"loop": loop_passes, "vectorized": vectorized_passes}
+ENGINES: dict[str, Callable[..., PassResult]] = {"loop": loop_passes, "vectorized": vectorized_passes}
 
 
 def run_passes(
@@ -49,7 +52,11 @@ def run_passes(
     result = None
     if choice != "loop":
         try:
-            result = ENGINES[choice](plan, model, loss_fn, batch, scaler, stats, backup)
+            if choice == "vectorized":
+                result = vectorized_passes(plan, model, loss_fn, batch, scaler, stats, backup,
+                                           chunk=execution.chunk)
+            else:
+                result = ENGINES[choice](plan, model, loss_fn, batch, scaler, stats, backup)
         except Exception as exc:  # an op without a vmap rule, ...: the loop always works
             for p in plan.all_flat:
                 p.grad = None
@@ -107,19 +114,69 @@ def auto_vectorizes(device: torch.device, model: nn.Module | None = None, shard_
     return False, f"auto on a CPU: the loop ({why})"
 
 
+# What one vectorized shard holds at its peak, in units of the perturbed weights' bytes: e_s (in
+# which w + e_s is then made) and, in the backward, a layer's stacked gradient before autograd sums
+# it over the shards (benchmarks/memory.py, an MLP whose layers are its weights: mSAM-4 and -8
+# vectorized peak at 9.9 P and 17.9 P over the model, SGD at 2 P: about 2 P per shard).
+COPIES_PER_SHARD = 2
+# The budget for those copies when none is given. CUDA: half the device's free memory at the first
+# step. A CPU: 4 P (so a step stays within about twice SAM's own peak, 4 P over the model with SGD's
+# momentum) but at least CPU_MIN_BUDGET: small models (the studies' CNNs, under 1 MiB of weights)
+# vectorize freely, large ones loop.
+CPU_MIN_BUDGET = 256 * 2**20
+CPU_BUDGET_IN_P = 4
+
+
+def weight_bytes(params: list[Tensor]) -> int:
+    """Bytes of the (local) tensors of ``params``."""
+    return sum(p.numel() * p.element_size() for p in params)
+
+
+def default_budget(device: torch.device, weights: int) -> tuple[int, str]:
+    """The memory the stacked shard copies may take when the user gave no budget, and how it was set."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2, f"half the free CUDA memory ({free / 2**20:.0f} MiB free)"
+    budget = max(CPU_MIN_BUDGET, CPU_BUDGET_IN_P * weights)
+    return budget, f"the CPU default, max(256 MiB, {CPU_BUDGET_IN_P} x the weights)"
+
+
+def shard_chunk(shards: int, weights: int, budget: int) -> int:
+    """How many shards' stacked copies fit ``budget`` bytes at once (0: not even one)."""
+    per_shard = COPIES_PER_SHARD * weights
+    return min(shards, budget // per_shard) if per_shard else shards
+
+
 class Execution:
     """Which engine runs a step's passes: the one asked for, ``auto``'s choice, and what was used.
 
-    ``auto`` follows :func:`auto_vectorizes`; a vectorized step that fails (an operation without a
-    ``vmap`` rule) makes ``auto`` loop from then on and ``vectorized`` raise. :attr:`reason` says
-    why the last choice was made (the run record keeps it).
+    ``auto`` follows :func:`auto_vectorizes` within the memory budget (``budget`` bytes for the
+    vectorized shards' stacked copies; None: :func:`default_budget`): the shards are mapped in
+    chunks of :attr:`chunk` that fit it, and ``auto`` loops where fewer than two would. Asked for
+    ``vectorized`` where not one shard fits, the first step refuses before any pass. A vectorized
+    step that fails (an operation without a ``vmap`` rule) makes ``auto`` loop from then on and
+    ``vectorized`` raise. :attr:`reason` says why the last choice was made (the run record keeps it).
     """
 
-    def __init__(self, asked: str) -> None:
+    def __init__(self, asked: str, budget: int | None = None) -> None:
         self.asked = asked
+        self.budget = budget
         self.used: str | None = None
         self.reason: str | None = None
+        self.chunk: int | None = None  # shards mapped at once (None: all of them)
         self.error: str | None = None  # why vectorizing failed once (auto then loops)
+
+    def _fit(self, plan: StepPlan, shards: int) -> tuple[int, str]:
+        """The chunk of shards the budget allows, and a sentence saying so."""
+        weights = weight_bytes(plan.flat)
+        if self.budget is not None:
+            budget, how = self.budget, "memory_budget"
+        else:
+            budget, how = default_budget(plan.flat[0].device, weights)
+        chunk = shard_chunk(shards, weights, budget)
+        per_shard = COPIES_PER_SHARD * weights
+        return chunk, (f"{shards} shards x {per_shard / 2**20:.1f} MiB of stacked copies against "
+                       f"{budget / 2**20:.0f} MiB ({how}): {chunk} at a time")
 
     def choose(self, plan: StepPlan, model: nn.Module, batch: Any = None) -> str:
         """``loop`` or ``vectorized`` for this step."""
@@ -140,6 +197,21 @@ class Execution:
             vectorize, reason = auto_vectorizes(plan.flat[0].device, model, max(sizes), inputs,
                                                 plan.knobs.points, len(sizes))
             choice = "vectorized" if vectorize else "loop"
+        self.chunk = None
+        if choice == "vectorized" and not plan.knobs.points:
+            shards = len(plan.knobs.sharding.sizes(batch_size(batch))) if batch is not None else 0
+            chunk, fits = self._fit(plan, shards)
+            if self.asked == "vectorized" and chunk < 1:
+                raise SamkitError(
+                    f"execution='vectorized' does not fit its memory budget: {fits}. Give a larger "
+                    "memory_budget, fewer shards, a perturbation scope (fewer perturbed weights), "
+                    "or execution='loop' (one shard's copies at a time) or 'auto'"
+                )
+            if self.asked == "auto" and chunk < 2:
+                choice, reason = "loop", f"auto: the loop, for memory ({fits})"
+            else:
+                self.chunk = chunk if chunk < shards else None
+                reason = f"{reason}; {fits}" if chunk < shards else reason
         if choice != self.used:
             log.debug("%s execution for %s (asked: %s; %s)", choice, plan.knobs.sharding, self.asked, reason)
         self.reason = reason

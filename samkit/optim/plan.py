@@ -105,6 +105,7 @@ class Knobs:
     micro_batch_size: int | None
     max_grad_norm: float | None
     execution: str  # asked for: auto, loop or vectorized (samkit.optim.executions runs it)
+    memory_budget: int | None  # bytes for the vectorized shards' stacked copies (None: the default)
     nonfinite: str
     sync: PerturbationGroups
     # What the rule and the cadence supply, asked once here (the plan of every step carries it):
@@ -149,6 +150,7 @@ class Knobs:
         execution: str = "auto",
         nonfinite: str = "raise",
         sync_perturbation_group_size: int = 1,
+        memory_budget: int | None = None,
     ) -> Knobs:
         """Check every setting and their compatibility; a :class:`SamkitError` says what to change."""
         check_flag("adaptive", adaptive, allow_none=True)
@@ -157,6 +159,8 @@ class Knobs:
         if not isinstance(rule, Rule):
             raise SamkitError(f"rule must be a samkit.rules.Rule such as samkit.rules.GSAM(), got {rule!r}")
         check_choice("execution", execution, EXECUTIONS)
+        if memory_budget is not None:
+            check_positive_int("memory_budget", memory_budget)
         check_choice("nonfinite", nonfinite, NONFINITE)
         check_number("rho", rho, low=0.0)
         sharding = Sharding.from_args(shards, shard_size)
@@ -178,6 +182,7 @@ class Knobs:
             micro_batch_size=micro_batch_size,
             max_grad_norm=max_grad_norm,
             execution=execution,
+            memory_budget=memory_budget,
             nonfinite=nonfinite,
             sync=PerturbationGroups(sync_perturbation_group_size),
         )

@@ -109,6 +109,11 @@ class SAM(Optimizer):
         sync_perturbation_group_size: under DDP, average the ascent gradient over groups of this
             many consecutive ranks before perturbing (1: each rank perturbs with its own gradient,
             i.e. one shard per rank; the world size: plain SAM on the global batch).
+        memory_budget: bytes the vectorized execution's stacked shard copies may take (about 2
+            copies of the perturbed weights per shard); the shards are mapped in chunks that fit,
+            ``auto`` loops where fewer than two would, and ``vectorized`` refuses a budget not
+            even one shard fits. None: half the free memory on CUDA, max(256 MiB, 4 x the
+            weights) on a CPU. See :attr:`execution_reason`.
 
     Example::
 
@@ -134,6 +139,7 @@ class SAM(Optimizer):
         execution: str = "auto",
         nonfinite: str = "raise",
         sync_perturbation_group_size: int = 1,
+        memory_budget: int | None = None,
         model: nn.Module | None = None,
         **base_kwargs: Any,
     ) -> None:
@@ -146,10 +152,10 @@ class SAM(Optimizer):
             rho=rho, rule=rule, adaptive=adaptive, eta=eta, shards=shards, shard_size=shard_size,
             micro_batch_size=micro_batch_size, max_grad_norm=max_grad_norm, cadence=cadence,
             execution=execution, nonfinite=nonfinite,
-            sync_perturbation_group_size=sync_perturbation_group_size,
+            sync_perturbation_group_size=sync_perturbation_group_size, memory_budget=memory_budget,
         )  # fmt: skip
         self.knobs = knobs
-        self._execution = Execution(knobs.execution)  # the choice, and what the last step used
+        self._execution = Execution(knobs.execution, knobs.memory_budget)  # the choice; the last used
         if model is not None and not isinstance(model, nn.Module):
             raise SamkitError(f"model must be the nn.Module the optimizer trains (or None), got {model!r}")
         self.model = model
@@ -226,6 +232,12 @@ class SAM(Optimizer):
     def execution_used(self) -> str | None:
         """The execution the last ``train_step`` ran (``auto`` resolved); None before one."""
         return self._execution.used
+
+    @property
+    def execution_chunk(self) -> int | None:
+        """Shards the last vectorized step mapped at once (None: all of them, or not vectorized);
+        set by the memory budget (``memory_budget``)."""
+        return self._execution.chunk if self._execution.used == "vectorized" else None
 
     @property
     def execution_reason(self) -> str | None:

@@ -63,12 +63,13 @@ class _Bound(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def equal_runs(sizes: list[int]) -> list[tuple[int, int, int]]:
-    """Consecutive shards of equal size as ``(first example, number of shards, shard size)``."""
+def equal_runs(sizes: list[int], limit: int | None = None) -> list[tuple[int, int, int]]:
+    """Consecutive shards of equal size as ``(first example, number of shards, shard size)``, each
+    run of at most ``limit`` shards (the chunks a memory budget allows; None: no limit)."""
     runs: list[tuple[int, int, int]] = []
     start = 0
     for s in sizes:
-        if runs and runs[-1][2] == s:
+        if runs and runs[-1][2] == s and (limit is None or runs[-1][1] < limit):
             first, count, _ = runs[-1]
             runs[-1] = (first, count + 1, s)
         else:
@@ -104,8 +105,13 @@ def vectorized_passes(
     scaler: torch.amp.GradScaler | None,
     stats: RunningStats | None,
     backup: WeightBackup,
+    chunk: int | None = None,
 ) -> PassResult:
     """Ascent and descent passes for all shards; leaves ``sum_s w_s h_s`` in ``.grad``.
+
+    ``chunk``: map at most that many shards at once (their stacked copies are what a vectorized
+    step holds over the loop's; :class:`~samkit.optim.executions.Execution` sizes it to a memory
+    budget). The chunks' sums are the same sums, in more calls.
 
     The ascent is the engine's :func:`~samkit.optim.engine.ascend` and the totals its
     :class:`~samkit.optim.engine.Totals`; what is this execution's own is how shard ``j``'s gradient
@@ -143,7 +149,7 @@ def vectorized_passes(
 
     totals = Totals(ctx, ctx.keep_full)
     merged: list[Tensor] | None = None
-    for first, count, size in equal_runs(sizes):
+    for first, count, size in equal_runs(sizes, chunk):
         w = size / n
         sub = pytree.tree_map(
             lambda t, first=first, count=count, size=size: t[first : first + count * size].reshape(
@@ -200,31 +206,39 @@ def vectorized_passes(
             assert grads is not None
             return loss, grads
 
-        ascent = ascend(ctx, take, backup=None, stacked=True)
+        ascent = ascend(ctx, take, backup=None, stacked=True, owned=True)
         totals.ascent(ascent, w)
-        e = ascent.e
-        # Descent at w + e_s for every shard; running statistics go to throw-away copies.
-        for piece, v in pieces:
-            perturbed = _perturbed(e, flat)
+        assert ascent.e is not None
+        offsets = [t for group in ascent.e for t in group]
+        del ascent
+        # Descent at w + e_s for every shard; running statistics go to throw-away copies. The
+        # stacked weights are one leaf per parameter (w), expanded, plus e_s: autograd sums the
+        # shards' gradients into the leaf layer by layer (the expand's backward), so the shards'
+        # descent gradients are never all held at once; the last piece makes w + e_s in e's own
+        # storage (e is read no more).
+        bases = [p.detach().requires_grad_() for p in flat]
+        for k, (piece, v) in enumerate(pieces):
+            last = k == len(pieces) - 1
+            perturbed = [o.detach().add_(b.unsqueeze(0)) if last else o + b.unsqueeze(0)
+                         for o, b in zip(offsets, bases, strict=True)]
             losses = mapped(dict(zip(names, perturbed, strict=True)), stacked_stats(count), piece)
             weight = w * v if v != 1.0 else w
             target = losses.sum() * weight
             totals.descent(losses.detach().sum() * weight)
             # The parameters outside the perturbation scope are the model's own (not mapped): their
             # gradient comes out summed over the shards already.
-            descent = torch.autograd.grad(
-                scaled(target), [*perturbed, *others], allow_unused=True, materialize_grads=True
-            )
+            summed = list(torch.autograd.grad(
+                scaled(target), [*bases, *others], allow_unused=True, materialize_grads=True
+            ))
             totals.examples += count * _size_of(piece)
             del perturbed
-            summed = [h.sum(0) for h in descent[: len(flat)]] + list(descent[len(flat):])
             current = [p.grad for p in every]
             if any(g is None for g in current):
                 for p, h in zip(every, summed, strict=True):
                     p.grad = h if p.grad is None else p.grad + h
             else:
                 torch._foreach_add_([g for g in current if g is not None], summed)
-        del e, ascent
+        del offsets
     if stats and merged is not None:
         stats.set_merged(merged)
     return totals.result(ddp=False, shards=len(sizes), n=n)

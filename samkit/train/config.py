@@ -38,7 +38,7 @@ PRECISIONS = ("fp32", "bf16")
 # hashed instead) and how often steps are logged.
 _NOT_HASHED = (
     "data_root", "download", "device", "label", "quiet", "execution", "threads", "init_from",
-    "log_every_steps",
+    "log_every_steps", "memory_budget",
 )  # fmt: skip
 # Fields added after runs were first saved enter the hash only when they differ from these values,
 # which reproduce the earlier behaviour: a run folder saved before a field existed keeps its hash
@@ -98,6 +98,7 @@ class TrainConfig:
     shard_size: int | None = None
     micro_batch_size: int | None = None  # memory: split each shard's passes (BatchNorm: per piece)
     execution: str = "auto"
+    memory_budget: int | None = None  # bytes for the vectorized shards' stacked copies (None: default)
     sigma: float = registry.run_setting_default("sigma")
     lmbda: float = registry.run_setting_default("lmbda")
     optimizer_options: dict[str, Any] = field(default_factory=dict)  # the rule's other options
@@ -177,6 +178,7 @@ class TrainConfig:
             "max_grad_norm": self.max_grad_norm,
             "cadence": self.cadence,
             "execution": self.execution,
+            **({"memory_budget": self.memory_budget} if self.memory_budget is not None else {}),
             **self.rule_options(),
         }
 
@@ -195,7 +197,8 @@ class TrainConfig:
             raise SamkitError("model must be a model name such as 'cnn1d' (see samkit.models).")
         for name in ("batch_size", "epochs", "eval_batch_size"):
             check_positive_int(name, getattr(self, name))
-        for name in ("train_subset", "test_subset", "max_steps_per_epoch", "train_eval_examples"):
+        for name in ("train_subset", "test_subset", "max_steps_per_epoch", "train_eval_examples",
+                     "memory_budget"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         if self.threads is not None:

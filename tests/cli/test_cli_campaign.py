@@ -68,7 +68,8 @@ VALID = {
              "--num-examples", "--n-test", "--every", "--threads", "--slurm-cpus",
              "--slurm-gpus", "--slurm-array-parallelism", "--slurm-max-requeues",
              "--micro-batch-size", "--shard-size", "--log-every-steps", "--n", "--d",
-             "--steps", "--num-samples", "--batch-size"},  # a large count: all, later, or slow
+             "--steps", "--num-samples", "--batch-size",
+             "--memory-budget"},  # a large count: all, later, or slow; a budget: no limit
     "missing": {"--out"},  # a new folder
     "someone's files": {"--data-root"},  # data goes beside them (a folder of one's own data)
     "unknown": {"--label", "--slurm-partition", "--slurm-account", "--slurm-mem",

@@ -252,3 +252,78 @@ def test_auto_follows_the_measured_rule_and_says_why():
         opt.train_step(model, ce, (x, y))
         assert opt.execution_used == used and "auto on a CPU" in opt.execution_reason
         assert ("vectorized" in opt.execution_reason) == (used == "vectorized")
+
+
+# ---- memory: the vectorized shards in chunks that fit a budget -------------------------------------
+def _budget_for(model, shards):
+    """The memory_budget that lets exactly ``shards`` shards' stacked copies in at once."""
+    from samkit.optim.executions import COPIES_PER_SHARD, weight_bytes
+
+    return COPIES_PER_SHARD * weight_bytes(list(model.parameters())) * shards
+
+
+def test_equal_runs_are_cut_into_chunks_of_the_limit():
+    from samkit.optim.vectorized import equal_runs
+
+    assert equal_runs([3, 3, 3, 3, 3, 2]) == [(0, 5, 3), (15, 1, 2)]
+    assert equal_runs([3, 3, 3, 3, 3, 2], 2) == [(0, 2, 3), (6, 2, 3), (12, 1, 3), (15, 1, 2)]
+    assert equal_runs([4] * 4, 4) == [(0, 4, 4)]
+    assert equal_runs([4] * 4, 1) == [(i * 4, 1, 4) for i in range(4)]
+
+
+@pytest.mark.parametrize(
+    "chunk,kw",
+    [
+        (2, {"shards": 5}),  # 4 + 4 + 4 + 4 + 4 on 20: chunks of 2, 2, 1
+        (3, {"shards": 6, "micro_batch_size": 2}),  # 4 + 4 + 3 + 3 + 3 + 3 on 20, in pieces
+        (2, {"shards": 4, "rule": rules.MultiStepSAM(steps=2)}),  # two ascent passes per chunk
+        (1, {"shards": 4, "adaptive": True, "eta": 0.01}),
+    ],
+)
+def test_chunked_vectorized_equals_the_loop(chunk, kw):
+    """Chunks of shards (a budget smaller than every shard's copies) compute the loop's update:
+    weights, BatchNorm running statistics and losses in float64, over 3 steps."""
+    model = make_cnn()
+    budget = _budget_for(model, chunk)
+    m_loop, _, l_loop = trajectory("loop", n=20, **kw)
+    m_vec, o_vec, l_vec = trajectory("vectorized", n=20, memory_budget=budget, **kw)
+    assert o_vec.execution_used == "vectorized" and o_vec.execution_chunk == chunk
+    assert f"{chunk} at a time" in o_vec.execution_reason
+    assert_states(state_of(m_vec), state_of(m_loop), atol=1e-10)
+    torch.testing.assert_close(l_vec, l_loop, atol=1e-12, rtol=0)
+
+
+def test_auto_loops_when_the_budget_holds_fewer_than_two_shards():
+    """A convolution network with 8 small shards on a CPU vectorizes by the speed rule; with room
+    for one shard's copies only, auto takes the loop and says it was for memory."""
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(152, 3)).double()
+    x, y = torch.randn(64, 1, 40, dtype=torch.float64), torch.randint(0, 3, (64,))
+    roomy = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=8)
+    roomy.train_step(model, ce, (x, y))
+    assert roomy.execution_used == "vectorized" and roomy.execution_chunk is None
+    tight = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=8,
+                memory_budget=_budget_for(model, 1))
+    tight.train_step(model, ce, (x, y))
+    assert tight.execution_used == "loop" and "for memory" in tight.execution_reason
+    halved = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=8,
+                 memory_budget=_budget_for(model, 4))
+    halved.train_step(model, ce, (x, y))
+    assert halved.execution_used == "vectorized" and halved.execution_chunk == 4
+
+
+def test_vectorized_that_cannot_fit_one_shard_refuses_before_any_pass():
+    model = make_cnn()
+    before = state_of(model)
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=4, execution="vectorized",
+              memory_budget=_budget_for(model, 1) - 1)
+    with pytest.raises(SamkitError, match="does not fit its memory budget.*execution='loop'"):
+        opt.train_step(model, ce, make_batch())
+    assert_states(state_of(model), before, atol=0)
+    assert opt.steps == 0 and all(p.grad is None for p in model.parameters())
+
+
+def test_memory_budget_must_be_a_positive_number_of_bytes():
+    model = make_cnn()
+    for bad in (0, -5, 1.5, "1GiB"):
+        with pytest.raises(SamkitError, match="memory_budget"):
+            SAM(model.parameters(), torch.optim.SGD, lr=0.1, memory_budget=bad)

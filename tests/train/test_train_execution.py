@@ -46,3 +46,23 @@ def test_a_run_resumed_after_its_last_step_still_says_which_execution_ran(harnes
     assert again["steps"] == done["steps"]
     assert (again["execution_used"], again["execution_reason"]) == (
         done["execution_used"], done["execution_reason"])
+
+
+def test_memory_budget_reaches_the_optimizer_and_leaves_the_run_hash_alone():
+    """--memory-budget / memory_budget: how the shards run, not what they compute (like
+    execution): the optimizer gets it, the config hash does not change, a bad value is refused."""
+    from samkit.cli.app import build_parser
+    from samkit.cli.flags import config_from_args
+    from samkit.errors import SamkitError
+    from samkit.train import TrainConfig
+    from samkit.train.config import config_hash
+    from samkit.train.setup import build_optimizer
+
+    args = build_parser().parse_args(["train", "--optimizer", "msam", "--memory-budget", "123456789"])
+    cfg = config_from_args(args)
+    assert cfg.memory_budget == 123456789
+    assert config_hash(cfg) == config_hash(TrainConfig(optimizer="msam").validated())
+    opt = build_optimizer(cfg, __import__("torch").nn.Linear(3, 2))
+    assert opt.knobs.memory_budget == opt._execution.budget == 123456789
+    with pytest.raises(SamkitError, match="memory_budget"):
+        TrainConfig(optimizer="msam", memory_budget=0).validated()
