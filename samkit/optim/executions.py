@@ -115,14 +115,15 @@ def auto_vectorizes(device: torch.device, model: nn.Module | None = None, shard_
 
 
 # What one vectorized shard holds at its peak, in units of the perturbed weights' bytes: e_s (in
-# which w + e_s is then made) and, in the backward, a layer's stacked gradient before autograd sums
-# it over the shards (benchmarks/memory.py, an MLP whose layers are its weights: mSAM-4 and -8
-# vectorized peak at 9.9 P and 17.9 P over the model, SGD at 2 P: about 2 P per shard).
-COPIES_PER_SHARD = 2
+# which w + e_s is then made), the batched matmul's contiguous copy of its weights and, in the
+# backward, a layer's stacked gradient before autograd sums it over the shards. Measured with
+# benchmarks/memory.py on the 26 M-parameter MLP (weights dominate): mSAM-8 vectorized in chunks
+# of 1, 2, 4 shards grows by 4.8, 7.6, 13.3 P over the model (SGD: 2 P), about 2.8 P per shard.
+COPIES_PER_SHARD = 3
 # The budget for those copies when none is given. CUDA: half the device's free memory at the first
-# step. A CPU: 4 P (so a step stays within about twice SAM's own peak, 4 P over the model with SGD's
-# momentum) but at least CPU_MIN_BUDGET: small models (the studies' CNNs, under 1 MiB of weights)
-# vectorize freely, large ones loop.
+# step. A CPU: 4 P, one shard's copies at a time for a large model (mSAM-8 vectorized then peaks at
+# 1.45x SAM's own peak, weights included: within the 2x the memory benchmark holds it to), but at
+# least CPU_MIN_BUDGET: small models (the studies' CNNs, under 1 MiB of weights) vectorize freely.
 CPU_MIN_BUDGET = 256 * 2**20
 CPU_BUDGET_IN_P = 4
 

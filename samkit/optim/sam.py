@@ -109,7 +109,7 @@ class SAM(Optimizer):
         sync_perturbation_group_size: under DDP, average the ascent gradient over groups of this
             many consecutive ranks before perturbing (1: each rank perturbs with its own gradient,
             i.e. one shard per rank; the world size: plain SAM on the global batch).
-        memory_budget: bytes the vectorized execution's stacked shard copies may take (about 2
+        memory_budget: bytes the vectorized execution's stacked shard copies may take (about 3
             copies of the perturbed weights per shard); the shards are mapped in chunks that fit,
             ``auto`` loops where fewer than two would, and ``vectorized`` refuses a budget not
             even one shard fits. None: half the free memory on CUDA, max(256 MiB, 4 x the

@@ -238,6 +238,7 @@ def vectorized_passes(
                     p.grad = h if p.grad is None else p.grad + h
             else:
                 torch._foreach_add_([g for g in current if g is not None], summed)
+            del summed, current  # in .grad now: not held through the next chunk's passes
         del offsets
     if stats and merged is not None:
         stats.set_merged(merged)
