@@ -92,7 +92,7 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
         "memory_budget",
         int,
         "bytes the vectorized shards' stacked copies may take: they run in chunks that fit, auto "
-        "loops where fewer than two would (default: half the free CUDA memory; on a CPU "
+        "loops where fewer than 4 (CUDA: 2) would (default: half the free CUDA memory; on a CPU "
         "max(256 MiB, 4 x the weights))",
     ),
     ("--lr", "lr", float, "peak learning rate"),

@@ -153,7 +153,8 @@ class Execution:
 
     ``auto`` follows :func:`auto_vectorizes` within the memory budget (``budget`` bytes for the
     vectorized shards' stacked copies; None: :func:`default_budget`): the shards are mapped in
-    chunks of :attr:`chunk` that fit it, and ``auto`` loops where fewer than two would. Asked for
+    chunks of :attr:`chunk` that fit it, and ``auto`` loops where fewer than 4 would on a CPU (2
+    on CUDA), where chunks were measured slower than the loop. Asked for
     ``vectorized`` where not one shard fits, the first step refuses before any pass. A vectorized
     step that fails (an operation without a ``vmap`` rule) makes ``auto`` loop from then on and
     ``vectorized`` raise. :attr:`reason` says why the last choice was made (the run record keeps it).
@@ -208,7 +209,10 @@ class Execution:
                     "memory_budget, fewer shards, a perturbation scope (fewer perturbed weights), "
                     "or execution='loop' (one shard's copies at a time) or 'auto'"
                 )
-            if self.asked == "auto" and chunk < 2:
+            # chunks of 2 or 3 shards were slower than the loop on a CPU (mSAM-8 on cnn1d, one
+            # thread: chunks of 2 1.45x the loop, of 4 0.9x); on CUDA any two shards at once pay
+            least = 2 if plan.flat[0].device.type == "cuda" else 4
+            if self.asked == "auto" and chunk < min(least, shards):
                 choice, reason = "loop", f"auto: the loop, for memory ({fits})"
             else:
                 self.chunk = chunk if chunk < shards else None

@@ -111,9 +111,9 @@ class SAM(Optimizer):
             i.e. one shard per rank; the world size: plain SAM on the global batch).
         memory_budget: bytes the vectorized execution's stacked shard copies may take (about 3
             copies of the perturbed weights per shard); the shards are mapped in chunks that fit,
-            ``auto`` loops where fewer than two would, and ``vectorized`` refuses a budget not
-            even one shard fits. None: half the free memory on CUDA, max(256 MiB, 4 x the
-            weights) on a CPU. See :attr:`execution_reason`.
+            ``auto`` loops where fewer than 4 would on a CPU (2 on CUDA), and ``vectorized``
+            refuses a budget not even one shard fits. None: half the free memory on CUDA,
+            max(256 MiB, 4 x the weights) on a CPU. See :attr:`execution_reason`.
 
     Example::
 

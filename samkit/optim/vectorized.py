@@ -210,6 +210,7 @@ def vectorized_passes(
         totals.ascent(ascent, w)
         assert ascent.e is not None
         offsets = [t for group in ascent.e for t in group]
+        ascent.e = None  # the totals keep the Ascent: e would outlive its chunk
         del ascent
         # Descent at w + e_s for every shard; running statistics go to throw-away copies. The
         # stacked weights are one leaf per parameter (w), expanded, plus e_s: autograd sums the
