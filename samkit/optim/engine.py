@@ -151,7 +151,10 @@ class Totals:
         self.first: Tensor | None = None  # sum_s w_s ||first ascent direction of s||
         self.examples = 0
         self.moved = False  # whether a descent pass ran at a perturbation
-        self.last: Ascent | None = None
+        self.ascended: bool | None = None  # whether the last shard's ascent shaped it (None: no shard)
+        # the perturbation of a one-shard step, kept past its passes only for a cadence that reads
+        # it (memory: e is otherwise in the weights, or in the stacked copies, and freed with them)
+        self.e: Groups | None = None
         # several shards: sum_s w_s g_s in one buffer; one shard: its own gradient, no copy
         self.accumulate = accumulate_full
         self.full: Groups | None = (
@@ -160,7 +163,9 @@ class Totals:
 
     def ascent(self, a: Ascent, w: float) -> None:
         """Add a shard's ascent (stacked shards: each ``[k]`` value summed, every shard of weight ``w``)."""
-        self.last = a
+        self.ascended = a.ascended
+        if self.plan.knobs.cadence_observe is not None and self.plan.knobs.sharding.is_single:
+            self.e = a.e
         if a.loss is not None:
             self.loss = a.loss * w if self.loss is None else self.loss + a.loss * w
         if a.declined is not None:
@@ -185,20 +190,20 @@ class Totals:
 
     def result(self, ddp: bool, shards: int, n: int) -> PassResult:
         """The step's result (``n``: the examples of the batch, this rank's)."""
-        ascended = self.last is not None and self.last.ascended
+        ascended = bool(self.ascended)
         norms = self.norms if self.norms is not None else torch.zeros((), device=self.plan.flat[0].device)
         full = self.full if ascended else None
         if ddp and full is not None:  # the rule's state tracks the global gradient
             all_reduce_mean_([t for g in full for t in g])
         loss = self.loss if self.loss is not None else self.perturbed
-        assert loss is not None and self.last is not None
+        assert loss is not None and self.ascended is not None
         return PassResult(
             loss=loss,
             perturbed_loss=self.perturbed if self.moved else None,
             ascent_norm=norms,
             full_grads=full,
             ascended=ascended,
-            perturbation=self.last.e if shards == 1 else None,
+            perturbation=self.e if shards == 1 else None,
             norm_mean=self.first,
             examples=self.examples,
             passes=self.examples / n,
@@ -431,14 +436,13 @@ def loop_passes(
                 return out
 
             if moves is None:  # a plain step: no ascent, its loss is the descent's
-                totals.last = shard = _NOTHING
+                shard, totals.ascended = _NOTHING, False
             else:
                 shard = ascend(plan, take, backup=moves, ddp=ddp is not None, owned=True)
                 totals.ascent(shard, w)
-                if plan.knobs.cadence_observe is None:
-                    # e is in the weights and the backup puts w back: nothing reads e again, so the
-                    # descent runs without it (SAM's memory: one saved copy over the base step's).
-                    shard.e = None
+                # e is in the weights and the backup puts w back (the totals keep it if a cadence
+                # reads it): the descent runs without this copy (SAM's memory: one saved copy).
+                shard.e = None
             if shard.declined is not None:
                 to_grad(flat, shard.declined, scaler, ddp is not None)  # the step's gradient is in .grad
                 break

@@ -52,11 +52,8 @@ def run_passes(
     result = None
     if choice != "loop":
         try:
-            if choice == "vectorized":
-                result = vectorized_passes(plan, model, loss_fn, batch, scaler, stats, backup,
-                                           chunk=execution.chunk)
-            else:
-                result = ENGINES[choice](plan, model, loss_fn, batch, scaler, stats, backup)
+            chunked = {"chunk": execution.chunk} if choice == "vectorized" else {}
+            result = ENGINES[choice](plan, model, loss_fn, batch, scaler, stats, backup, **chunked)
         except Exception as exc:  # an op without a vmap rule, ...: the loop always works
             for p in plan.all_flat:
                 p.grad = None

@@ -210,8 +210,7 @@ def vectorized_passes(
         totals.ascent(ascent, w)
         assert ascent.e is not None
         offsets = [t for group in ascent.e for t in group]
-        ascent.e = None  # the totals keep the Ascent: e would outlive its chunk
-        del ascent
+        del ascent  # e lives on in offsets only (the totals keep one shard's e at most): freed per chunk
         # Descent at w + e_s for every shard; running statistics go to throw-away copies. The
         # stacked weights are one leaf per parameter (w), expanded, plus e_s: autograd sums the
         # shards' gradients into the leaf layer by layer (the expand's backward), so the shards'
