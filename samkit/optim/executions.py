@@ -164,9 +164,19 @@ class Execution:
         self.reason: str | None = None
         self.chunk: int | None = None  # shards mapped at once (None: all of them)
         self.error: str | None = None  # why vectorizing failed once (auto then loops)
+        # the fit worked out at the first vectorized step, by (shards, perturbed tensors)
+        self._fits: dict[tuple[int, int], tuple[int, str]] = {}
 
     def _fit(self, plan: StepPlan, shards: int) -> tuple[int, str]:
-        """The chunk of shards the budget allows, and a sentence saying so."""
+        """The chunk of shards the budget allows, and a sentence saying so (worked out once per
+        shard count and parameter set: the budget, on CUDA the free memory, is read at the first
+        step, not on every one)."""
+        key = (shards, len(plan.flat))
+        if key not in self._fits:
+            self._fits[key] = self._work_out_fit(plan, shards)
+        return self._fits[key]
+
+    def _work_out_fit(self, plan: StepPlan, shards: int) -> tuple[int, str]:
         weights = weight_bytes(plan.flat)
         if self.budget is not None:
             budget, how = self.budget, "memory_budget"

@@ -327,3 +327,23 @@ def test_memory_budget_must_be_a_positive_number_of_bytes():
     for bad in (0, -5, 1.5, "1GiB"):
         with pytest.raises(SamkitError, match="memory_budget"):
             SAM(model.parameters(), torch.optim.SGD, lr=0.1, memory_budget=bad)
+
+
+def test_the_default_budget_is_read_at_the_first_step_only(monkeypatch):
+    """The budget (on CUDA: the free memory) is read once, at the first vectorized step, as the
+    docs say: later steps keep its chunk instead of asking again on every step."""
+    from samkit.optim import executions
+
+    calls = []
+    real = executions.default_budget
+
+    def counted(device, weights):
+        calls.append(weights)
+        return real(device, weights)
+
+    monkeypatch.setattr(executions, "default_budget", counted)
+    model = make_cnn()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1, shards=4, execution="vectorized")
+    for s in range(3):
+        opt.train_step(model, ce, make_batch(8, seed=s))
+    assert opt.execution_used == "vectorized" and len(calls) == 1
