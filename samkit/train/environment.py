@@ -17,6 +17,7 @@ import torch
 
 def environment(device: torch.device, command: list[str] | None) -> dict[str, Any]:
     """Versions, hardware and command line, for ``env.json``."""
+    cpu = _cpuinfo()
     env: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": list(sys.argv if command is None else command),
@@ -26,10 +27,10 @@ def environment(device: torch.device, command: list[str] | None) -> dict[str, An
         "samkit": _samkit_version(),
         "platform": platform.platform(),
         "device": str(device),
-        "cpu": _cpu_name(),
+        "cpu": _cpu_name(cpu),
         # What makes two CPUs of one "model name" compute differently: the exact part, the vector
         # instructions torch's kernels use, and the math libraries it was built with.
-        "cpu_id": _cpu_id(),
+        "cpu_id": _cpu_id(cpu),
         "cpu_capability": _cpu_capability(),
         "math_libraries": math_libraries(),
         "cpu_count": os.cpu_count(),
@@ -46,32 +47,30 @@ def _samkit_version() -> str:
     return samkit.__version__
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_id() -> dict[str, str] | None:
-    """Vendor, family, model and stepping from /proc/cpuinfo (None where there is none): two CPUs
-    sold under one name ("AMD EPYC") may be different generations with different kernels."""
-    wanted = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "stepping": "stepping"}
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (empty where there is none)."""
     found: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, sep, value = line.partition(":")
-            key = key.strip()
-            if sep and key in wanted and wanted[key] not in found:
-                found[wanted[key]] = value.strip()
             if not line.strip() and found:  # the first processor's block is enough
                 break
+            if sep:
+                found.setdefault(key.strip(), value.strip())
     except OSError:
-        return None
-    return found or None
+        pass
+    return found
+
+
+def _cpu_name(info: dict[str, str]) -> str:
+    return info.get("model name") or platform.processor() or platform.machine()
+
+
+def _cpu_id(info: dict[str, str]) -> dict[str, str] | None:
+    """Vendor, family, model and stepping (None where /proc/cpuinfo has none): two CPUs sold under
+    one name ("AMD EPYC") may be different generations with different kernels."""
+    wanted = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "stepping": "stepping"}
+    return {short: info[key] for key, short in wanted.items() if key in info} or None
 
 
 def _cpu_capability() -> str | None:
